@@ -1,0 +1,1 @@
+"""Models: the Presto-compatible pixel-timeseries encoder, classifier heads and the CNN segmenter."""

@@ -1,0 +1,222 @@
+"""Composite: scenes on the grid -> a cloud-masked monthly cube.
+
+The cube is an :class:`xarray.Dataset` on the job's :class:`~pipeline.grid.Grid`:
+
+- ``reflectance`` ``(time, band, y, x)`` float32: per calendar month, the per-band median of the clear
+  observations (physical reflectance, offset and quantification applied); NaN where the month has none,
+- ``valid`` ``(time, y, x)`` bool: the month has at least one clear observation,
+- ``clear_count`` ``(time, y, x)`` uint8: clear observations per month,
+- ``n_clear`` ``(y, x)`` uint16: clear observations over the whole period.
+
+Arrays are dask-backed, one task per (month, block), so memory is bounded by the block size and the number of
+scenes in one month, never by the region.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from rasterio.warp import transform_bounds
+
+from pipeline import __version__
+from pipeline.grid import Grid
+from pipeline.ingest.scene import Scene, read_scene
+from pipeline.settings import IngestSpec, PeriodSpec
+
+COMPOSITING_METHOD = (
+    "per-band median of clear observations per calendar month (mean of the two middle values for even counts)"
+)
+
+
+def month_starts(period: PeriodSpec) -> list[dt.date]:
+    """First day of every calendar month from ``period.start`` to ``period.end`` inclusive."""
+    months = []
+    year, month = period.start.year, period.start.month
+    while (year, month) <= (period.end.year, period.end.month):
+        months.append(dt.date(year, month, 1))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def scenes_by_month(scenes: Sequence[Scene], months: Sequence[dt.date]) -> list[list[Scene]]:
+    """Scenes grouped by the month of their acquisition (UTC); scenes outside the period are dropped."""
+    index = {(m.year, m.month): i for i, m in enumerate(months)}
+    groups: list[list[Scene]] = [[] for _ in months]
+    for scene in scenes:
+        acquired = scene.acquired.astimezone(dt.timezone.utc) if scene.acquired.tzinfo else scene.acquired
+        slot = index.get((acquired.year, acquired.month))
+        if slot is not None:
+            groups[slot].append(scene)
+    return groups
+
+
+def composite_block(scenes: Sequence[Scene], grid: Grid, ingest: IngestSpec) -> np.ndarray:
+    """Median reflectance and clear count of ``scenes`` on ``grid``: shape ``(band + 1, y, x)`` float32.
+
+    The last plane is the number of clear observations; it travels in the same array so that one task produces
+    both and the scenes are read once.
+    """
+    n_bands = len(ingest.bands)
+    out = np.full((n_bands + 1, grid.height, grid.width), np.nan, dtype=np.float32)
+    out[n_bands] = 0
+    if not scenes:
+        return out
+    stack = np.stack(
+        [
+            read_scene(
+                scene,
+                grid,
+                ingest.bands,
+                ingest.masking.masked_classes,
+                resampling=ingest.resampling,
+                require_scl=ingest.masking.require_scl,
+            )
+            for scene in scenes
+        ]
+    )  # (scene, band, y, x)
+    clear = np.isfinite(stack[:, 0])
+    count = clear.sum(axis=0)
+    has_any = count > 0
+    if has_any.any():
+        # nanmedian on the clear pixels only: it warns (and wastes time) on all-NaN columns
+        out[:n_bands, has_any] = np.nanmedian(stack[:, :, has_any], axis=0)
+    out[n_bands] = count
+    return out
+
+
+def _overlapping(scenes: Sequence[Scene], grid: Grid) -> list[Scene]:
+    """Scenes whose footprint overlaps ``grid``: a block reads only the tiles that cover it."""
+    left, bottom, right, top = grid.bounds
+    kept = []
+    for scene in scenes:
+        s_left, s_bottom, s_right, s_top = transform_bounds(scene.crs, grid.crs, *scene.bounds, densify_pts=21)
+        if s_left < right and s_right > left and s_bottom < top and s_top > bottom:
+            kept.append(scene)
+    return kept
+
+
+def build_cube(
+    scenes: Sequence[Scene], grid: Grid, period: PeriodSpec, ingest: IngestSpec, block_size: int = 512
+) -> xr.Dataset:
+    """The lazy monthly cube of ``scenes`` on ``grid`` (nothing is read until it is computed or written)."""
+    months = month_starts(period)
+    groups = scenes_by_month(scenes, months)
+    n_planes = len(ingest.bands) + 1
+    row_blocks = []
+    for row in range(0, grid.height, block_size):
+        col_blocks = []
+        for col in range(0, grid.width, block_size):
+            block = grid.window(row, min(row + block_size, grid.height), col, min(col + block_size, grid.width))
+            per_month = [
+                da.from_delayed(
+                    dask.delayed(composite_block, pure=True)(_overlapping(group, block), block, ingest),
+                    shape=(n_planes, block.height, block.width),
+                    dtype=np.float32,
+                )[None]
+                for group in groups
+            ]
+            col_blocks.append(da.concatenate(per_month, axis=0))
+        row_blocks.append(col_blocks)
+    planes = da.block(row_blocks)  # (time, band + 1, y, x)
+    reflectance = planes[:, :-1]
+    count = planes[:, -1]
+    clear_count = da.minimum(count, 255).astype(np.uint8)
+    coords = {
+        "time": np.array([np.datetime64(m, "ns") for m in months]),
+        "band": list(ingest.bands),
+        "y": grid.y_coords(),
+        "x": grid.x_coords(),
+    }
+    used = sorted({s.scene_id: s for group in groups for s in group}.values(), key=lambda s: s.acquired)
+    ds = xr.Dataset(
+        {
+            "reflectance": (("time", "band", "y", "x"), reflectance),
+            "valid": (("time", "y", "x"), count > 0),
+            "clear_count": (("time", "y", "x"), clear_count),
+            "n_clear": (("y", "x"), count.sum(axis=0).astype(np.uint16)),
+        },
+        coords=coords,
+        attrs={
+            "title": "suelo monthly Sentinel-2 L2A composite cube",
+            "grid": json.dumps(grid.to_dict()),
+            "crs": grid.crs.to_string(),
+            "compositing": COMPOSITING_METHOD,
+            "reflectance_formula": "(DN + offset[band]) / quantification, per scene from its own metadata",
+            "scl_masked_classes": json.dumps(list(ingest.masking.masked_classes)),
+            "resampling": ingest.resampling,
+            "scenes": json.dumps([s.provenance() for s in used]),
+            "software": f"suelo {__version__}",
+        },
+    )
+    ds["reflectance"].attrs.update(units="1", long_name="surface reflectance (BOA)")
+    ds["valid"].attrs.update(long_name="month has at least one clear observation")
+    ds["clear_count"].attrs.update(long_name="clear observations in the month")
+    ds["n_clear"].attrs.update(long_name="clear observations over the period")
+    return ds
+
+
+def cube_grid(cube: xr.Dataset) -> Grid:
+    """The grid a cube was built on (recorded in its attributes, not guessed from coordinates)."""
+    return Grid.from_dict(json.loads(cube.attrs["grid"]))
+
+
+def cube_scenes(cube: xr.Dataset) -> list[dict[str, Any]]:
+    """Provenance of the scenes that went into a cube, including the radiometry applied to each."""
+    return json.loads(cube.attrs.get("scenes", "[]"))
+
+
+def write_cube(cube: xr.Dataset, path: Path) -> None:
+    """Write ``cube`` to NetCDF atomically (temp file in the same folder, then rename).
+
+    Reflectance is packed as int16 with scale 1e-4 (one Sentinel-2 DN; negative values from the baseline 04.00
+    offset stay representable). The CF grid mapping lets GDAL and QGIS open the variables georeferenced.
+    """
+    from pipeline.atomic import atomic_output
+
+    grid = cube_grid(cube)
+    out = cube.copy()
+    out["spatial_ref"] = xr.DataArray(
+        0,
+        attrs={
+            "crs_wkt": grid.crs.to_wkt(),
+            "spatial_ref": grid.crs.to_wkt(),
+            "GeoTransform": " ".join(str(v) for v in grid.transform.to_gdal()),
+        },
+    )
+    for name in ("reflectance", "valid", "clear_count", "n_clear"):
+        out[name].attrs["grid_mapping"] = "spatial_ref"
+    out["valid"] = out["valid"].astype(np.uint8)
+    out["valid"].attrs.update(cube["valid"].attrs, grid_mapping="spatial_ref", flag_values="0 1")
+    chunk_y, chunk_x = min(256, grid.height), min(256, grid.width)
+    encoding = {
+        "reflectance": {
+            "dtype": "int16",
+            "scale_factor": 1e-4,
+            "add_offset": 0.0,
+            "_FillValue": np.int16(-32768),
+            "zlib": True,
+            "complevel": 4,
+            "chunksizes": (1, 1, chunk_y, chunk_x),
+        },
+        "valid": {"zlib": True, "chunksizes": (1, chunk_y, chunk_x)},
+        "clear_count": {"zlib": True, "chunksizes": (1, chunk_y, chunk_x)},
+        "n_clear": {"zlib": True, "chunksizes": (chunk_y, chunk_x)},
+        "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int32"},
+    }
+    with atomic_output(path) as tmp:
+        out.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+
+
+def open_cube(path: Path) -> xr.Dataset:
+    """Open a cube written by :func:`write_cube` lazily, with ``valid`` back as bool."""
+    ds = xr.open_dataset(path, engine="netcdf4", chunks={})
+    ds["valid"] = ds["valid"].astype(bool)
+    return ds.drop_vars("spatial_ref", errors="ignore")

@@ -1,0 +1,22 @@
+"""Errors a user can act on: each names the offending file and what is wrong with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SueloError(Exception):
+    """Base of every error the CLI reports as one line (exit code 2) instead of a traceback."""
+
+
+class InputError(SueloError):
+    """An input file (image, metadata, archive, AOI, STAC document) is unusable."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigError(SueloError):
+    """The job spec or a command-line option is invalid."""

@@ -1,0 +1,32 @@
+"""Areas of interest: a vector file (GeoJSON, GeoPackage, Shapefile, ...) or a bbox, in any CRS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasterio.crs import CRS
+from shapely.geometry import box, mapping
+
+from pipeline.errors import InputError
+from pipeline.grid import as_crs
+from pipeline.settings import AoiSpec
+
+
+def load_aoi(spec: AoiSpec) -> tuple[dict[str, Any], CRS]:
+    """The AOI as one GeoJSON-like geometry (union of all features) and its CRS."""
+    if spec.bbox is not None:
+        return mapping(box(*spec.bbox)), as_crs(spec.crs)
+    assert spec.file is not None
+    import geopandas as gpd
+
+    try:
+        frame = gpd.read_file(spec.file)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise InputError(spec.file, f"cannot read AOI vector file ({exc})") from exc
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if frame.empty:
+        raise InputError(spec.file, "AOI file has no geometries")
+    if frame.crs is None:
+        raise InputError(spec.file, "AOI file has no CRS")
+    union = frame.geometry.union_all()
+    return mapping(union), as_crs(frame.crs.to_wkt())

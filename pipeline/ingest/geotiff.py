@@ -1,0 +1,115 @@
+"""GeoTIFF reader: plain multi-band GeoTIFFs, one acquisition per file; band order and radiometry from spec.
+
+A GeoTIFF carries no Sentinel-2 metadata, so everything a SAFE or STAC item would say (band names, date,
+processing baseline, nodata) comes from the job spec; nothing is guessed from the pixels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import rasterio
+from rasterio.errors import RasterioError
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least
+from pipeline.settings import GeoTiffInput, IngestSpec
+
+SUFFIXES = (".tif", ".tiff")
+
+
+def discover(spec: GeoTiffInput, ingest: IngestSpec) -> list[Scene]:
+    """One :class:`Scene` per GeoTIFF in ``spec.paths`` (files, or folders of ``*.tif`` / ``*.tiff``)."""
+    pattern = _date_pattern(spec.date_pattern)
+    radiometry = _radiometry(spec)
+    return [_scene(path, spec, pattern, radiometry) for path in _files(spec.paths)]
+
+
+def _files(paths: tuple[Path, ...]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+            if not found:
+                raise InputError(path, "folder holds no *.tif / *.tiff files")
+            yield from found
+        elif path.is_file():
+            yield path
+        else:
+            raise InputError(path, "GeoTIFF file or folder does not exist")
+
+
+def _date_pattern(text: str) -> re.Pattern[str]:
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"geotiff date_pattern {text!r} is not a valid regular expression ({exc})") from exc
+    missing = {"year", "month", "day"} - set(pattern.groupindex)
+    if missing:
+        raise ConfigError(f"geotiff date_pattern {text!r} lacks the named groups {sorted(missing)}")
+    return pattern
+
+
+def _radiometry(spec: GeoTiffInput) -> Radiometry:
+    if spec.add_offset is not None:
+        offset, source = spec.add_offset, f"job spec add_offset {spec.add_offset:g}"
+    else:
+        try:
+            newer = baseline_at_least(spec.processing_baseline, "04.00")
+        except ValueError as exc:
+            raise ConfigError(f"geotiff processing_baseline {spec.processing_baseline!r} is not like '04.00'") from exc
+        offset = -1000.0 if newer else 0.0
+        # L1C without a baseline is allowed by the settings; it then has no offset, which the source records.
+        source = f"job spec processing_baseline {spec.processing_baseline}"
+    spectral = [b for b in spec.bands if b != "SCL"]
+    return Radiometry(
+        quantification=spec.quantification,
+        offsets={b: float(offset) for b in spectral},
+        processing_baseline=spec.processing_baseline,
+        source=source,
+    )
+
+
+def _scene(path: Path, spec: GeoTiffInput, pattern: re.Pattern[str], radiometry: Radiometry) -> Scene:
+    try:
+        with rasterio.open(path) as src:
+            count, crs, bounds = src.count, src.crs, src.bounds
+    except (RasterioError, OSError) as exc:
+        raise InputError(path, f"cannot read GeoTIFF: corrupt, truncated or unreadable ({exc})") from exc
+    if count != len(spec.bands):
+        raise InputError(path, f"has {count} band(s) but the spec names {len(spec.bands)}: {', '.join(spec.bands)}")
+    if crs is None:
+        raise InputError(path, "GeoTIFF has no coordinate reference system")
+
+    refs = {name: BandRef(str(path), i + 1, f"{path} band {i + 1} ({name})") for i, name in enumerate(spec.bands)}
+    scl = refs.pop("SCL", None)
+    return Scene(
+        scene_id=path.stem,
+        acquired=_acquired(path, pattern),
+        level=spec.product_level,
+        source=str(path),
+        bands=refs,
+        radiometry=radiometry,
+        crs=crs,
+        bounds=(bounds.left, bounds.bottom, bounds.right, bounds.top),
+        scl=scl,
+        nodata_values=(spec.nodata,) if spec.nodata is not None else (),
+    )
+
+
+def _acquired(path: Path, pattern: re.Pattern[str]) -> dt.datetime:
+    match = pattern.search(path.name)
+    if match is None:
+        raise InputError(path, f"no acquisition date in the file name (date_pattern {pattern.pattern!r})")
+    try:
+        # Only the day is known; UTC midnight keeps it comparable with the (UTC) times of other readers.
+        return dt.datetime(
+            int(match.group("year")),
+            int(match.group("month")),
+            int(match.group("day")),
+            tzinfo=dt.timezone.utc,
+        )
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"file name date {match.group(0)!r} is not a valid date ({exc})") from exc

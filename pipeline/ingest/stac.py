@@ -1,0 +1,381 @@
+"""STAC reader: Items / ItemCollections (JSON files) whose assets are single-band COGs, local or remote.
+
+The JSON is parsed with :mod:`json` rather than pystac so that every malformed document becomes an
+:class:`InputError` naming the file and item, instead of a library traceback half-way through a job.
+
+Radiometry is decided from metadata only, never from the acquisition date: one date can hold products of
+different processing baselines (reprocessing campaigns), and providers differ in whether they already applied
+the baseline 04.00 offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, RasterioError
+
+from pipeline.errors import InputError
+from pipeline.grid import Bounds
+from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least
+from pipeline.settings import S2_BAND_RESOLUTION, IngestSpec, StacInput
+
+#: Earth Search (element84) asset keys; Planetary Computer already uses the canonical names.
+EARTH_SEARCH_ASSETS: dict[str, str] = {
+    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06",
+    "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09", "cirrus": "B10", "swir16": "B11",
+    "swir22": "B12", "scl": "SCL",
+}  # fmt: skip
+CANONICAL_ASSETS: dict[str, str] = {name: name for name in (*S2_BAND_RESOLUTION, "SCL")}
+
+NO_RADIOMETRY = (
+    "cannot determine the radiometric offset: no raster:bands scale/offset and no "
+    "s2:processing_baseline/processing:version"
+)
+# GDAL virtual file systems for remote hrefs; nothing is fetched at discovery unless a footprint needs it.
+REMOTE_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
+
+
+def discover(spec: StacInput, ingest: IngestSpec) -> list[Scene]:
+    """One :class:`Scene` per STAC Item found in ``spec.paths`` (files, or folders of ``*.json``)."""
+    scenes: list[Scene] = []
+    for document in _documents(spec.paths):
+        for item in _items(document, _load_json(document)):
+            scenes.append(_scene(document, item))
+    return scenes
+
+
+# documents and items ----------
+def _documents(paths: tuple[Path, ...]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json" and p.is_file())
+            if not found:
+                raise InputError(path, "folder holds no STAC *.json files")
+            yield from found
+        else:
+            yield path
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(path, f"cannot read STAC document ({problem})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from exc
+
+
+def _items(path: Path, document: Any) -> list[dict[str, Any]]:
+    if not isinstance(document, dict):
+        raise InputError(path, f"a STAC document is a JSON object, got {type(document).__name__}")
+    kind = document.get("type")
+    if kind == "Feature":
+        return [document]
+    if kind == "FeatureCollection":
+        features = document.get("features")
+        if not isinstance(features, list):
+            raise InputError(path, "ItemCollection has no 'features' list")
+        for i, feature in enumerate(features):
+            if not isinstance(feature, dict) or feature.get("type") != "Feature":
+                raise InputError(path, f"features[{i}] is not a STAC Item (a JSON object with type 'Feature')")
+        return features
+    if kind in ("Collection", "Catalog"):
+        raise InputError(path, f"is a STAC {kind}; give Item or ItemCollection JSON files (e.g. a search result)")
+    raise InputError(path, f"not a STAC Item or ItemCollection (type is {kind!r})")
+
+
+def _scene(path: Path, item: dict[str, Any]) -> Scene:
+    item_id = item.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        raise InputError(path, "STAC Item without a string 'id'")
+    where = f"{path} item {item_id}"
+    properties = _mapping(item.get("properties"), where, "properties")
+    assets = _mapping(item.get("assets"), where, "assets")
+
+    bands: dict[str, BandRef] = {}
+    band_assets: dict[str, dict[str, Any]] = {}
+    for key, asset in assets.items():
+        name = CANONICAL_ASSETS.get(key) or EARTH_SEARCH_ASSETS.get(key)
+        if name is None:
+            continue  # thumbnails, metadata, -jp2 duplicates, ...
+        asset = _mapping(asset, where, f"asset {key}")
+        href = asset.get("href")
+        if not isinstance(href, str) or not href:
+            raise InputError(where, f"asset {key}: 'href' must be a non-empty string, got {href!r}")
+        if name in bands:
+            raise InputError(where, f"assets {band_assets[name]['_key']} and {key} are both band {name}")
+        label = f"{where} asset {key} ({href})"
+        bands[name] = BandRef(_gdal_path(href, path, label), 1, label)
+        band_assets[name] = {**asset, "_key": key}
+
+    scl = bands.pop("SCL", None)
+    scl_asset = band_assets.pop("SCL", None)
+    if not bands:
+        raise InputError(where, f"no Sentinel-2 band assets (has {', '.join(sorted(assets)) or 'none'})")
+
+    crs, bounds = _footprint(where, properties, [*band_assets.values(), *([scl_asset] if scl_asset else [])], bands)
+    return Scene(
+        scene_id=item_id,
+        acquired=_acquired(where, properties),
+        level=_level(item_id, properties),
+        source=where,
+        bands=bands,
+        radiometry=_radiometry(where, properties, band_assets),
+        crs=crs,
+        bounds=bounds,
+        scl=scl,
+        nodata_values=(_nodata(where, band_assets),),
+        extra={
+            k: properties[k]
+            for k in ("platform", "eo:cloud_cover", "s2:mgrs_tile", "mgrs:utm_zone", "s2:product_uri")
+            if k in properties
+        },
+    )
+
+
+def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(where, f"'{what}' must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _gdal_path(href: str, document: Path, label: str) -> str:
+    """A path GDAL can open: relative hrefs are relative to the JSON file (STAC rule), URLs use /vsi*/."""
+    if href.startswith("/vsi"):
+        return href
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", href)
+    if scheme:
+        name = scheme.group(1).lower()
+        if name == "file":
+            href = href[len("file://") :]
+        elif name in REMOTE_PREFIXES:
+            rest = href if REMOTE_PREFIXES[name] == "/vsicurl/" else href[len(scheme.group(0)) :]
+            return REMOTE_PREFIXES[name] + rest
+        else:
+            raise InputError(label, f"unsupported href scheme {name}:// (use a local path, http(s)://, s3:// or gs://)")
+    local = Path(href)
+    if not local.is_absolute():
+        local = document.absolute().parent / local
+    # Checked now so a typo fails at discovery, not after hours of reading other scenes.
+    if not local.is_file():
+        raise InputError(label, f"asset file {local} does not exist")
+    return str(local)
+
+
+# metadata ----------
+def _acquired(where: str, properties: dict[str, Any]) -> dt.datetime:
+    key = "datetime"
+    value = properties.get(key)
+    if value is None:  # STAC allows a null datetime for ranges; a composite/period is dated by its start
+        key = "start_datetime"
+        value = properties.get(key)
+    if value is None:
+        raise InputError(where, "no 'datetime' (nor 'start_datetime') property")
+    if not isinstance(value, str):
+        raise InputError(where, f"'{key}' must be an RFC 3339 string, got {value!r}")
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise InputError(where, f"'{key}' is not an RFC 3339 date-time: {value!r}")
+    return parsed
+
+
+def parse_datetime(text: str) -> dt.datetime | None:
+    """RFC 3339 (as STAC writes it) to an aware UTC datetime; ``None`` if unparsable.
+
+    Done by hand because Python 3.10's ``fromisoformat`` rejects ``Z`` and fractional seconds that are not 3
+    or 6 digits, both common in STAC.
+    """
+    match = re.fullmatch(
+        r"(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?)?\s*([Zz]|[+-]\d{2}:?\d{2})?",
+        text.strip(),
+    )
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    normalised = f"{day}T{clock or '00:00:00'}"
+    if fraction:
+        normalised += "." + fraction[:6].ljust(6, "0")
+    if zone and zone not in ("Z", "z"):
+        normalised += zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
+    try:
+        parsed = dt.datetime.fromisoformat(normalised)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed.astimezone(dt.timezone.utc)
+
+
+def _level(item_id: str, properties: dict[str, Any]) -> str:
+    if properties.get("s2:product_type") == "S2MSI1C":
+        return "L1C"
+    if str(properties.get("processing:level", "")).upper() in ("L1", "L1C"):
+        return "L1C"
+    return "L1C" if "MSIL1C" in item_id.upper() else "L2A"
+
+
+def _raster_band(where: str, asset: dict[str, Any]) -> dict[str, Any]:
+    bands = asset.get("raster:bands")
+    if bands is None:
+        return {}
+    if not isinstance(bands, list) or not bands or not isinstance(bands[0], dict):
+        raise InputError(where, f"asset {asset['_key']}: 'raster:bands' must be a non-empty list of objects")
+    return bands[0]
+
+
+def _number(where: str, asset: dict[str, Any], field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(where, f"asset {asset['_key']}: raster:bands {field} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _radiometry(where: str, properties: dict[str, Any], band_assets: dict[str, dict[str, Any]]) -> Radiometry:
+    baseline_key = next((k for k in ("s2:processing_baseline", "processing:version") if k in properties), None)
+    baseline: str | None = None
+    if baseline_key is not None:
+        value = properties[baseline_key]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InputError(where, f"'{baseline_key}' must be a string like '04.00', got {value!r}")
+        baseline = str(value)
+
+    # Rule 1, per band: the asset's own scale/offset is the provider's statement of what the DNs mean, so it
+    # wins over any baseline arithmetic (some providers shift DNs, others only declare the offset here).
+    quantifications: dict[str, float] = {}
+    offsets: dict[str, float] = {}
+    sources: list[str] = []
+    for name, asset in sorted(band_assets.items()):
+        raster = _raster_band(where, asset)
+        if "scale" not in raster:
+            continue  # an offset without a scale is not enough to interpret DNs; fall back to item rules
+        scale = _number(where, asset, "scale", raster["scale"])
+        offset = _number(where, asset, "offset", raster.get("offset", 0.0))
+        if scale <= 0:
+            raise InputError(where, f"asset {asset['_key']}: raster:bands scale must be positive, got {scale}")
+        # Rounded so 0.0001 gives exactly 10000 and -0.1 exactly -1000 despite binary floating point.
+        quantifications[name] = round(1.0 / scale, 6)
+        offsets[name] = round(offset / scale, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+        source = f"STAC raster:bands scale {raster['scale']} offset {raster.get('offset', 0)}"
+        if source not in sources:
+            sources.append(source)
+
+    missing = [name for name in band_assets if name not in quantifications]
+    if missing:
+        if properties.get("earthsearch:boa_offset_applied") is True:
+            fallback, source = 0.0, "STAC earthsearch:boa_offset_applied true"
+        elif baseline is not None:
+            try:
+                fallback = -1000.0 if baseline_at_least(baseline, "04.00") else 0.0
+            except ValueError as exc:
+                raise InputError(
+                    where, f"'{baseline_key}' is not a processing baseline like '04.00': {baseline!r}"
+                ) from exc
+            source = f"STAC {baseline_key} {baseline}"
+        else:
+            raise InputError(where, NO_RADIOMETRY)
+        for name in missing:
+            quantifications[name] = 10000.0
+            offsets[name] = fallback
+        sources.append(source)
+
+    distinct = sorted(set(quantifications.values()))
+    if len(distinct) > 1:
+        detail = ", ".join(f"{name} {q:g}" for name, q in sorted(quantifications.items()))
+        raise InputError(where, f"band assets have different raster:bands scales ({detail}); one scale is supported")
+    return Radiometry(
+        quantification=distinct[0], offsets=offsets, processing_baseline=baseline, source="; ".join(sources)
+    )
+
+
+def _nodata(where: str, band_assets: dict[str, dict[str, Any]]) -> float:
+    values: dict[str, float] = {}
+    for name, asset in band_assets.items():
+        raw = _raster_band(where, asset).get("nodata")
+        if raw is None:
+            continue
+        if isinstance(raw, str) and raw.lower() in ("nan", "inf", "-inf"):
+            values[name] = float(raw)  # the raster extension spells non-finite nodata as strings
+        elif isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise InputError(where, f"asset {asset['_key']}: raster:bands nodata must be a number, got {raw!r}")
+        else:
+            values[name] = float(raw)
+    distinct = {str(v) for v in values.values()}  # str() so NaN equals NaN
+    if len(distinct) > 1:
+        detail = ", ".join(f"{name} {v:g}" for name, v in sorted(values.items()))
+        raise InputError(where, f"band assets have different raster:bands nodata ({detail})")
+    return next(iter(values.values())) if values else 0.0
+
+
+def _footprint(
+    where: str, properties: dict[str, Any], assets: list[dict[str, Any]], bands: Mapping[str, BandRef]
+) -> tuple[CRS, Bounds]:
+    """Tile CRS and bounds from the projection extension if given, else from one band's header."""
+    item_crs, item_bounds = _projection(where, properties, None)
+    if item_crs is not None and item_bounds is not None:
+        return item_crs, item_bounds
+    for asset in assets:
+        # An item-level proj:epsg with the extent only on the assets is common (Planetary Computer).
+        crs, bounds = _projection(where, asset, item_crs)
+        if crs is not None and bounds is not None:
+            return crs, bounds
+    ref = bands[min(bands)]
+    try:
+        with rasterio.open(ref.path) as src:
+            crs, bounds = src.crs, src.bounds
+    except (RasterioError, OSError) as exc:
+        raise InputError(ref.name_for_errors, f"cannot read the band header to find the footprint ({exc})") from exc
+    if crs is None:
+        raise InputError(ref.name_for_errors, "band has no coordinate reference system")
+    return crs, (bounds.left, bounds.bottom, bounds.right, bounds.top)
+
+
+def _projection(where: str, holder: dict[str, Any], default: CRS | None) -> tuple[CRS | None, Bounds | None]:
+    epsg, code = holder.get("proj:epsg"), holder.get("proj:code")
+    if epsg is None and code is None:
+        return default, (_extent(where, holder) if default is not None else None)
+    try:
+        if epsg is not None:
+            if isinstance(epsg, bool) or not isinstance(epsg, int):
+                raise InputError(where, f"'proj:epsg' must be an integer, got {epsg!r}")
+            crs = CRS.from_epsg(epsg)
+        else:
+            if not isinstance(code, str):
+                raise InputError(where, f"'proj:code' must be a string like 'EPSG:32631', got {code!r}")
+            crs = CRS.from_user_input(code)
+    except CRSError as exc:
+        raise InputError(where, f"unknown projection {epsg or code!r} ({exc})") from exc
+    return crs, _extent(where, holder)
+
+
+def _extent(where: str, holder: dict[str, Any]) -> Bounds | None:
+    bbox = holder.get("proj:bbox")
+    if bbox is not None:
+        if not _numbers(bbox) or len(bbox) not in (4, 6):
+            raise InputError(where, f"'proj:bbox' must be 4 (or 6) numbers, got {bbox!r}")
+        half = len(bbox) // 2
+        left, bottom, right, top = bbox[0], bbox[1], bbox[half], bbox[half + 1]
+        return (float(left), float(bottom), float(right), float(top))
+    transform, shape = holder.get("proj:transform"), holder.get("proj:shape")
+    if transform is not None and shape is not None:
+        if not _numbers(transform) or len(transform) not in (6, 9) or not _numbers(shape) or len(shape) != 2:
+            raise InputError(where, "'proj:transform' must be 6 or 9 numbers and 'proj:shape' 2 numbers")
+        a, b, c, d, e, f = transform[:6]
+        height, width = shape
+        xs = [c, c + a * width + b * height, c + a * width, c + b * height]
+        ys = [f, f + d * width + e * height, f + d * width, f + e * height]
+        return (float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys)))
+    return None
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )

@@ -1,0 +1,248 @@
+"""Typed, frozen, validated settings, loaded from one YAML job spec whose keys mirror these classes.
+
+Every field has the default the code uses, so ``JobSpec.model_validate({...})`` with a partial mapping gives the
+same run as the YAML file. Relative paths in a job file are resolved against the file's own folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+#: Sentinel-2 spectral bands by their canonical names, with native resolution in metres.
+S2_BAND_RESOLUTION: dict[str, int] = {
+    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
+    "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20,
+}  # fmt: skip
+#: The ten bands the Presto encoder takes (B01, B09, B10 are atmospheric bands it never uses).
+DEFAULT_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+#: SCL classes masked by default: no data, saturated/defective, cloud shadow, cloud medium/high probability, cirrus.
+DEFAULT_SCL_MASK: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+SCL_SNOW = 11
+
+
+class Settings(BaseModel):
+    """Base of all settings: immutable, unknown keys are errors (a typo must not silently become a default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SafeInput(Settings):
+    """SAFE products: ``.SAFE`` folders or the ``.zip`` files Copernicus serves, or folders holding them."""
+
+    kind: Literal["safe"] = "safe"
+    paths: tuple[Path, ...] = Field(min_length=1, description="SAFE folders/zips, or folders searched for them")
+
+
+class StacInput(Settings):
+    """STAC Items or ItemCollections (JSON files) whose assets are COGs; hrefs may be local paths or URLs."""
+
+    kind: Literal["stac"] = "stac"
+    paths: tuple[Path, ...] = Field(min_length=1, description="Item or ItemCollection JSON files")
+
+
+class GeoTiffInput(Settings):
+    """Plain multi-band GeoTIFFs, one acquisition each; the band order is given here."""
+
+    kind: Literal["geotiff"] = "geotiff"
+    paths: tuple[Path, ...] = Field(min_length=1, description="GeoTIFF files or folders of *.tif")
+    bands: tuple[str, ...] = Field(min_length=1, description="band name of each file band, e.g. [B02, B03, SCL]")
+    date_pattern: str = Field(
+        r"(?P<year>\d{4})-?(?P<month>\d{2})-?(?P<day>\d{2})",
+        description="regex with year/month/day groups applied to the file name to find the acquisition date",
+    )
+    product_level: Literal["L2A", "L1C"] = "L2A"
+    processing_baseline: str | None = Field(
+        None, description="e.g. '04.00'; decides the offset (-1000 from 04.00 on) unless add_offset is given"
+    )
+    add_offset: float | None = Field(None, description="DN offset added before dividing by the quantification")
+    quantification: float = Field(10000.0, gt=0)
+    nodata: float | None = Field(0, description="DN meaning 'no data'")
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, bands: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [b for b in bands if b not in S2_BAND_RESOLUTION and b != "SCL"]
+        if unknown:
+            raise ValueError(f"unknown band names {unknown}; use {sorted(S2_BAND_RESOLUTION)} or SCL")
+        if len(set(bands)) != len(bands):
+            raise ValueError(f"duplicate band names in {list(bands)}")
+        return bands
+
+    @model_validator(mode="after")
+    def _radiometry_known(self) -> GeoTiffInput:
+        if self.product_level == "L2A" and self.processing_baseline is None and self.add_offset is None:
+            raise ValueError(
+                "give processing_baseline (e.g. '04.00') or add_offset (e.g. -1000 or 0): "
+                "the L2A radiometric offset cannot be guessed"
+            )
+        return self
+
+
+InputSpec = Annotated[SafeInput | StacInput | GeoTiffInput, Field(discriminator="kind")]
+
+
+class AoiSpec(Settings):
+    """Area of interest: a vector file (GeoJSON, GeoPackage, ...) or a bbox in any CRS."""
+
+    file: Path | None = None
+    bbox: tuple[float, float, float, float] | None = Field(None, description="left, bottom, right, top")
+    crs: str = Field("EPSG:4326", description="CRS of bbox (a file carries its own)")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AoiSpec:
+        if (self.file is None) == (self.bbox is None):
+            raise ValueError("give exactly one of aoi.file or aoi.bbox")
+        if self.bbox is not None and not (self.bbox[2] > self.bbox[0] and self.bbox[3] > self.bbox[1]):
+            raise ValueError(
+                f"aoi.bbox must be left, bottom, right, top with right > left and top > bottom: {self.bbox}"
+            )
+        return self
+
+
+class GridSpec(Settings):
+    """Output grid. Without an AOI the grid is the extent of the first input scene (a tile)."""
+
+    crs: str | None = Field(None, description="e.g. EPSG:32631; default: UTM zone of the AOI centroid")
+    resolution: float = Field(10.0, gt=0, le=10000)
+
+
+class PeriodSpec(Settings):
+    """Months to composite: every calendar month from ``start`` to ``end`` inclusive."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PeriodSpec:
+        if self.end < self.start:
+            raise ValueError(f"period.end {self.end} is before period.start {self.start}")
+        months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month + 1
+        if months > 120:
+            raise ValueError(f"period spans {months} months; at most 120 are supported")
+        return self
+
+
+class MaskingSpec(Settings):
+    """Cloud/shadow masking from the Sentinel-2 scene classification layer (SCL)."""
+
+    scl_classes: tuple[int, ...] = DEFAULT_SCL_MASK
+    mask_snow: bool = Field(False, description="also mask SCL class 11 (snow/ice)")
+    require_scl: bool = Field(
+        True,
+        description="a scene without SCL is an error; set false only for inputs that are already cloud-masked",
+    )
+
+    @field_validator("scl_classes")
+    @classmethod
+    def _scl_range(cls, classes: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [c for c in classes if not 0 <= c <= 11]
+        if bad:
+            raise ValueError(f"SCL classes are 0..11, got {bad}")
+        return classes
+
+    @property
+    def masked_classes(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.scl_classes) | ({SCL_SNOW} if self.mask_snow else set())))
+
+
+class IngestSpec(Settings):
+    bands: tuple[str, ...] = DEFAULT_BANDS
+    resampling: Literal["bilinear", "nearest", "cubic", "average"] = Field(
+        "bilinear", description="resampling of reflectance onto the grid (SCL always uses nearest)"
+    )
+    allow_l1c: bool = Field(False, description="accept Level-1C input (top-of-atmosphere; no SCL)")
+    masking: MaskingSpec = MaskingSpec()
+
+    @field_validator("bands")
+    @classmethod
+    def _spectral(cls, bands: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [b for b in bands if b not in S2_BAND_RESOLUTION]
+        if unknown or not bands or len(set(bands)) != len(bands):
+            raise ValueError(f"bands must be distinct names from {sorted(S2_BAND_RESOLUTION)}, got {list(bands)}")
+        return bands
+
+
+class ComputeSpec(Settings):
+    block_size: int = Field(512, ge=16, le=8192, description="pixels per block side")
+    workers: int | None = Field(None, ge=1, le=1024, description="threads for ingest; default: all cores")
+
+
+class OutputSpec(Settings):
+    dir: Path = Path("out")
+
+
+class JobSpec(Settings):
+    """One job: what to read, where, when, and where to write."""
+
+    name: str = Field("suelo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    inputs: tuple[InputSpec, ...] = Field(min_length=1)
+    aoi: AoiSpec | None = None
+    grid: GridSpec = GridSpec()
+    period: PeriodSpec
+    ingest: IngestSpec = IngestSpec()
+    compute: ComputeSpec = ComputeSpec()
+    output: OutputSpec = OutputSpec()
+
+
+def _resolve_paths(data: Any, base: Path) -> Any:
+    """Make the relative paths of a job file relative to the file's folder (keys that name paths only)."""
+    if isinstance(data, dict):
+        resolved = {}
+        for key, value in data.items():
+            if key in ("paths",) and isinstance(value, list):
+                resolved[key] = [_absolute(v, base) for v in value]
+            elif key in ("file", "dir") and isinstance(value, str):
+                resolved[key] = _absolute(value, base)
+            else:
+                resolved[key] = _resolve_paths(value, base)
+        return resolved
+    if isinstance(data, list):
+        return [_resolve_paths(v, base) for v in data]
+    return data
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    if not isinstance(value, str) or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return os.path.normpath(path if path.is_absolute() else (base / path))
+
+
+def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Parse and validate a YAML job file (safe loading: no YAML tags execute anything)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read job spec ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job spec is a YAML mapping, got {type(data).__name__}")
+    base = path.resolve().parent
+    data = _resolve_paths(data, base)
+    # the default output folder is relative to the job file too, like every other path in it
+    output = data.setdefault("output", {})
+    if isinstance(output, dict):
+        output.setdefault("dir", str(base / OutputSpec().dir))
+    for key, value in (overrides or {}).items():
+        data[key] = value
+    return validate_job(data, str(path))
+
+
+def validate_job(data: dict[str, Any], origin: str = "job spec") -> JobSpec:
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"{origin}: invalid job spec: {problems}") from exc

@@ -1,0 +1,97 @@
+"""End-to-end: the ``suelo`` command on the shipped real sample (the same job ``make demo`` runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.composite import cube_grid, open_cube
+
+PROJECT = Path(__file__).resolve().parents[1]
+DEMO = PROJECT / "workflows" / "demo.yaml"
+SAMPLE = PROJECT / "data" / "sample" / "belgium"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(main, ["ingest", str(DEMO), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "Mpx/s" in result.output
+    return out
+
+
+def test_demo_cube_matches_the_sample_files(demo_run: Path) -> None:
+    cube = open_cube(demo_run / "cube" / "cube.nc").compute()
+    assert cube.reflectance.shape == (12, 9, 100, 100)
+    months = [str(t)[:7] for t in cube.time.values]
+    assert months[0] == "2020-11" and months[-1] == "2021-10"
+    valid_months = cube.valid.any(dim=("y", "x")).values
+    assert not valid_months[1] and not valid_months[2]  # 2020-12 and 2021-01 have no imagery in the sample
+    assert valid_months[[0, *range(3, 12)]].all()
+    with rasterio.open(SAMPLE / "2021-06" / "B04.tif") as src:
+        dn = src.read(1)
+        assert cube_grid(cube).transform == src.transform and cube_grid(cube).crs == src.crs
+    expected = np.where(dn == 65535, np.nan, dn / 10000.0)
+    june = cube.reflectance.sel(band="B04").values[months.index("2021-06")]
+    np.testing.assert_allclose(june, expected, atol=0.5e-4, equal_nan=True)
+    np.testing.assert_array_equal(cube.n_clear.values, cube.valid.values.sum(axis=0))
+
+
+def test_run_json_records_config_versions_and_radiometry(demo_run: Path) -> None:
+    run = json.loads((demo_run / "run.json").read_text())
+    assert run["job"]["ingest"]["bands"][0] == "B02"
+    assert run["versions"]["suelo"] and run["versions"]["gdal"]
+    assert len(run["inputs"]) == 10
+    radiometry = run["inputs"][0]["radiometry"]
+    assert radiometry["quantification"] == 10000 and radiometry["offsets"]["B04"] == 0
+    assert run["grid"]["crs"] == "EPSG:32631"
+
+
+def test_rerun_is_skipped_and_a_different_job_needs_overwrite(demo_run: Path, tmp_path: Path) -> None:
+    before = (demo_run / "cube" / "cube.nc").stat().st_mtime_ns
+    again = CliRunner().invoke(main, ["ingest", str(DEMO), "-o", str(demo_run)])
+    assert again.exit_code == 0 and "up to date" in again.output
+    assert (demo_run / "cube" / "cube.nc").stat().st_mtime_ns == before
+
+    other = tmp_path / "other.yaml"
+    other.write_text(DEMO.read_text().replace("B11, B12]", "B11]").replace("../data", str(PROJECT / "data")))
+    refused = CliRunner().invoke(main, ["ingest", str(other), "-o", str(demo_run)])
+    assert refused.exit_code == 2
+    assert "--overwrite" in refused.output
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    items = tmp_path / "items.json"
+    items.write_text('{"type": "FeatureCollection", "features": [')
+    job = tmp_path / "job.yaml"
+    job.write_text(f"inputs: [{{kind: stac, paths: [{items}]}}]\nperiod: {{start: 2021-01-01, end: 2021-02-01}}\n")
+    result = CliRunner().invoke(main, ["ingest", str(job)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(items) in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_aoi_outside_the_data_is_a_clear_error(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        DEMO.read_text().replace("../data", str(PROJECT / "data"))
+        + "aoi: {bbox: [-58.5, -34.7, -58.4, -34.6]}\n"  # Buenos Aires, far from Belgium
+    )
+    result = CliRunner().invoke(main, ["ingest", str(job), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "does not intersect" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_reports_grid_and_scenes() -> None:
+    result = CliRunner().invoke(main, ["validate", str(DEMO)])
+    assert result.exit_code == 0, result.output
+    assert "scenes on the grid: 10" in result.output and "100 x 100 px" in result.output
