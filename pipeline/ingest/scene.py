@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
+import rasterio.io
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from pipeline.errors import InputError
 from pipeline.grid import Bounds, Grid
@@ -116,7 +119,13 @@ RESAMPLING = {
 
 
 def read_on_grid(ref: BandRef, grid: Grid, resampling: str, nodata: float | None, what: str = "band") -> np.ndarray:
-    """Read one band warped onto ``grid`` as float32, with NaN where the source has no data or no coverage."""
+    """Read one band onto ``grid`` as float32, with NaN where the source has no data or no coverage.
+
+    Sources already on the grid's lattice (same CRS, pixel size an integer multiple of the grid's, edges aligned:
+    every Sentinel-2 band read onto a 10 m grid in its own UTM zone) take a direct path that reads only the needed
+    window and resamples in numpy; everything else goes through GDAL's warper. Both give the same values (a test
+    compares them), the direct path several times faster.
+    """
     try:
         with rasterio.open(ref.path) as src:
             if ref.index > src.count:
@@ -124,6 +133,9 @@ def read_on_grid(ref: BandRef, grid: Grid, resampling: str, nodata: float | None
             if src.crs is None:
                 raise InputError(ref.name_for_errors, f"{what} has no coordinate reference system")
             src_nodata = nodata if nodata is not None else src.nodata
+            factor = aligned_factor(src.crs, src.transform, grid)
+            if factor is not None and resampling in ("nearest", "bilinear"):
+                return _read_aligned(src, ref.index, grid, factor, resampling, src_nodata)
             with WarpedVRT(
                 src,
                 crs=grid.crs,
@@ -141,6 +153,78 @@ def read_on_grid(ref: BandRef, grid: Grid, resampling: str, nodata: float | None
     except (RasterioError, OSError, ValueError) as exc:
         raise InputError(ref.name_for_errors, f"cannot read {what}: corrupt, truncated or unreadable ({exc})") from exc
     return values.filled(np.nan).astype(np.float32, copy=False)
+
+
+def aligned_factor(crs: CRS, transform: Affine, grid: Grid) -> int | None:
+    """How many grid pixels fit in one source pixel per axis, if the source lattice nests exactly in the grid's."""
+    if crs != grid.crs or transform.b != 0 or transform.d != 0 or transform.e >= 0:
+        return None
+    grid_x, grid_y = grid.resolution
+    ratio_x, ratio_y = transform.a / grid_x, -transform.e / grid_y
+    factor = round(ratio_x)
+    if factor < 1 or abs(ratio_x - factor) > 1e-9 or abs(ratio_y - factor) > 1e-9:
+        return None
+    offset_x = (grid.transform.c - transform.c) / grid_x
+    offset_y = (transform.f - grid.transform.f) / grid_y
+    if abs(offset_x - round(offset_x)) > 1e-6 or abs(offset_y - round(offset_y)) > 1e-6:
+        return None
+    return factor
+
+
+def _source_positions(first_fine: int, count: int, factor: int, resampling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Source pixel index and bilinear weight of the next source pixel, for ``count`` grid pixels along one axis.
+
+    Grid pixel ``k`` (counted on the fine lattice from the source origin) has its centre at source coordinate
+    ``(k + 0.5) / factor - 0.5`` in pixel-centre units; nearest takes the source pixel containing that centre.
+    """
+    fine = first_fine + np.arange(count)
+    if resampling == "nearest":
+        return np.floor_divide(fine, factor), np.zeros(count)
+    centre = (fine + 0.5) / factor - 0.5
+    lower = np.floor(centre)
+    return lower.astype(np.int64), centre - lower
+
+
+def _read_aligned(
+    src: rasterio.io.DatasetReader, index: int, grid: Grid, factor: int, resampling: str, nodata: float | None
+) -> np.ndarray:
+    first_col = round((grid.transform.c - src.transform.c) / grid.resolution[0])
+    first_row = round((src.transform.f - grid.transform.f) / grid.resolution[1])
+    cols, col_weight = _source_positions(first_col, grid.width, factor, resampling)
+    rows, row_weight = _source_positions(first_row, grid.height, factor, resampling)
+    reach = 0 if resampling == "nearest" else 1  # bilinear also needs the next source pixel
+    col_lo, col_hi = int(cols.min()), int(cols.max()) + reach + 1
+    row_lo, row_hi = int(rows.min()), int(rows.max()) + reach + 1
+    # read the part of that window inside the file; outside stays NaN (no coverage)
+    window = np.full((row_hi - row_lo, col_hi - col_lo), np.nan, dtype=np.float64)
+    r0, r1 = max(row_lo, 0), min(row_hi, src.height)
+    c0, c1 = max(col_lo, 0), min(col_hi, src.width)
+    if r0 < r1 and c0 < c1:
+        values = src.read(index, window=Window(c0, r0, c1 - c0, r1 - r0)).astype(np.float64)
+        if nodata is not None:
+            values[values == nodata] = np.nan
+        window[r0 - row_lo : r1 - row_lo, c0 - col_lo : c1 - col_lo] = values
+    rows, cols = rows - row_lo, cols - col_lo
+    if resampling == "nearest":
+        return window[np.ix_(rows, cols)].astype(np.float32)
+    # Bilinear over the valid neighbours only, weights renormalised; like GDAL's warper, a grid pixel whose centre
+    # falls in a no-data source pixel stays no data.
+    containing = window[
+        np.ix_(np.floor_divide(first_row + np.arange(grid.height), factor) - row_lo,
+               np.floor_divide(first_col + np.arange(grid.width), factor) - col_lo)
+    ]  # fmt: skip
+    total = np.zeros(grid.shape)
+    weight = np.zeros(grid.shape)
+    for dy, wy in ((0, 1 - row_weight), (1, row_weight)):
+        for dx, wx in ((0, 1 - col_weight), (1, col_weight)):
+            w = wy[:, None] * wx[None, :]
+            neighbour = window[np.ix_(rows + dy, cols + dx)]
+            valid = np.isfinite(neighbour) & (w > 0)
+            total += np.where(valid, neighbour * w, 0.0)
+            weight += np.where(valid, w, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where((weight > 0) & np.isfinite(containing), total / weight, np.nan)
+    return out.astype(np.float32)
 
 
 def read_scene(
