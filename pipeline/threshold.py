@@ -1,0 +1,367 @@
+"""Threshold: keep only pixels whose calibrated posterior is reliable; mark the rest, never guess.
+
+Every map pixel ends up as exactly one of: a class code, or a reason code that is never a class:
+
+- ``nodata``: no imagery (no clear observation at all, or no posterior),
+- ``too_few_observations``: fewer clear observations than ``min_clear_observations``,
+- ``low_confidence``: the model's calibrated confidence is below the threshold.
+
+Thresholds are given directly or chosen for a target accuracy of the retained pixels with a finite-sample
+guarantee: fixed-sequence testing (Learn-then-Test) of candidate thresholds from the strictest down, each tested
+with an exact Clopper-Pearson bound on the retained error rate. With probability at least ``1 - delta`` over the
+validation draw, the chosen threshold's retained accuracy on new data from the same distribution reaches the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from scipy.stats import beta
+
+from pipeline.atomic import atomic_output, write_json_atomic
+
+Score = Literal["top1", "margin"]
+CONFIDENCE_NODATA = 255
+
+
+@dataclass(frozen=True)
+class ReasonCodes:
+    """Map codes for pixels that carry no class; they must not collide with any legend code."""
+
+    nodata: int = 0
+    too_few_observations: int = 253
+    low_confidence: int = 254
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.nodata, self.too_few_observations, self.low_confidence)
+
+
+LANDCOVER_REASONS = ReasonCodes(0, 253, 254)
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """Which confidence score is thresholded and at what value (per class overrides the global value)."""
+
+    score: Score = "top1"
+    threshold: float = 0.0
+    per_class: tuple[float, ...] = field(default_factory=tuple)
+    min_clear_observations: int = 1
+
+    def thresholds_for(self, n_classes: int) -> np.ndarray:
+        if self.per_class:
+            if len(self.per_class) != n_classes:
+                raise ValueError(f"{len(self.per_class)} per-class thresholds for {n_classes} classes")
+            return np.asarray(self.per_class, dtype=np.float64)
+        return np.full(n_classes, self.threshold, dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "threshold": self.threshold,
+            "per_class": list(self.per_class),
+            "min_clear_observations": self.min_clear_observations,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ThresholdPolicy:
+        return cls(
+            score=data.get("score", "top1"),
+            threshold=float(data.get("threshold", 0.0)),
+            per_class=tuple(float(v) for v in data.get("per_class", ())),
+            min_clear_observations=int(data.get("min_clear_observations", 1)),
+        )
+
+
+def confidence_score(posteriors: np.ndarray, score: Score = "top1", axis: int = -1) -> np.ndarray:
+    """Top-1 posterior, or the margin between the top two posteriors, along the class ``axis``."""
+    if score == "top1":
+        return np.max(posteriors, axis=axis)
+    top_two = -np.partition(-posteriors, 1, axis=axis)
+    first = np.take(top_two, 0, axis=axis)
+    second = np.take(top_two, 1, axis=axis)
+    return first - second
+
+
+def error_upper_bound(errors: np.ndarray, retained: np.ndarray, delta: float) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bound (confidence 1 - delta) on the error rate given errors / retained."""
+    errors = np.asarray(errors, dtype=np.float64)
+    retained = np.asarray(retained, dtype=np.float64)
+    bound = np.ones_like(errors)
+    ok = (errors < retained) & (retained > 0)
+    bound[ok] = beta.ppf(1 - delta, errors[ok] + 1, retained[ok] - errors[ok])
+    return bound
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A threshold chosen for a target, with what it costs (coverage) and what it guarantees."""
+
+    threshold: float
+    target_accuracy: float
+    delta: float
+    n_validation: int
+    n_retained: int
+    retained_accuracy: float
+    accuracy_lower_bound: float
+    all_accuracy: float
+
+    @property
+    def coverage(self) -> float:
+        return self.n_retained / self.n_validation if self.n_validation else 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return self.n_retained > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "target_accuracy": self.target_accuracy,
+            "delta": self.delta,
+            "n_validation": self.n_validation,
+            "n_retained": self.n_retained,
+            "coverage": self.coverage,
+            "retained_accuracy": self.retained_accuracy,
+            "accuracy_lower_bound": self.accuracy_lower_bound,
+            "all_accuracy": self.all_accuracy,
+            "feasible": self.feasible,
+        }
+
+
+def choose_threshold(
+    scores: np.ndarray, correct: np.ndarray, target_accuracy: float = 0.95, delta: float = 0.05
+) -> ThresholdChoice:
+    """The lowest threshold (largest coverage) whose retained accuracy is certified at ``target_accuracy``.
+
+    Candidates are the distinct validation scores, tested from the highest down; testing stops at the first
+    candidate whose Clopper-Pearson bound misses the target (fixed-sequence testing needs no multiplicity
+    correction). Candidates retaining too few samples to ever pass are skipped: that depends on the scores only,
+    not on the labels, so it does not spend any of ``delta``. If nothing passes, the threshold is above every
+    score (retain nothing), which the caller must report as infeasible rather than silently map everything.
+    """
+    if not 0 < target_accuracy < 1 or not 0 < delta < 1:
+        raise ValueError("target_accuracy and delta must be in (0, 1)")
+    scores = np.asarray(scores, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    n = len(scores)
+    all_accuracy = float(correct.mean()) if n else float("nan")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    errors_cum = np.cumsum(~correct[order])
+    # last index of each run of equal scores: a threshold keeps all samples with score >= it
+    run_ends = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
+    retained = run_ends + 1
+    errors = errors_cum[run_ends]
+    risk = 1 - target_accuracy
+    min_retained = int(np.ceil(np.log(delta) / np.log1p(-risk)))  # zero errors needed at least this many samples
+    bounds = error_upper_bound(errors, retained, delta)
+    chosen: int | None = None
+    for k in np.flatnonzero(retained >= min_retained):
+        if bounds[k] > risk:
+            break
+        chosen = int(k)
+    if chosen is None:
+        return ThresholdChoice(float("inf"), target_accuracy, delta, n, 0, float("nan"), float("nan"), all_accuracy)
+    kept, wrong = int(retained[chosen]), int(errors[chosen])
+    return ThresholdChoice(
+        threshold=float(sorted_scores[run_ends[chosen]]),
+        target_accuracy=target_accuracy,
+        delta=delta,
+        n_validation=n,
+        n_retained=kept,
+        retained_accuracy=(kept - wrong) / kept,
+        accuracy_lower_bound=float(1 - bounds[chosen]),
+        all_accuracy=all_accuracy,
+    )
+
+
+def choose_policy(
+    posteriors: np.ndarray,
+    labels: np.ndarray,
+    target_accuracy: float = 0.95,
+    delta: float = 0.05,
+    score: Score = "top1",
+    per_class: bool = False,
+    min_clear_observations: int = 1,
+) -> tuple[ThresholdPolicy, dict[str, Any]]:
+    """A policy meeting ``target_accuracy`` on validation ``posteriors`` (N, C) with labels as class indices.
+
+    Per class, the guarantee is on the precision of each predicted class, with ``delta`` split over the classes
+    (Bonferroni) so all of them hold together.
+    """
+    scores = confidence_score(posteriors, score)
+    predicted = posteriors.argmax(axis=1)
+    correct = predicted == labels
+    overall = choose_threshold(scores, correct, target_accuracy, delta)
+    report: dict[str, Any] = {"score": score, "global": overall.to_dict()}
+    if not per_class:
+        return ThresholdPolicy(score, overall.threshold, (), min_clear_observations), report
+    n_classes = posteriors.shape[1]
+    thresholds, per_class_report = [], {}
+    for c in range(n_classes):
+        chosen = predicted == c
+        choice = choose_threshold(scores[chosen], correct[chosen], target_accuracy, delta / n_classes)
+        if chosen.sum() == 0:
+            choice = ThresholdChoice(float("inf"), target_accuracy, delta / n_classes, 0, 0, *(float("nan"),) * 3)
+        thresholds.append(choice.threshold)
+        per_class_report[str(c)] = choice.to_dict()
+    report["per_class"] = per_class_report
+    return ThresholdPolicy(score, overall.threshold, tuple(thresholds), min_clear_observations), report
+
+
+# -- applying a policy to posteriors ----------------------------------------------------------------------
+
+
+def classify_block(
+    posteriors: np.ndarray,
+    class_codes: np.ndarray,
+    policy: ThresholdPolicy,
+    n_clear: np.ndarray | None = None,
+    reasons: ReasonCodes = LANDCOVER_REASONS,
+    dtype: np.dtype | type = np.uint8,
+) -> np.ndarray:
+    """Map codes, confidence and unmasked prediction for one block of calibrated ``posteriors`` (class, y, x).
+
+    Returns ``(3, y, x)`` of ``dtype``: final code (class or reason), confidence 0-100 (255 = none) and the
+    argmax class code before masking (``reasons.nodata`` where there is no posterior), which the area statistics
+    need. Precedence: nodata, then too few observations, then low confidence.
+    """
+    class_codes = np.asarray(class_codes)
+    no_posterior = ~np.isfinite(posteriors).all(axis=0)
+    safe = np.where(no_posterior[None], 0.0, posteriors)
+    winner = safe.argmax(axis=0)
+    score = confidence_score(safe, policy.score, axis=0)
+    confidence = np.where(no_posterior, CONFIDENCE_NODATA, np.rint(np.clip(safe.max(axis=0), 0, 1) * 100))
+    predicted = np.where(no_posterior, reasons.nodata, class_codes[winner])
+    codes = predicted.copy()
+    codes[score < policy.thresholds_for(len(class_codes))[winner]] = reasons.low_confidence
+    if n_clear is not None:
+        codes[n_clear < policy.min_clear_observations] = reasons.too_few_observations
+        no_posterior |= n_clear == 0
+    codes[no_posterior] = reasons.nodata
+    predicted = np.where(no_posterior, reasons.nodata, predicted)
+    confidence = np.where(no_posterior, CONFIDENCE_NODATA, confidence)
+    return np.stack([codes, confidence, predicted]).astype(dtype)
+
+
+def classify(
+    posteriors: xr.DataArray,
+    class_codes: np.ndarray,
+    policy: ThresholdPolicy,
+    n_clear: xr.DataArray | None = None,
+    reasons: ReasonCodes = LANDCOVER_REASONS,
+    dtype: np.dtype | type = np.uint8,
+) -> xr.Dataset:
+    """Apply :func:`classify_block` lazily, block by block, to a (class, y, x) DataArray (dask or numpy)."""
+    data = posteriors.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(data, chunks=(-1, 512, 512))
+    data = data.rechunk({0: -1})
+    args: list[Any] = [data]
+    if n_clear is not None:
+        clear = n_clear.data if isinstance(n_clear.data, da.Array) else da.from_array(n_clear.data)
+        args.append(clear.rechunk(data.chunks[1:])[None])
+
+    def block(post: np.ndarray, clear: np.ndarray | None = None) -> np.ndarray:
+        return classify_block(post, class_codes, policy, None if clear is None else clear[0], reasons, dtype)
+
+    planes = da.map_blocks(block, *args, dtype=dtype, chunks=((3,), *data.chunks[1:]))
+    coords = {k: v for k, v in posteriors.coords.items() if "class" not in v.dims}
+    return xr.Dataset(
+        {
+            "code": (("y", "x"), planes[0]),
+            "confidence": (("y", "x"), planes[1].astype(np.uint8)),
+            "predicted": (("y", "x"), planes[2]),
+        },
+        coords=coords,
+        attrs={"policy": str(policy.to_dict()), "reason_codes": str(reasons.as_tuple())},
+    )
+
+
+def masking_report(
+    codes: np.ndarray, predicted: np.ndarray, class_codes: np.ndarray, names: list[str], reasons: ReasonCodes
+) -> dict[str, Any]:
+    """Share of area masked, overall and per predicted class (percent of that class's pixels)."""
+    codes, predicted = np.asarray(codes).ravel(), np.asarray(predicted).ravel()
+    total = codes.size
+    with_imagery = int((codes != reasons.nodata).sum())
+    report: dict[str, Any] = {
+        "pixels": total,
+        "nodata_pct": _pct((codes == reasons.nodata).sum(), total),
+        "too_few_observations_pct": _pct((codes == reasons.too_few_observations).sum(), total),
+        "low_confidence_pct": _pct((codes == reasons.low_confidence).sum(), total),
+        "masked_pct_of_imaged": _pct(
+            ((codes == reasons.low_confidence) | (codes == reasons.too_few_observations)).sum(), with_imagery
+        ),
+        "classes": [],
+    }
+    for code, name in zip(class_codes, names, strict=True):
+        was = predicted == code
+        kept = int((codes[was] == code).sum())
+        report["classes"].append(
+            {
+                "code": int(code),
+                "name": name,
+                "predicted_pixels": int(was.sum()),
+                "retained_pixels": kept,
+                "masked_pct": _pct(was.sum() - kept, was.sum()),
+            }
+        )
+    return report
+
+
+def _pct(part: float, whole: float) -> float:
+    return round(100.0 * float(part) / float(whole), 3) if whole else 0.0
+
+
+# -- risk-coverage ------------------------------------------------------------------------------------------
+
+
+def risk_coverage(scores: np.ndarray, correct: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+    """Error rate of the retained samples as a function of coverage (samples kept by decreasing score)."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    wrong = ~np.asarray(correct, dtype=bool)[order]
+    n = len(order)
+    kept = np.arange(1, n + 1)
+    risk = np.cumsum(wrong) / kept
+    pick = np.unique(np.linspace(0, n - 1, min(max_points, n)).astype(int))
+    return {
+        "coverage": (kept[pick] / n).round(5).tolist(),
+        "risk": risk[pick].round(5).tolist(),
+        "threshold": np.asarray(scores)[order][pick].round(5).tolist(),
+    }
+
+
+def write_risk_coverage(
+    scores: np.ndarray, correct: np.ndarray, choice: ThresholdChoice, json_path: Path, png_path: Path
+) -> None:
+    """Risk-coverage curve as JSON and PNG, with the target and the chosen operating point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = risk_coverage(scores, correct)
+    write_json_atomic(json_path, {"curve": curve, "choice": choice.to_dict()})
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    ax.plot(curve["coverage"], curve["risk"], color="#1f78b4", label="validation risk (1 - accuracy)")
+    ax.axhline(1 - choice.target_accuracy, color="#e31a1c", linestyle="--", linewidth=1, label="target risk")
+    if choice.feasible:
+        ax.plot([choice.coverage], [1 - choice.retained_accuracy], "o", color="#33a02c",
+                label=f"chosen: coverage {choice.coverage:.1%}, threshold {choice.threshold:.3f}")  # fmt: skip
+    ax.set_xlabel("coverage (share of pixels kept)")
+    ax.set_ylabel("risk")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, max(0.05, max(curve["risk"] or [0]) * 1.05))
+    ax.legend(fontsize=8)
+    ax.set_title("Risk-coverage")
+    fig.tight_layout()
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
