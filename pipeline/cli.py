@@ -96,5 +96,114 @@ def ingest(job_file: Path, output: Path | None, overwrite: bool, workers: int | 
     )
 
 
+# land-cover model -------------------------------------------------------------------------------------------------
+
+samples_argument = click.argument(
+    "samples", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+cube_option = click.option(
+    "--cube", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Cube to sample labels from."
+)
+class_column_option = click.option("--class-column", help="Class column of point/polygon labels.")
+legend_option = click.option(
+    "--legend", "legend_path", type=click.Path(dir_okay=False, path_type=Path), help="Legend YAML/JSON."
+)
+
+
+def _load_training_samples(
+    samples: tuple[Path, ...], legend_path: Path | None, cube: Path | None, class_column: str | None
+) -> Any:
+    from pipeline.legend import load_legend
+    from pipeline.samples import load_samples
+
+    legend = load_legend(legend_path) if legend_path else load_legend()
+    cube_ds = None
+    if cube is not None:
+        from pipeline.composite import open_cube
+
+        cube_ds = open_cube(cube)
+    return legend, load_samples(samples, legend, cube=cube_ds, class_column=class_column)
+
+
+@main.command()
+@samples_argument
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Model file.")
+@legend_option
+@cube_option
+@class_column_option
+@click.option("--finetune", is_flag=True, help="Train encoder and head end to end (slower).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--block-m", default=10_000.0, show_default=True, type=float, help="Spatial block size for the split.")
+@click.option(
+    "--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True)
+)
+@reports_errors
+def train(
+    samples: tuple[Path, ...],
+    output: Path,
+    legend_path: Path | None,
+    cube: Path | None,
+    class_column: str | None,
+    finetune: bool,
+    seed: int,
+    block_m: float,
+    val_fraction: float,
+) -> None:
+    """Train a land-cover model (Presto + MLP head) on labelled samples and write the model artifact."""
+    from models.artifact import save_artifact
+    from pipeline.train import TrainConfig, train_model
+
+    legend, data = _load_training_samples(samples, legend_path, cube, class_column)
+    config = TrainConfig(finetune=finetune, seed=seed, block_m=block_m, val_fraction=val_fraction)
+    result = train_model(data, legend, config, sources=[str(s) for s in samples], log=click.echo)
+    save_artifact(result.artifact, output)
+    click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@samples_argument
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@cube_option
+@class_column_option
+@reports_errors
+def evaluate(model: Path, samples: tuple[Path, ...], output: Path, cube: Path | None, class_column: str | None) -> None:
+    """Score MODEL on the held-out split of SAMPLES next to a RandomForest trained on the same training split."""
+    from models.artifact import load_artifact
+    from pipeline.evaluate import evaluate_model, write_report
+    from pipeline.samples import load_samples
+
+    artifact = load_artifact(model)
+    cube_ds = None
+    if cube is not None:
+        from pipeline.composite import open_cube
+
+        cube_ds = open_cube(cube)
+    data = load_samples(samples, artifact.legend, cube=cube_ds, class_column=class_column)
+    report = evaluate_model(artifact, data)
+    write_report(report, output)
+    for key, title in (("model", "Presto + head"), ("random_forest", "RandomForest")):
+        m = report[key]
+        click.echo(f"{title:>14}: OA {m['overall_accuracy']:.3f}  macro F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
+    click.echo(f"  {report['n_train']} train / {report['n_val']} validation samples; wrote {output}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("cube", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="NetCDF file.")
+@click.option("--device", help="torch device (default: cuda if available, else cpu).")
+@reports_errors
+def predict(model: Path, cube: Path, output: Path, device: str | None) -> None:
+    """Apply MODEL to CUBE: class posteriors and codes as NetCDF."""
+    from models.artifact import load_artifact
+    from pipeline.composite import open_cube
+    from pipeline.predict import predict_cube, write_prediction
+
+    prediction = predict_cube(load_artifact(model), open_cube(cube), device=device, cube_name=cube)
+    write_prediction(prediction, output)
+    click.echo(f"wrote {output} ({prediction.attrs['pixels_per_second']:.0f} px/s)")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,171 @@
+"""The self-describing land-cover model artifact: one ``torch.save`` file loadable with ``weights_only=True``.
+
+Layout (a flat dict, so nothing but tensors and plain values is ever unpickled):
+
+- ``format`` = ``"suelo-landcover-model"``, ``format_version`` (int),
+- ``meta``: a JSON string with the legend, the input contract, the head config, the training config, metrics,
+  the software version and the split used,
+- ``head.<name>``: the classifier head's state dict; ``encoder.<name>``: the encoder's, only when fine-tuned
+  (otherwise the shipped pretrained Presto weights are used, identified by their sha256 in the contract).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.heads import HeadConfig, MLPHead
+from pipeline.errors import InputError
+from pipeline.legend import Legend
+
+FORMAT = "suelo-landcover-model"
+FORMAT_VERSION = 1
+NORMALIZATION = "presto-l2a-v1"  # models.presto_inputs: reflectance as is, NDVI from B8/B4, absent inputs masked
+PRODUCT_LEVEL = "L2A"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_contract(bands: list[str], months: int, encoder_sha256: str | None) -> dict[str, Any]:
+    return {
+        "bands": list(bands),
+        "product_level": PRODUCT_LEVEL,
+        "months": int(months),
+        "normalization": NORMALIZATION,
+        # Presto embeds the calendar month of every step, so a series may start in any month; it must be
+        # `months` consecutive calendar months (the cube's time coordinate gives the start month).
+        "start_month": "any (read from the cube's first month; months must be consecutive)",
+        "reflectance": "physical surface reflectance (DN + offset) / 10000, NaN where a month has no clear value",
+        "encoder": "presto",
+        "encoder_weights_sha256": encoder_sha256,
+    }
+
+
+@dataclass
+class ModelArtifact:
+    meta: dict[str, Any]
+    head_state: dict[str, torch.Tensor]
+    encoder_state: dict[str, torch.Tensor] | None = None
+    path: Path | None = field(default=None)
+
+    @property
+    def legend(self) -> Legend:
+        return Legend.from_list(self.meta["legend"], self.path or "<artifact>")
+
+    @property
+    def contract(self) -> dict[str, Any]:
+        return self.meta["input_contract"]
+
+    @property
+    def head_config(self) -> HeadConfig:
+        return HeadConfig.from_dict(self.meta["head"])
+
+    def build_head(self) -> MLPHead:
+        head = MLPHead(self.head_config)
+        head.load_state_dict(self.head_state)
+        return head.eval()
+
+    def build_encoder(self, default_weights: str | Path | None = None):  # type: ignore[no-untyped-def]
+        """The encoder: the fine-tuned weights in the artifact, else the pretrained Presto weights."""
+        from models.presto import DEFAULT_WEIGHTS, Encoder, load_presto_encoder
+
+        if self.encoder_state is not None:
+            encoder = Encoder()
+            encoder.load_state_dict(self.encoder_state)
+            return encoder.eval()
+        weights = Path(default_weights or DEFAULT_WEIGHTS)
+        expected = self.contract.get("encoder_weights_sha256")
+        if expected and file_sha256(weights) != expected:
+            raise InputError(
+                weights, "encoder weights differ from those the model was trained with " + f"(sha256 {expected})"
+            )
+        return load_presto_encoder(weights)
+
+
+def save_artifact(artifact: ModelArtifact, path: str | Path) -> None:
+    """Write ``artifact`` atomically as one weights-only torch file."""
+    from pipeline.atomic import atomic_output
+
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": json.dumps(artifact.meta, sort_keys=True, default=_json_default),
+    }
+    payload.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in artifact.head_state.items()})
+    if artifact.encoder_state is not None:
+        payload.update({f"encoder.{k}": v.detach().cpu().contiguous() for k, v in artifact.encoder_state.items()})
+    with atomic_output(Path(path)) as tmp:
+        torch.save(payload, tmp)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def load_artifact(path: str | Path) -> ModelArtifact:
+    """Read an artifact with ``weights_only=True``; anything else (a pickle, a plain state dict) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for pickles with code, RuntimeError/EOFError for non-torch files
+        raise InputError(
+            path, "not a suelo model artifact " + f"(not a weights-only torch file: {type(exc).__name__})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(path, f"not a suelo model artifact (no format={FORMAT!r} entry)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(path, f"artifact format version {version!r}; this suelo reads up to {FORMAT_VERSION}")
+    try:
+        meta = json.loads(payload["meta"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, "artifact has no readable meta") from exc
+    head = {k[5:]: v for k, v in payload.items() if k.startswith("head.")}
+    encoder = {k[8:]: v for k, v in payload.items() if k.startswith("encoder.")} or None
+    if not head:
+        raise InputError(path, "artifact has no head weights")
+    return ModelArtifact(meta, head, encoder, path)
+
+
+def check_contract(artifact: ModelArtifact, cube: Any, cube_name: str | Path = "cube") -> None:
+    """Raise InputError naming ``cube_name`` when the cube cannot feed the model (bands, months, level)."""
+    contract = artifact.contract
+    problems = []
+    if contract.get("normalization") != NORMALIZATION:
+        problems.append(f"model normalization {contract.get('normalization')!r} is not supported ({NORMALIZATION})")
+    if "reflectance" not in cube or "band" not in cube.coords or "time" not in cube.coords:
+        raise InputError(cube_name, "not a monthly cube (needs reflectance (time, band, y, x))")
+    have = [str(b) for b in cube["band"].values]
+    missing = [b for b in contract["bands"] if b not in have]
+    if missing:
+        problems.append(f"lacks bands {missing} the model needs (cube has {have})")
+    n_months = int(cube.sizes["time"])
+    if n_months != int(contract["months"]):
+        problems.append(f"has {n_months} months, the model needs {contract['months']}")
+    times = cube["time"].values.astype("datetime64[M]").astype(np.int64)
+    if len(times) > 1 and not (np.diff(times) == 1).all():
+        problems.append("months are not consecutive")
+    levels = {str(s.get("level")) for s in json.loads(cube.attrs.get("scenes", "[]")) if s.get("level")}
+    bad_levels = sorted(lv for lv in levels if lv.upper() not in (contract["product_level"], "LEVEL-2A", "MSIL2A"))
+    if bad_levels:
+        problems.append(f"was made from {bad_levels} scenes, the model needs {contract['product_level']}")
+    if problems:
+        raise InputError(cube_name, "does not match the model's input contract: " + "; ".join(problems))

@@ -1,0 +1,131 @@
+"""Map legends: the (code, name, color) list every map, model and QGIS style shares.
+
+A legend holds classes only. Reason codes (nodata, too few observations, low confidence) are added by the map
+writer, never stored here, so a model can never predict one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DEFAULT_LEGEND = Path(__file__).resolve().parent.parent / "data" / "legends" / "worldcereal_landcover10.yaml"
+MAX_CODE = 65535  # the widest map dtype is uint16
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass(frozen=True)
+class LegendClass:
+    code: int
+    name: str
+    color: str  # '#rrggbb'
+
+    def key(self) -> str:
+        """Snake-case form of the name (``"Temporary crops"`` -> ``temporary_crops``), for matching labels."""
+        return normalize_class_name(self.name)
+
+
+def normalize_class_name(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class Legend:
+    classes: tuple[LegendClass, ...]
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.classes)
+
+    @property
+    def codes(self) -> tuple[int, ...]:
+        return tuple(c.code for c in self.classes)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    @property
+    def colors(self) -> tuple[str, ...]:
+        return tuple(c.color for c in self.classes)
+
+    def by_code(self, code: int) -> LegendClass:
+        for c in self.classes:
+            if c.code == int(code):
+                return c
+        raise KeyError(code)
+
+    def code_for(self, label: str | int) -> int | None:
+        """The code of a label given as a code, a name or its snake-case key; None if the legend lacks it."""
+        if isinstance(label, (int,)) or (isinstance(label, str) and label.strip().isdigit()):
+            code = int(label)
+            return code if code in self.codes else None
+        key = normalize_class_name(str(label))
+        for c in self.classes:
+            if c.key() == key:
+                return c.code
+        return None
+
+    def subset(self, codes: Iterable[int]) -> Legend:
+        """The classes with ``codes``, in legend order."""
+        wanted = {int(c) for c in codes}
+        return Legend(tuple(c for c in self.classes if c.code in wanted))
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [{"code": c.code, "name": c.name, "color": c.color} for c in self.classes]
+
+    @classmethod
+    def from_list(cls, items: Sequence[Any], source: str | Path = "<legend>") -> Legend:
+        """Validated legend from a list of ``{code, name, color}``; problems raise ConfigError naming ``source``."""
+
+        def fail(problem: str) -> ConfigError:
+            return ConfigError(f"{source}: {problem}")
+
+        if not isinstance(items, (list, tuple)) or not items:
+            raise fail("a legend must be a non-empty list of {code, name, color}")
+        classes = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or set(item) != {"code", "name", "color"}:
+                raise fail(f"entry {i} must have exactly the keys code, name, color, got {item!r}")
+            code, name, color = item["code"], item["name"], item["color"]
+            if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= MAX_CODE:
+                raise fail(f"entry {i}: code must be an integer in 0..{MAX_CODE}, got {code!r}")
+            if not isinstance(name, str) or not name.strip():
+                raise fail(f"entry {i}: name must be a non-empty string, got {name!r}")
+            if not isinstance(color, str) or not _COLOR.match(color):
+                raise fail(f"entry {i} ({name}): color must be '#rrggbb', got {color!r}")
+            classes.append(LegendClass(code, name.strip(), color.lower()))
+        for attr, what in ((lambda c: c.code, "code"), (lambda c: c.key(), "name")):
+            seen: dict[Any, LegendClass] = {}
+            for c in classes:
+                k = attr(c)
+                if k in seen:
+                    raise fail(f"duplicate {what} {k!r} ({seen[k].name!r} and {c.name!r})")
+                seen[k] = c
+        return cls(tuple(classes))
+
+
+def load_legend(path: str | Path = DEFAULT_LEGEND) -> Legend:
+    """Read a legend from YAML (``.yaml``/``.yml``) or JSON: a list of ``{code, name, color}``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read legend: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    if isinstance(data, dict) and "classes" in data:
+        data = data["classes"]
+    return Legend.from_list(data, path)

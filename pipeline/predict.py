@@ -1,0 +1,97 @@
+"""Apply a land-cover model to a monthly cube: posteriors (class, y, x) and the argmax class codes (y, x).
+
+The cube is read in row blocks of about one encoder batch, so memory stays bounded by the block, not the cube.
+Pixels with no valid month get NaN posteriors and code 0 (the nodata reason code of the legend contract).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from models.artifact import ModelArtifact, check_contract
+
+NODATA_CODE = 0
+
+
+def predict_cube(
+    artifact: ModelArtifact,
+    cube: xr.Dataset,
+    batch_size: int | None = None,
+    device: str | None = None,
+    cube_name: str | Path = "cube",
+) -> xr.Dataset:
+    """``posterior`` (class, y, x) float32 and ``class_code`` (y, x) of every pixel of ``cube``."""
+    from models.inference import CPU_BATCH, GPU_BATCH, default_device, encode_pixels
+    from models.presto_inputs import cube_to_pixels, presto_inputs
+
+    check_contract(artifact, cube, cube_name)
+    device = device or default_device()
+    batch_size = batch_size or (GPU_BATCH if str(device).startswith("cuda") else CPU_BATCH)
+    bands = artifact.contract["bands"]
+    cube = cube.sel(band=bands)
+    legend = artifact.legend
+    codes = np.asarray(legend.codes)
+    encoder, head = artifact.build_encoder(), artifact.build_head().to(device)
+    ny, nx = cube.sizes["y"], cube.sizes["x"]
+    rows = max(1, batch_size // nx)
+    posterior = np.full((len(codes), ny, nx), np.nan, dtype=np.float32)
+    code_dtype = np.uint8 if codes.max() < 253 else np.uint16
+    class_code = np.full((ny, nx), NODATA_CODE, dtype=code_dtype)
+    started = time.perf_counter()
+    for r in range(0, ny, rows):
+        part = cube.isel(y=slice(r, min(r + rows, ny)))
+        h = part.sizes["y"]
+        reflectance, latlons, start_month = cube_to_pixels(part)
+        has_data = np.isfinite(reflectance).any(axis=(1, 2))
+        if not has_data.any():
+            continue
+        x, mask, dw = presto_inputs(reflectance[has_data], bands, latlons=latlons[has_data])
+        emb = encode_pixels(encoder, x, mask, dw, latlons[has_data], start_month, batch_size, device)
+        with torch.inference_mode():
+            probs = torch.softmax(head(torch.from_numpy(emb).to(device)).float(), dim=-1).cpu().numpy()
+        block = np.full((h * nx, len(codes)), np.nan, dtype=np.float32)
+        block[has_data] = probs
+        posterior[:, r : r + h] = block.T.reshape(len(codes), h, nx)
+        block_codes = np.full(h * nx, NODATA_CODE, dtype=code_dtype)
+        block_codes[has_data] = codes[probs.argmax(axis=1)]
+        class_code[r : r + h] = block_codes.reshape(h, nx)
+    seconds = time.perf_counter() - started
+    out = xr.Dataset(
+        {
+            "posterior": (("class", "y", "x"), posterior),
+            "class_code": (("y", "x"), class_code),
+        },
+        coords={
+            "class": codes,
+            "class_name": ("class", list(legend.names)),
+            "y": cube["y"].values,
+            "x": cube["x"].values,
+        },
+        attrs={k: cube.attrs[k] for k in ("grid", "crs") if k in cube.attrs}
+        | {
+            "title": "suelo land-cover posteriors",
+            "legend": json.dumps(legend.to_list()),
+            "nodata_code": NODATA_CODE,
+            "model": str(artifact.path or ""),
+            "seconds": round(seconds, 3),
+            "pixels_per_second": round(ny * nx / max(seconds, 1e-9), 1),
+        },
+    )
+    out["posterior"].attrs.update(long_name="class posterior probability (softmax of the head)", units="1")
+    out["class_code"].attrs.update(long_name="most probable class code (0 = no valid month)")
+    return out
+
+
+def write_prediction(prediction: xr.Dataset, path: Path) -> None:
+    """NetCDF, written atomically (temp file beside ``path``, then rename)."""
+    from pipeline.atomic import atomic_output
+
+    encoding = {"posterior": {"zlib": True, "complevel": 4}, "class_code": {"zlib": True}}
+    with atomic_output(Path(path)) as tmp:
+        prediction.to_netcdf(tmp, engine="netcdf4", encoding=encoding)

@@ -1,0 +1,560 @@
+"""Labelled samples for training and evaluation: per-sample monthly Sentinel-2 L2A series plus a legend code.
+
+Every loader returns the same :class:`Samples`: physical reflectance ``(N, T, B)`` float32 (DN / 10000, NaN where
+a month has no valid value), the start month of each series and a location, so the encoder sees training samples
+exactly as it sees cube pixels (``models.presto_inputs.cube_to_pixels``).
+
+Sources:
+
+- WorldCereal point extractions (``load_worldcereal``), in the three layouts WorldCereal publishes: long monthly,
+  long dekadal (aggregated to the monthly median of valid dekads, the same statistic the cube compositor uses)
+  and wide (``OPTICAL-Bxx-tsN-*`` columns). ``ewoc_code`` is mapped to LANDCOVER10 with
+  ``data/legends/worldcereal_class_mappings.json``; ``ignore`` and unmapped codes are dropped.
+- Points or polygons with a class column (``sample_vector``) and label rasters (``sample_raster``), read from a
+  cube on its own grid.
+
+Samples with no valid month at all are dropped: the encoder would see only their location.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from pipeline.errors import InputError
+from pipeline.legend import Legend, load_legend
+
+MAPPING_FILE = Path(__file__).resolve().parent.parent / "data" / "legends" / "worldcereal_class_mappings.json"
+WORLDCEREAL_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
+NODATA_DN = 65535
+DN_SCALE = 10000.0
+DEFAULT_MONTHS = 12
+# Where the label's valid_time sits in the 12-month window of long-format extractions: month 6 (0-based), i.e. the
+# window runs from six months before the valid month to five months after. This is WorldCereal's own convention
+# (their wide extractions have valid_position = 6) and keeps the growing season around the label in the window.
+VALID_POSITION = 6
+DEFAULT_BLOCK_M = 10_000.0
+_M_PER_DEG = 111_320.0
+
+
+@dataclass
+class Samples:
+    reflectance: np.ndarray  # (N, T, B) float32, physical reflectance, NaN = missing
+    band_names: tuple[str, ...]
+    start_month: np.ndarray  # (N,) int64, 0 = January
+    latlons: np.ndarray  # (N, 2) float64 (lat, lon) degrees
+    labels: np.ndarray  # (N,) int64 legend codes
+    sample_ids: np.ndarray  # (N,) str
+    groups: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N,) str spatial block id
+    # Location used to assign blocks: the polygon's centroid for polygon pixels, so a polygon never straddles the
+    # train/validation split; the sample's own location otherwise.
+    anchors: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.reflectance = np.asarray(self.reflectance, dtype=np.float32)
+        self.band_names = tuple(str(b) for b in self.band_names)
+        n = len(self.reflectance)
+        if self.reflectance.ndim != 3 or self.reflectance.shape[2] != len(self.band_names):
+            raise ValueError(f"reflectance must be (N, T, {len(self.band_names)}), got {self.reflectance.shape}")
+        self.start_month = np.asarray(self.start_month, dtype=np.int64).reshape(-1)
+        self.latlons = np.asarray(self.latlons, dtype=np.float64).reshape(-1, 2)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.sample_ids = np.asarray(self.sample_ids, dtype=object).reshape(-1)
+        self.anchors = self.latlons.copy() if self.anchors is None else np.asarray(self.anchors, np.float64)
+        if self.groups is None:
+            self.groups = spatial_blocks(self.anchors, DEFAULT_BLOCK_M)
+        self.groups = np.asarray(self.groups, dtype=object).reshape(-1)
+        for name in ("start_month", "latlons", "labels", "sample_ids", "groups", "anchors"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} samples")
+        if n and ((self.start_month < 0) | (self.start_month > 11)).any():
+            raise ValueError("start_month must be in 0..11")
+
+    def __len__(self) -> int:
+        return len(self.reflectance)
+
+    @property
+    def n_months(self) -> int:
+        return self.reflectance.shape[1]
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> Samples:
+        index = np.asarray(index)
+        return Samples(
+            self.reflectance[index],
+            self.band_names,
+            self.start_month[index],
+            self.latlons[index],
+            self.labels[index],
+            self.sample_ids[index],
+            self.groups[index],
+            self.anchors[index],
+        )
+
+    def select_bands(self, bands: Sequence[str]) -> Samples:
+        missing = [b for b in bands if b not in self.band_names]
+        if missing:
+            raise ValueError(f"samples lack bands {missing} (have {list(self.band_names)})")
+        idx = [self.band_names.index(b) for b in bands]
+        return replace(self, reflectance=self.reflectance[:, :, idx], band_names=tuple(bands))
+
+    def class_counts(self) -> dict[int, int]:
+        codes, counts = np.unique(self.labels, return_counts=True)
+        return {int(c): int(k) for c, k in zip(codes, counts, strict=False)}
+
+    @staticmethod
+    def concat(parts: Sequence[Samples]) -> Samples:
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.band_names != first.band_names or p.n_months != first.n_months:
+                raise ValueError(
+                    f"cannot combine samples of bands {list(p.band_names)} x {p.n_months} months with "
+                    f"{list(first.band_names)} x {first.n_months} months"
+                )
+        return Samples(
+            np.concatenate([p.reflectance for p in parts]),
+            first.band_names,
+            np.concatenate([p.start_month for p in parts]),
+            np.concatenate([p.latlons for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.sample_ids for p in parts]),
+            np.concatenate([p.groups for p in parts]),
+            np.concatenate([p.anchors for p in parts]),
+        )
+
+    def drop_empty(self) -> Samples:
+        """Without samples that have no valid value at all."""
+        keep = np.isfinite(self.reflectance).any(axis=(1, 2))
+        return self if keep.all() else self.subset(np.flatnonzero(keep))
+
+
+# spatial blocks and splitting -----------------------------------------------------------------------------------
+
+
+def spatial_blocks(latlons: np.ndarray, block_m: float = DEFAULT_BLOCK_M) -> np.ndarray:
+    """Id of the ~``block_m`` x ``block_m`` block holding each (lat, lon).
+
+    Rows of blocks are ``block_m`` of latitude; within a row, blocks are ``block_m`` wide at the row's centre
+    latitude, so blocks stay roughly square from the equator to high latitudes (unlike fixed-degree cells).
+    """
+    latlons = np.asarray(latlons, dtype=np.float64).reshape(-1, 2)
+    if block_m <= 0:
+        raise ValueError(f"block_m must be positive, got {block_m}")
+    lat_step = block_m / _M_PER_DEG
+    row = np.floor(latlons[:, 0] / lat_step).astype(np.int64)
+    centre = (row + 0.5) * lat_step
+    lon_step = block_m / (_M_PER_DEG * np.maximum(np.cos(np.radians(centre)), 1e-6))
+    col = np.floor((latlons[:, 1] + 180.0) / lon_step).astype(np.int64)
+    return np.array([f"{block_m:g}m/{r}/{c}" for r, c in zip(row, col, strict=False)], dtype=object)
+
+
+def spatial_split(
+    samples: Samples, block_m: float | None = DEFAULT_BLOCK_M, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, val)`` such that no spatial block has samples on both sides.
+
+    Whole blocks, in a seeded random order, go to validation while they fit in ``val_fraction`` of the samples.
+    ``block_m=None`` uses ``samples.groups`` as they are.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    groups = samples.groups if block_m is None else spatial_blocks(samples.anchors, block_m)
+    names, inverse, sizes = np.unique(groups.astype(str), return_inverse=True, return_counts=True)
+    if len(names) < 2:
+        raise ValueError(f"all {len(samples)} samples are in one spatial block; use smaller blocks")
+    order = np.random.default_rng(seed).permutation(len(names))
+    target = val_fraction * len(samples)
+    in_val = np.zeros(len(names), dtype=bool)
+    taken = 0
+    for b in order:
+        if taken + sizes[b] <= target or taken == 0:
+            in_val[b] = True
+            taken += sizes[b]
+        if taken >= target:
+            break
+    if in_val.all():  # a single huge first block: give one back to training
+        in_val[order[-1]] = False
+    val_mask = in_val[inverse]
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+
+
+# WorldCereal extractions ----------------------------------------------------------------------------------------
+
+
+def load_class_mapping(path: str | Path = MAPPING_FILE) -> dict[str, str]:
+    """ewoc_code (string) -> LANDCOVER10 key, from the shipped copy of WorldCereal's class_mappings.json."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data.get("LANDCOVER10", data)
+
+
+def map_ewoc_codes(ewoc: Sequence[object], legend: Legend, mapping: dict[str, str] | None = None) -> np.ndarray:
+    """Legend codes of WorldCereal ``ewoc_code`` values; -1 where the code maps to ``ignore`` or to nothing."""
+    mapping = load_class_mapping() if mapping is None else mapping
+    out = np.full(len(ewoc), -1, dtype=np.int64)
+    cache: dict[str, int] = {}
+    for i, value in enumerate(ewoc):
+        key = str(int(value)) if isinstance(value, (int, np.integer, float, np.floating)) else str(value)
+        if key not in cache:
+            lc = mapping.get(key)
+            code = legend.code_for(lc) if lc and lc != "ignore" else None
+            cache[key] = -1 if code is None else code
+        out[i] = cache[key]
+    return out
+
+
+def _dn_to_reflectance(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return np.where((values == NODATA_DN) | ~np.isfinite(values), np.nan, values / DN_SCALE).astype(np.float32)
+
+
+def _month_number(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """Months since 1970-01 (so consecutive months differ by 1 across years)."""
+    ts = pd.to_datetime(ts)
+    return (
+        (ts.year.to_numpy() - 1970) * 12 + ts.month.to_numpy() - 1
+        if isinstance(ts, pd.DatetimeIndex)
+        else ((ts.dt.year.to_numpy() - 1970) * 12 + ts.dt.month.to_numpy() - 1)
+    )
+
+
+def load_worldcereal(
+    path: str | Path,
+    legend: Legend | None = None,
+    bands: Sequence[str] = WORLDCEREAL_BANDS,
+    months: int = DEFAULT_MONTHS,
+    valid_position: int = VALID_POSITION,
+    mapping: dict[str, str] | None = None,
+) -> Samples:
+    """Samples from a WorldCereal point extraction (long monthly, long dekadal or wide parquet; auto-detected)."""
+    path = Path(path)
+    legend = load_legend() if legend is None else legend
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise InputError(path, f"cannot read parquet: {exc}") from exc
+    for col in ("sample_id", "ewoc_code", "lat", "lon"):
+        if col not in df.columns:
+            raise InputError(path, f"not a WorldCereal extraction: no column {col!r}")
+    if "timestamp" in df.columns:
+        samples = _worldcereal_long(path, df, legend, bands, months, valid_position, mapping)
+    elif any(str(c).startswith("OPTICAL-") for c in df.columns):
+        samples = _worldcereal_wide(path, df, legend, bands, months, mapping)
+    else:
+        raise InputError(path, "neither long (timestamp column) nor wide (OPTICAL-* columns) WorldCereal format")
+    return samples.drop_empty()
+
+
+def _worldcereal_long(
+    path: Path,
+    df: pd.DataFrame,
+    legend: Legend,
+    bands: Sequence[str],
+    months: int,
+    valid_position: int,
+    mapping: dict[str, str] | None,
+) -> Samples:
+    cols = [f"S2-L2A-{b}" for b in bands]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(path, f"missing band columns {missing}")
+    refl = pd.DataFrame(_dn_to_reflectance(df[cols].to_numpy()), columns=list(bands))
+    refl["sample_id"] = df["sample_id"].astype(str).to_numpy()
+    refl["month"] = _month_number(df["timestamp"])
+    # One row per month already for monthly files; for dekads (or several rows a month) the per-band median of the
+    # valid values, the statistic the cube compositor uses. pandas' median skips NaN.
+    monthly = refl.groupby(["sample_id", "month"], sort=True)[list(bands)].median()
+
+    meta = df.drop_duplicates("sample_id").set_index(df.drop_duplicates("sample_id")["sample_id"].astype(str))
+    ids = meta.index.to_numpy()
+    labels = map_ewoc_codes(meta["ewoc_code"].to_numpy(), legend, mapping)
+    span = refl.groupby("sample_id")["month"].agg(["min", "max"]).reindex(ids)
+    if "valid_time" in meta.columns:
+        valid = _month_number(pd.to_datetime(meta["valid_time"]).reset_index(drop=True))
+        start = valid - valid_position
+    else:
+        start = span["min"].to_numpy()
+    # keep the window inside the extracted period: shift it rather than pad with empty months
+    start = np.minimum(np.maximum(start, span["min"].to_numpy()), span["max"].to_numpy() - (months - 1))
+    start = np.maximum(start, span["min"].to_numpy())
+
+    index = {sid: i for i, sid in enumerate(ids)}
+    out = np.full((len(ids), months, len(bands)), np.nan, dtype=np.float32)
+    sid = monthly.index.get_level_values(0).to_numpy()
+    mon = monthly.index.get_level_values(1).to_numpy()
+    row = np.array([index[s] for s in sid])
+    step = mon - start[row]
+    inside = (step >= 0) & (step < months)
+    out[row[inside], step[inside]] = monthly.to_numpy(dtype=np.float32)[inside]
+
+    keep = labels >= 0
+    return Samples(
+        out[keep],
+        tuple(bands),
+        (start % 12)[keep],
+        meta[["lat", "lon"]].to_numpy(dtype=np.float64)[keep],
+        labels[keep],
+        ids[keep],
+    )
+
+
+def _worldcereal_wide(
+    path: Path,
+    df: pd.DataFrame,
+    legend: Legend,
+    bands: Sequence[str],
+    months: int,
+    mapping: dict[str, str] | None,
+) -> Samples:
+    by_band_step: dict[tuple[str, int], str] = {}
+    for col in df.columns:
+        parts = str(col).split("-")
+        if len(parts) == 4 and parts[0] == "OPTICAL" and parts[2].startswith("ts"):
+            by_band_step[(parts[1], int(parts[2][2:]))] = str(col)
+    out = np.full((len(df), months, len(bands)), np.nan, dtype=np.float32)
+    for b, band in enumerate(bands):
+        if not any((band, t) in by_band_step for t in range(months)):
+            raise InputError(path, f"no OPTICAL-{band}-tsN columns")
+        for t in range(months):
+            col = by_band_step.get((band, t))
+            if col is not None:
+                out[:, t, b] = _dn_to_reflectance(df[col].to_numpy())
+    if "start_date" not in df.columns:
+        raise InputError(path, "wide WorldCereal format needs a start_date column (the month of ts0)")
+    start = _month_number(pd.to_datetime(df["start_date"]).reset_index(drop=True))
+    labels = map_ewoc_codes(df["ewoc_code"].to_numpy(), legend, mapping)
+    keep = labels >= 0
+    return Samples(
+        out[keep],
+        tuple(bands),
+        (start % 12)[keep],
+        df[["lat", "lon"]].to_numpy(dtype=np.float64)[keep],
+        labels[keep],
+        df["sample_id"].astype(str).to_numpy()[keep],
+    )
+
+
+# labels on a cube -----------------------------------------------------------------------------------------------
+
+
+def samples_at_pixels(
+    cube: xr.Dataset,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    labels: np.ndarray,
+    sample_ids: np.ndarray,
+    anchors: np.ndarray | None = None,
+) -> Samples:
+    """Samples from the cube pixels at (rows, cols); a month that is not valid is NaN."""
+    from pyproj import Transformer
+
+    from pipeline.composite import cube_grid
+
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    sel = {"y": xr.DataArray(rows, dims="sample"), "x": xr.DataArray(cols, dims="sample")}
+    refl = cube["reflectance"].isel(sel).transpose("sample", "time", "band").values.astype(np.float32)
+    if "valid" in cube:
+        valid = cube["valid"].isel(sel).transpose("sample", "time").values.astype(bool)
+        refl = np.where(valid[..., None], refl, np.float32(np.nan))
+    times = cube["time"].values.astype("datetime64[M]").astype(np.int64)
+    if len(times) > 1 and not (np.diff(times) == 1).all():
+        raise ValueError("the cube's months are not consecutive")
+    grid = cube_grid(cube)
+    xs, ys = grid.transform * (cols + 0.5, rows + 0.5)
+    lon, lat = Transformer.from_crs(grid.crs.to_wkt(), "EPSG:4326", always_xy=True).transform(xs, ys)
+    latlons = np.stack([lat, lon], axis=-1)
+    return Samples(
+        refl,
+        tuple(str(b) for b in cube["band"].values),
+        np.full(len(rows), int(times[0] % 12)),
+        latlons,
+        labels,
+        sample_ids,
+        anchors=latlons if anchors is None else anchors,
+    ).drop_empty()
+
+
+def _labels_to_codes(path: Path, values: np.ndarray, legend: Legend) -> np.ndarray:
+    codes = np.empty(len(values), dtype=np.int64)
+    unknown: set[str] = set()
+    for i, v in enumerate(values):
+        code = legend.code_for(int(v) if isinstance(v, (np.integer, int, float, np.floating)) else str(v))
+        if code is None:
+            unknown.add(str(v))
+            code = -1
+        codes[i] = code
+    if unknown:
+        raise InputError(path, f"labels not in the legend: {sorted(unknown)[:10]} (legend: {list(legend.names)})")
+    return codes
+
+
+def read_label_vector(path: str | Path):  # type: ignore[no-untyped-def]
+    """GeoDataFrame of a GeoPackage/GeoJSON/Shapefile/GeoParquet, or a CSV/Parquet with lon/lat columns (WGS84)."""
+    import geopandas as gpd
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".txt"):
+            df = pd.read_csv(path)
+        elif suffix in (".parquet", ".geoparquet"):
+            try:
+                return gpd.read_parquet(path)
+            except (ValueError, KeyError):  # plain parquet without geo metadata
+                df = pd.read_parquet(path)
+        else:
+            gdf = gpd.read_file(path)
+            if gdf.crs is None:
+                raise InputError(path, "the labels have no CRS")
+            return gdf
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(path, f"cannot read labels: {exc}") from exc
+    lower = {str(c).lower(): c for c in df.columns}
+    lon = next((lower[k] for k in ("lon", "longitude", "x") if k in lower), None)
+    lat = next((lower[k] for k in ("lat", "latitude", "y") if k in lower), None)
+    if lon is None or lat is None:
+        raise InputError(path, "a table of labels needs lon and lat columns (WGS84 degrees)")
+    return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df[lon], df[lat]), crs="EPSG:4326")
+
+
+def sample_vector(
+    cube: xr.Dataset, path: str | Path, class_column: str, legend: Legend | None = None, id_column: str | None = None
+) -> Samples:
+    """Samples from labelled points (the pixel containing each point) and polygons (every pixel whose centre
+    falls inside; where polygons overlap, the later feature wins). Labels are reprojected to the cube's CRS."""
+    from rasterio.features import rasterize
+
+    from pipeline.composite import cube_grid
+
+    path = Path(path)
+    legend = load_legend() if legend is None else legend
+    gdf = read_label_vector(path)
+    if class_column not in gdf.columns:
+        raise InputError(path, f"no class column {class_column!r} (columns: {[c for c in gdf.columns][:20]})")
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    codes = _labels_to_codes(path, gdf[class_column].to_numpy(), legend)
+    ids = gdf[id_column].astype(str).to_numpy() if id_column else np.array([str(i) for i in gdf.index], dtype=object)
+    grid = cube_grid(cube)
+    projected = gdf.to_crs(grid.crs.to_wkt()).geometry
+    kinds = projected.geom_type.to_numpy()
+    centroids = gdf.geometry.to_crs("EPSG:4326").representative_point()
+    feature_anchor = np.stack([centroids.y.to_numpy(), centroids.x.to_numpy()], axis=-1)
+
+    rows_l, cols_l, feat_l = [], [], []
+    is_point = np.isin(kinds, ["Point", "MultiPoint"])
+    is_poly = np.isin(kinds, ["Polygon", "MultiPolygon"])
+    if (~is_point & ~is_poly).any():
+        raise InputError(
+            path, f"only points and polygons can label pixels, found {sorted(set(kinds[~is_point & ~is_poly]))}"
+        )
+    for i in np.flatnonzero(is_point):
+        for pt in getattr(projected.iloc[i], "geoms", [projected.iloc[i]]):
+            col, row = ~grid.transform * (pt.x, pt.y)
+            r, c = math.floor(row), math.floor(col)
+            if 0 <= r < grid.height and 0 <= c < grid.width:
+                rows_l.append(r)
+                cols_l.append(c)
+                feat_l.append(i)
+    poly_idx = np.flatnonzero(is_poly)
+    if len(poly_idx):
+        burned = rasterize(
+            ((projected.iloc[i], k + 1) for k, i in enumerate(poly_idx)),
+            out_shape=grid.shape,
+            transform=grid.transform,
+            fill=0,
+            all_touched=False,  # pixel centre inside the polygon
+            dtype="int32",
+        )
+        r, c = np.nonzero(burned)
+        rows_l.extend(r.tolist())
+        cols_l.extend(c.tolist())
+        feat_l.extend(poly_idx[burned[r, c] - 1].tolist())
+    if not rows_l:
+        raise InputError(path, "no labelled pixel falls on the cube")
+    rows, cols, feat = np.array(rows_l), np.array(cols_l), np.array(feat_l)
+    sample_ids = np.array([f"{ids[f]}@{r},{c}" for f, r, c in zip(feat, rows, cols, strict=False)], dtype=object)
+    return samples_at_pixels(cube, rows, cols, codes[feat], sample_ids, anchors=feature_anchor[feat])
+
+
+def sample_raster(cube: xr.Dataset, path: str | Path, legend: Legend | None = None) -> Samples:
+    """Samples from a label raster, reprojected onto the cube grid with nearest neighbour; nodata is skipped."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    from pipeline.composite import cube_grid
+
+    path = Path(path)
+    legend = load_legend() if legend is None else legend
+    grid = cube_grid(cube)
+    try:
+        with rasterio.open(path) as src:
+            data = src.read(1).astype(np.float64)
+            nodata = src.nodata
+            src_transform, src_crs = src.transform, src.crs
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(path, f"cannot read label raster: {exc}") from exc
+    if src_crs is None:
+        raise InputError(path, "the label raster has no CRS")
+    if nodata is not None:
+        data[data == nodata] = np.nan
+    dest = np.full(grid.shape, np.nan, dtype=np.float64)
+    reproject(
+        data,
+        dest,
+        src_transform=src_transform,
+        src_crs=src_crs,
+        src_nodata=np.nan,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        dst_nodata=np.nan,
+        resampling=Resampling.nearest,
+    )
+    rows, cols = np.nonzero(np.isfinite(dest))
+    if not len(rows):
+        raise InputError(path, "no labelled pixel falls on the cube")
+    codes = _labels_to_codes(path, dest[rows, cols].astype(np.int64), legend)
+    ids = np.array([f"{path.stem}@{r},{c}" for r, c in zip(rows, cols, strict=False)], dtype=object)
+    return samples_at_pixels(cube, rows, cols, codes, ids)
+
+
+def load_samples(
+    paths: Sequence[str | Path],
+    legend: Legend | None = None,
+    cube: xr.Dataset | None = None,
+    class_column: str | None = None,
+    bands: Sequence[str] = WORLDCEREAL_BANDS,
+) -> Samples:
+    """Samples from several files: WorldCereal parquet extractions need nothing else; vector labels need ``cube``
+    and ``class_column``; label rasters (.tif) need ``cube``."""
+    legend = load_legend() if legend is None else legend
+    parts = []
+    for p in map(Path, paths):
+        suffix = p.suffix.lower()
+        if suffix in (".tif", ".tiff"):
+            if cube is None:
+                raise InputError(p, "a label raster is sampled from a cube: give --cube")
+            parts.append(sample_raster(cube, p, legend).select_bands(bands))
+            continue
+        if suffix in (".parquet", ".geoparquet"):
+            import pyarrow.parquet as pq
+
+            try:
+                names = set(pq.read_schema(p).names)
+            except Exception as exc:
+                raise InputError(p, f"cannot read parquet: {exc}") from exc
+            if "ewoc_code" in names:
+                parts.append(load_worldcereal(p, legend, bands))
+                continue
+        if cube is None or class_column is None:
+            raise InputError(p, "labelled points/polygons are sampled from a cube: give --cube and --class-column")
+        parts.append(sample_vector(cube, p, class_column, legend).select_bands(bands))
+    return Samples.concat(parts)

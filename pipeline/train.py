@@ -1,0 +1,301 @@
+"""Train a land-cover model on labelled samples: Presto embeddings + an MLP head, written as one artifact.
+
+Two modes:
+
+- frozen (default): embeddings are computed once with the pretrained encoder, then only the head is trained,
+- ``finetune``: the frozen-mode head is the starting point, then encoder and head are trained end to end with a
+  much smaller learning rate for the encoder (large steps would wash out what pretraining learned).
+
+Both use AdamW, class-weighted cross-entropy (weights inversely proportional to class frequency, so rare classes
+count) and early stopping on the loss of a spatially separated validation split. Everything is seeded.
+Note: the validation split chooses the stopping epoch, so its metrics are slightly optimistic; evaluate on an
+independent region for a final number.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.artifact import ModelArtifact, file_sha256, input_contract
+from models.heads import HeadConfig, MLPHead
+from pipeline import __version__
+from pipeline.errors import ConfigError
+from pipeline.evaluate import classification_metrics, rf_baseline
+from pipeline.legend import Legend
+from pipeline.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, spatial_split
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    bands: tuple[str, ...] = WORLDCEREAL_BANDS
+    hidden: int = 64
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 30
+    finetune: bool = False
+    encoder_lr: float = 1e-5
+    finetune_head_lr: float = 1e-4
+    finetune_epochs: int = 20
+    finetune_patience: int = 5
+    seed: int = 0
+    block_m: float = DEFAULT_BLOCK_M
+    val_fraction: float = 0.2
+    min_class_samples: int = 5  # classes with fewer training samples are left out of the model
+    rf_baseline: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bands"] = list(self.bands)
+        return d
+
+
+@dataclass
+class TrainResult:
+    artifact: ModelArtifact
+    train: Samples
+    val: Samples
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """Order-independent fingerprint of a set of sample ids (to check a later evaluation uses the same split)."""
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = len(labels) / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _presto_arrays(samples: Samples, bands: Sequence[str]) -> dict[str, np.ndarray]:
+    from models.presto_inputs import presto_inputs
+
+    x, mask, dw = presto_inputs(samples.reflectance, bands, latlons=samples.latlons)
+    return {"x": x, "mask": mask, "dw": dw, "latlons": samples.latlons.astype(np.float32), "month": samples.start_month}
+
+
+def _fit(
+    forward: Callable[[np.ndarray, bool], torch.Tensor],
+    params: list[dict[str, Any]],
+    modules: list[torch.nn.Module],
+    y_train: np.ndarray,
+    y_val: np.ndarray,
+    weights: torch.Tensor,
+    config: TrainConfig,
+    max_epochs: int,
+    patience: int,
+    log: Callable[[str], None],
+    tag: str,
+) -> list[dict[str, float]]:
+    """AdamW mini-batch training with early stopping on the weighted validation loss; restores the best state."""
+    opt = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    yt, yv = torch.from_numpy(y_train), torch.from_numpy(y_val)
+    best, best_state, bad, history = float("inf"), None, 0, []
+    for epoch in range(max_epochs):
+        for m in modules:
+            m.train()
+        order = torch.randperm(len(y_train), generator=gen).numpy()
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            loss = F.cross_entropy(forward(idx, True), yt[idx], weight=weights)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            logits = forward(np.arange(len(y_val)), False)
+            val_loss = float(F.cross_entropy(logits, yv, weight=weights))
+            val_acc = float((logits.argmax(1) == yv).float().mean())
+        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_acc": val_acc})
+        if val_loss < best - 1e-4:
+            best, bad = val_loss, 0
+            best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    if best_state is not None:
+        for m, state in zip(modules, best_state, strict=False):
+            m.load_state_dict(state)
+    h = history[-1]
+    log(f"{tag}: {len(history)} epochs, best val loss {best:.4f} (last train loss {h['train_loss']:.4f})")
+    return history
+
+
+def train_model(
+    samples: Samples,
+    legend: Legend,
+    config: TrainConfig | None = None,
+    encoder_path: str | Path | None = None,
+    sources: Sequence[str] = (),
+    log: Callable[[str], None] = lambda _msg: None,
+) -> TrainResult:
+    """Split ``samples`` spatially, train, score the model and the RandomForest baseline, build the artifact."""
+    from models.inference import encode_pixels
+    from models.presto import DEFAULT_WEIGHTS, load_presto_encoder
+
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    bands = list(config.bands)
+    samples = samples.select_bands(bands)
+    unknown = sorted(set(samples.labels.tolist()) - set(legend.codes))
+    if unknown:
+        raise ConfigError(f"sample labels {unknown[:10]} are not in the legend {list(legend.codes)}")
+    # the split is made on all samples, before rare classes are dropped, so `suelo evaluate` can redo it exactly
+    train_idx, val_idx = spatial_split(samples, config.block_m, config.val_fraction, config.seed)
+    counts = np.bincount(np.searchsorted(legend.codes, samples.labels[train_idx]), minlength=len(legend))
+    kept_codes = [c for c, n in zip(legend.codes, counts, strict=False) if n >= config.min_class_samples]
+    dropped = {
+        legend.by_code(c).name: int(n)
+        for c, n in zip(legend.codes, counts, strict=False)
+        if 0 < n < config.min_class_samples
+    }
+    if len(kept_codes) < 2:
+        raise ConfigError(
+            f"need at least two classes with >= {config.min_class_samples} training samples, got {counts}"
+        )
+    model_legend = legend.subset(kept_codes)
+    train = samples.subset(train_idx[np.isin(samples.labels[train_idx], kept_codes)])
+    val = samples.subset(val_idx[np.isin(samples.labels[val_idx], kept_codes)])
+    if len(val) == 0:
+        raise ConfigError("the validation split holds no sample of the model's classes; change seed or block size")
+    code_index = {c: i for i, c in enumerate(kept_codes)}
+    y_train = np.array([code_index[c] for c in train.labels], dtype=np.int64)
+    y_val = np.array([code_index[c] for c in val.labels], dtype=np.int64)
+    log(f"{len(train)} train / {len(val)} validation samples, {len(kept_codes)} classes; dropped (too rare): {dropped}")
+
+    encoder_weights = Path(encoder_path or DEFAULT_WEIGHTS)
+    encoder = load_presto_encoder(encoder_weights)
+    tr, va = _presto_arrays(train, bands), _presto_arrays(val, bands)
+
+    def embed(a: dict[str, np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(
+            encode_pixels(encoder, a["x"], a["mask"], a["dw"], a["latlons"], a["month"], device="cpu")
+        )
+
+    emb_train, emb_val = embed(tr), embed(va)
+    log(f"embeddings: {time.perf_counter() - started:.1f} s")
+    weights = class_weights(y_train, len(kept_codes))
+    head_config = HeadConfig(emb_train.shape[1], config.hidden, config.dropout, len(kept_codes))
+    head = MLPHead(head_config)
+
+    def frozen_forward(idx: np.ndarray, training: bool) -> torch.Tensor:
+        return head((emb_train if training else emb_val)[torch.from_numpy(idx)])
+
+    history = _fit(
+        frozen_forward,
+        [{"params": head.parameters(), "lr": config.lr}],
+        [head],
+        y_train,
+        y_val,
+        weights,
+        config,
+        config.max_epochs,
+        config.patience,
+        log,
+        "head",
+    )
+    encoder_state = None
+    if config.finetune:
+
+        def tensors(a: dict[str, np.ndarray], idx: np.ndarray) -> list[torch.Tensor]:
+            return [
+                torch.from_numpy(a["x"][idx]),
+                torch.from_numpy(a["mask"][idx]),
+                torch.from_numpy(a["dw"][idx]),
+                torch.from_numpy(a["latlons"][idx]),
+                torch.from_numpy(np.asarray(a["month"][idx], dtype=np.int64)),
+            ]
+
+        def tuned_forward(idx: np.ndarray, training: bool) -> torch.Tensor:
+            if training:
+                return head(encoder(*tensors(tr, idx)))
+            return torch.cat([head(encoder(*tensors(va, idx[s : s + 1024]))) for s in range(0, len(idx), 1024)])
+
+        history += _fit(
+            tuned_forward,
+            [
+                {"params": encoder.parameters(), "lr": config.encoder_lr},
+                {"params": head.parameters(), "lr": config.finetune_head_lr},
+            ],
+            [encoder, head],
+            y_train,
+            y_val,
+            weights,
+            config,
+            config.finetune_epochs,
+            config.finetune_patience,
+            log,
+            "fine-tune",
+        )
+        # the encoder's fixed tables are buffers rebuilt on load; store every state entry anyway for exactness
+        encoder_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+        encoder.eval()
+        emb_val = embed(va)
+
+    head.eval()
+    with torch.no_grad():
+        pred = np.asarray(kept_codes)[head(emb_val).argmax(1).numpy()]
+    metrics: dict[str, Any] = {"validation": classification_metrics(val.labels, pred, model_legend)}
+    if config.rf_baseline:
+        metrics["random_forest_validation"] = rf_baseline(train, val, model_legend, config.seed)
+    log(
+        f"validation OA {metrics['validation']['overall_accuracy']:.3f} "
+        f"macro F1 {metrics['validation']['macro_f1']:.3f}"
+        + (
+            f"; RandomForest OA {metrics['random_forest_validation']['overall_accuracy']:.3f} "
+            f"macro F1 {metrics['random_forest_validation']['macro_f1']:.3f}"
+            if config.rf_baseline
+            else ""
+        )
+    )
+    meta = {
+        "legend": model_legend.to_list(),
+        "input_contract": input_contract(
+            bands, train.n_months, None if config.finetune else file_sha256(encoder_weights)
+        ),
+        "head": head_config.to_dict(),
+        "finetuned_encoder": config.finetune,
+        "training": {
+            "config": config.to_dict(),
+            "sources": [str(s) for s in sources],
+            "class_counts_train": {model_legend.by_code(c).name: n for c, n in train.class_counts().items()},
+            "class_counts_val": {model_legend.by_code(c).name: n for c, n in val.class_counts().items()},
+            "classes_dropped_too_rare": dropped,
+            "epochs": len(history),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+        "split": {
+            "method": "spatial blocks (pipeline.samples.spatial_split)",
+            "block_m": config.block_m,
+            "val_fraction": config.val_fraction,
+            "seed": config.seed,
+            "n_train": len(train),
+            "n_val": len(val),
+            "train_ids_sha256": ids_digest(train.sample_ids),
+            "val_ids_sha256": ids_digest(val.sample_ids),
+        },
+        "metrics": metrics,
+        "software": {"suelo": __version__, "torch": torch.__version__},
+    }
+    head_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    return TrainResult(ModelArtifact(meta, head_state, encoder_state), train, val, history)

@@ -1,0 +1,124 @@
+"""Model artifact, training, evaluation and prediction, end to end on small data."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from landcover_helpers import BANDS, tiny_cube
+
+from models.artifact import check_contract, load_artifact, save_artifact
+from pipeline.errors import InputError
+from pipeline.evaluate import evaluate_model, write_report
+from pipeline.legend import load_legend
+from pipeline.predict import predict_cube
+from pipeline.samples import Samples
+from pipeline.train import TrainConfig, train_model
+
+PROJECT = Path(__file__).resolve().parent.parent
+VEG = np.array([0.03, 0.06, 0.04, 0.10, 0.25, 0.30, 0.35, 0.20, 0.10], np.float32)
+WATER = np.array([0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.005, 0.003], np.float32)
+
+
+def synthetic(n: int = 160, seed: int = 0) -> Samples:
+    """Trees (vegetation spectrum) vs water, spread over ~1 degree so the spatial split has many blocks."""
+    rng = np.random.default_rng(seed)
+    labels = np.where(np.arange(n) % 2 == 0, 5, 8)
+    base = np.where((labels == 5)[:, None], VEG, WATER)
+    refl = base[:, None, :] * rng.uniform(0.9, 1.1, (n, 12, 9)).astype(np.float32)
+    refl[rng.random((n, 12)) < 0.2] = np.nan  # cloudy months
+    latlons = np.stack([rng.uniform(50, 51, n), rng.uniform(5, 6, n)], axis=-1)
+    return Samples(refl, BANDS, np.full(n, 0), latlons, labels, np.array([f"s{i}" for i in range(n)]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = train_model(synthetic(), load_legend(), TrainConfig(max_epochs=60, patience=10, block_m=20_000))
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_artifact(result.artifact, path)
+    return path
+
+
+def test_training_learns_and_reports_the_rf_baseline(trained: Path) -> None:
+    art = load_artifact(trained)
+    assert art.legend.codes == (5, 8)
+    assert art.contract["bands"] == BANDS and art.contract["months"] == 12 and art.contract["product_level"] == "L2A"
+    assert art.contract["normalization"] == "presto-l2a-v1"
+    metrics = art.meta["metrics"]
+    assert metrics["validation"]["overall_accuracy"] >= 0.95
+    assert metrics["random_forest_validation"]["overall_accuracy"] >= 0.95
+    assert art.encoder_state is None and trained.stat().st_size < 2_000_000
+
+
+def test_evaluate_reproduces_the_split_and_writes_report(trained: Path, tmp_path: Path) -> None:
+    report = evaluate_model(load_artifact(trained), synthetic(), device="cpu")
+    assert report["split_matches_training"]
+    assert report["model"]["overall_accuracy"] >= 0.95 and "overall_accuracy" in report["random_forest"]
+    cm = np.array(report["model"]["confusion_matrix"]["matrix"])
+    assert cm.sum() == report["n_val"]
+    files = write_report(report, tmp_path / "report")
+    assert [f.name for f in files] == ["metrics.json", "confusion_model.png", "confusion_random_forest.png"]
+    assert files[1].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_tiny_cube(trained: Path) -> None:
+    values = np.empty((12, 9, 4, 5), np.float32)
+    values[:, :, :, :3] = VEG[None, :, None, None]
+    values[:, :, :, 3:] = WATER[None, :, None, None]
+    values[:, :, 0, 0] = np.nan  # no valid month
+    pred = predict_cube(load_artifact(trained), tiny_cube(values), device="cpu")
+    post = pred["posterior"].values
+    assert post.shape == (2, 4, 5) and np.isnan(post[:, 0, 0]).all() and pred["class_code"].values[0, 0] == 0
+    np.testing.assert_allclose(np.nansum(post, axis=0)[np.isfinite(post[0])], 1, atol=1e-5)
+    codes = pred["class_code"].values
+    assert (codes[:, 3:] == 8).all() and (codes[1:, :3] == 5).all() and (codes[0, 1:3] == 5).all()
+
+
+def test_artifact_is_weights_only_and_refuses_others(trained: Path, tmp_path: Path) -> None:
+    payload = torch.load(trained, weights_only=True)
+    assert payload["format"] == "suelo-landcover-model" and payload["format_version"] == 1
+    bad = tmp_path / "pickle.pt"
+    bad.write_bytes(pickle.dumps(Samples))  # a class reference: refused by weights_only
+    with pytest.raises(InputError, match="not a suelo model artifact"):
+        load_artifact(bad)
+    sd = tmp_path / "state.pt"
+    torch.save({"w": torch.zeros(2)}, sd)
+    with pytest.raises(InputError, match="no format"):
+        load_artifact(sd)
+
+
+def test_contract_mismatches(trained: Path) -> None:
+    art = load_artifact(trained)
+    cube = tiny_cube()
+    check_contract(art, cube)
+    with pytest.raises(InputError, match=r"lacks bands \['B11', 'B12'\]"):
+        check_contract(art, cube.sel(band=BANDS[:7]), "c.nc")
+    with pytest.raises(InputError, match="has 6 months, the model needs 12"):
+        check_contract(art, cube.isel(time=slice(0, 6)))
+    with pytest.raises(InputError, match="not consecutive"):
+        check_contract(art, cube.assign_coords(time=np.roll(cube.time.values, 1)))
+    l1c = cube.assign_attrs(scenes='[{"level": "L1C"}]')
+    with pytest.raises(InputError, match="L1C"):
+        check_contract(art, l1c)
+
+
+def test_default_model_on_demo_cube(tmp_path: Path) -> None:
+    """The shipped model on a corner of the shipped demo cube: posteriors sum to 1 where there is data."""
+    from pipeline.jobs import ingest
+    from pipeline.settings import load_job
+
+    job = load_job(PROJECT / "workflows" / "demo.yaml")
+    job = job.model_copy(update={"output": job.output.model_copy(update={"dir": tmp_path})})
+    from pipeline.composite import open_cube
+
+    cube = open_cube(ingest(job).cube_path).isel(y=slice(0, 8), x=slice(0, 10))
+    art = load_artifact(PROJECT / "models" / "landcover_default.pt")
+    pred = predict_cube(art, cube, device="cpu")
+    post = pred["posterior"].values
+    valid = np.isfinite(post).all(axis=0)
+    assert valid.any()
+    np.testing.assert_allclose(post.sum(axis=0)[valid], 1, atol=1e-5)
+    assert set(np.unique(pred["class_code"].values[valid])) <= set(art.legend.codes)
