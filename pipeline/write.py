@@ -1,0 +1,462 @@
+"""Map writers: class maps, confidence and clear-observation counts as Cloud Optimized GeoTIFFs.
+
+Every raster goes the same way, so a region of any size never needs one whole array in memory:
+
+1. stream the values (numpy, xarray or dask; dask chunks are computed and written one at a time) into a tiled
+   staging GeoTIFF beside the output, checking every value on the way (a class map may hold only legend and
+   reason codes);
+2. build internal overviews in the staging file: ``mode`` for class maps (an overview pixel is always one of the
+   codes below it, never an average of codes), ``average`` for confidence and counts (continuous values: a
+   zoomed-out view should show the local mean; GDAL's average skips nodata);
+3. copy to the final temp file with GDAL's COG driver (tiles 512, DEFLATE + horizontal predictor, the staging
+   overviews reused as they are), validate it with rio-cogeo, then rename it into place (pipeline.atomic).
+
+DEFLATE rather than ZSTD: equally compact on class maps and readable by every GDAL build users have (QGIS LTR
+packages, ArcGIS, older rasterio wheels).
+
+Class names: GeoTIFF cannot hold a raster attribute table or category names, and rasterio has no API for them,
+so GDAL's own side file, ``<name>.tif.aux.xml`` (PAM), is written next to the COG with a thematic RAT (value,
+pixel count, name, RGBA) and, for uint8 maps, the category names. GDAL (hence QGIS, gdalinfo, ArcGIS) reads it
+automatically. The legend is also embedded in the COG's metadata (tag ``LEGEND``, JSON) so a COG that travels
+alone still carries its class names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import xarray as xr
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from pipeline.atomic import atomic_output
+from pipeline.legend import Legend
+from pipeline.threshold import CONFIDENCE_NODATA, LANDCOVER_REASONS, ReasonCodes
+
+BLOCK = 512
+COUNT_NODATA = 65535
+
+# Urban Atlas (and any legend with codes above 255) maps are uint16. Urban Atlas' own no-data codes (91000
+# clouds/shadows, 92000 missing imagery) do not fit in uint16, so the top two uint16 values mark the reasons and
+# 0 (not an Urban Atlas code) is nodata.
+UINT16_REASONS = ReasonCodes(nodata=0, too_few_observations=65534, low_confidence=65535)
+URBAN_ATLAS_REASONS = UINT16_REASONS
+# For uint8 legends that use 0 as a class (Dynamic World: 0 = water), nodata moves to 255.
+ZERO_CLASS_REASONS = ReasonCodes(nodata=255, too_few_observations=253, low_confidence=254)
+
+TOO_FEW_NAME = "Not classified (too few clear observations)"
+TOO_FEW_COLOR = "#bdbdbd"
+LOW_CONFIDENCE_NAME = "Unclassified (low confidence)"
+LOW_CONFIDENCE_COLOR = "#808080"
+NODATA_NAME = "No data"
+
+COG_OPTIONS = {
+    "BLOCKSIZE": BLOCK,
+    "COMPRESS": "DEFLATE",
+    "PREDICTOR": "YES",
+    "LEVEL": 9,
+    "BIGTIFF": "IF_SAFER",
+    "OVERVIEWS": "FORCE_USE_EXISTING",
+    "NUM_THREADS": "ALL_CPUS",
+}
+
+
+class MapEntry(NamedTuple):
+    """One value of a map as styled: a legend class or a reason code (color None = transparent, i.e. nodata)."""
+
+    code: int
+    name: str
+    color: str | None
+
+
+@dataclass(frozen=True)
+class WrittenRaster:
+    """What a writer produced: the COG, its sidecars and what the styles and the report need to know."""
+
+    path: Path
+    kind: str  # "classes" | "confidence" | "count"
+    dtype: str
+    nodata: int
+    entries: tuple[MapEntry, ...] = ()
+    counts: dict[int, int] = field(default_factory=dict)  # pixels per value (class maps only)
+    max_value: int = 0
+    sidecars: tuple[Path, ...] = ()
+
+
+# legend + reasons ---------------------------------------------------------------------------------------------
+
+
+def reasons_for(legend: Legend) -> ReasonCodes:
+    """Default reason codes for a legend: 0/253/254 for uint8 legends, 255 as nodata when 0 is a class, and
+    :data:`UINT16_REASONS` when a code exceeds 252 (CORINE, Urban Atlas)."""
+    codes = set(legend.codes)
+    if max(codes) <= 252:
+        return ZERO_CLASS_REASONS if 0 in codes else LANDCOVER_REASONS
+    return UINT16_REASONS
+
+
+def map_legend(legend: Legend, reasons: ReasonCodes) -> list[MapEntry]:
+    """The legend's classes followed by the reason classes; nodata has no color (drawn transparent)."""
+    collide = set(legend.codes) & set(reasons.as_tuple())
+    if collide:
+        raise ValueError(f"reason codes {sorted(collide)} collide with legend classes; choose other reason codes")
+    if len(set(reasons.as_tuple())) != 3:
+        raise ValueError(f"reason codes must differ from each other, got {reasons}")
+    entries = [MapEntry(c.code, c.name, c.color) for c in legend]
+    entries.append(MapEntry(reasons.too_few_observations, TOO_FEW_NAME, TOO_FEW_COLOR))
+    entries.append(MapEntry(reasons.low_confidence, LOW_CONFIDENCE_NAME, LOW_CONFIDENCE_COLOR))
+    entries.append(MapEntry(reasons.nodata, NODATA_NAME, None))
+    return entries
+
+
+def map_dtype(legend: Legend, reasons: ReasonCodes) -> str:
+    """``uint8`` when every class and reason code fits in a byte, else ``uint16``."""
+    top = max(max(legend.codes), *reasons.as_tuple())
+    if min(min(legend.codes), *reasons.as_tuple()) < 0 or top > 65535:
+        raise ValueError("map codes must lie in 0..65535")
+    return "uint8" if top <= 255 else "uint16"
+
+
+def hex_to_rgba(color: str | None) -> tuple[int, int, int, int]:
+    if color is None:
+        return (0, 0, 0, 0)
+    return (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16), 255)
+
+
+# writers ------------------------------------------------------------------------------------------------------
+
+
+def write_class_map(
+    path: str | Path,
+    codes: Any,
+    grid: Any,
+    legend: Legend,
+    reasons: ReasonCodes | None = None,
+    tags: Mapping[str, Any] | None = None,
+    description: str = "land cover class",
+) -> WrittenRaster:
+    """Class codes (y, x) -> paletted COG + ``.aux.xml`` RAT, both written atomically.
+
+    ``codes`` may be numpy, an xarray DataArray or a dask array; any value that is neither a legend code nor a
+    reason code is an error (and nothing is left at ``path``).
+    """
+    path = Path(path)
+    reasons = reasons or reasons_for(legend)
+    entries = map_legend(legend, reasons)
+    dtype = map_dtype(legend, reasons)
+    allowed = np.zeros(65536, dtype=bool)
+    allowed[[e.code for e in entries]] = True
+    counts = np.zeros(65536, dtype=np.int64)
+
+    def check(block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block)
+        if block.size and (block.min() < 0 or block.max() > 65535):
+            raise ValueError(f"{path.name}: class codes outside 0..65535 ({block.min()}..{block.max()})")
+        block = block.astype(np.uint16 if dtype == "uint16" else np.uint8) if block.size else block
+        hist = np.bincount(block.ravel(), minlength=65536)
+        bad = np.flatnonzero(hist.astype(bool) & ~allowed)
+        if bad.size:
+            raise ValueError(f"{path.name}: values {bad[:10].tolist()} are neither legend nor reason codes")
+        counts[:] += hist
+        return block.astype(dtype)
+
+    colormap = {e.code: hex_to_rgba(e.color) for e in entries}
+    all_tags = {
+        **_provenance_tags(tags),
+        "LEGEND": [{"code": e.code, "name": e.name, "color": e.color} for e in entries],
+        "REASON_CODES": {
+            "nodata": reasons.nodata,
+            "too_few_observations": reasons.too_few_observations,
+            "low_confidence": reasons.low_confidence,
+        },
+    }
+    _write_cog(path, codes, grid, dtype, reasons.nodata, check, Resampling.mode, all_tags, description, colormap)
+    hist = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    aux = path.with_name(path.name + ".aux.xml")
+    with atomic_output(aux) as tmp:
+        tmp.write_text(pam_xml(entries, hist, dtype), encoding="utf-8")
+        readable(tmp)
+    return WrittenRaster(path, "classes", dtype, reasons.nodata, tuple(entries), hist, max(hist, default=0), (aux,))
+
+
+def write_confidence(
+    path: str | Path,
+    confidence: Any,
+    grid: Any,
+    tags: Mapping[str, Any] | None = None,
+    description: str = "confidence (calibrated posterior, percent)",
+) -> WrittenRaster:
+    """Confidence 0..100 (uint8, 255 = none) -> COG; other values are an error."""
+    path = Path(path)
+
+    def check(block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block)
+        bad = (block != CONFIDENCE_NODATA) & ((block < 0) | (block > 100))
+        if bad.any():
+            raise ValueError(f"{path.name}: confidence must be 0..100 or {CONFIDENCE_NODATA}, got {block[bad][:5]}")
+        return block.astype(np.uint8)
+
+    all_tags = {**_provenance_tags(tags), "UNITS": "percent", "VALID_RANGE": "0 100"}
+    _write_cog(path, confidence, grid, "uint8", CONFIDENCE_NODATA, check, Resampling.average, all_tags, description)
+    return WrittenRaster(path, "confidence", "uint8", CONFIDENCE_NODATA, max_value=100)
+
+
+def write_count(
+    path: str | Path,
+    n_clear: Any,
+    grid: Any,
+    tags: Mapping[str, Any] | None = None,
+    description: str = "clear observations over the period",
+) -> WrittenRaster:
+    """Clear-observation counts (>= 0; NaN = no data) -> uint16 COG, nodata 65535."""
+    path = Path(path)
+    top = [0]
+
+    def check(block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block)
+        missing = np.isnan(block) if block.dtype.kind == "f" else np.zeros(block.shape, bool)
+        values = np.where(missing, 0, block)
+        if (values < 0).any() or (values >= COUNT_NODATA).any():
+            raise ValueError(f"{path.name}: counts must lie in 0..{COUNT_NODATA - 1}")
+        if values.size:
+            top[0] = max(top[0], int(values.max()))
+        return np.where(missing, COUNT_NODATA, values).astype(np.uint16)
+
+    all_tags = {**_provenance_tags(tags), "UNITS": "count"}
+    _write_cog(path, n_clear, grid, "uint16", COUNT_NODATA, check, Resampling.average, all_tags, description)
+    return WrittenRaster(path, "count", "uint16", COUNT_NODATA, max_value=top[0])
+
+
+# internals ----------------------------------------------------------------------------------------------------
+
+
+def _provenance_tags(tags: Mapping[str, Any] | None) -> dict[str, Any]:
+    from pipeline.jobs import software_versions  # late: jobs pulls in the whole ingest stack
+
+    versions = software_versions()
+    return {"SOFTWARE": f"suelo {versions['suelo']}", "SOFTWARE_VERSIONS": versions, **dict(tags or {})}
+
+
+def _tag_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
+    """Factors 2, 4, ... until the smallest overview fits in one tile (what GDAL's COG driver would pick)."""
+    factors, factor = [], 2
+    while max(height, width) / (factor // 2) > block:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+def _blocks(values: Any, height: int, width: int) -> Iterator[tuple[Window, np.ndarray]]:
+    """(window, numpy block) over an in-memory array, one strip of BLOCK rows at a time."""
+    for row in range(0, height, BLOCK):
+        rows = min(BLOCK, height - row)
+        yield Window(0, row, width, rows), np.asarray(values[row : row + rows, :])
+
+
+class _WindowWriter:
+    """``dask.array.store`` target: each computed chunk is checked and written to its window, under a lock
+    because a rasterio dataset is not thread-safe."""
+
+    def __init__(self, dst: Any, check: Any) -> None:
+        self.dst, self.check, self.lock = dst, check, threading.Lock()
+        self.shape = (dst.height, dst.width)
+        self.ndim = 2
+        self.dtype = np.dtype(dst.dtypes[0])
+
+    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
+        rows, cols = key
+        with self.lock:
+            self.dst.write(self.check(value), 1, window=Window.from_slices(rows, cols, self.shape[0], self.shape[1]))
+
+
+def _write_cog(
+    path: Path,
+    values: Any,
+    grid: Any,
+    dtype: str,
+    nodata: int,
+    check: Any,
+    resampling: Resampling,
+    tags: Mapping[str, Any],
+    description: str,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+) -> None:
+    data = values.data if isinstance(values, xr.DataArray) else values  # keeps dask lazy
+    if tuple(data.shape) != (grid.height, grid.width):
+        raise ValueError(f"{path.name}: array shape {tuple(data.shape)} differs from the grid {grid.shape}")
+    profile = {
+        "driver": "GTiff",
+        "dtype": dtype,
+        "count": 1,
+        "height": grid.height,
+        "width": grid.width,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "compress": "DEFLATE",
+        "zlevel": 1,  # staging only: fast; the COG copy compresses hard
+        "bigtiff": "IF_SAFER",
+    }
+    with atomic_output(path) as tmp:
+        stage = tmp.with_name(tmp.name + ".stage.tif")
+        try:
+            with rasterio.Env(GDAL_TIFF_OVR_BLOCKSIZE=BLOCK), rasterio.open(stage, "w", **profile) as dst:
+                if _is_dask(data):
+                    import dask.array as da
+
+                    da.store(data, _WindowWriter(dst, check), lock=False, compute=True)
+                else:
+                    for window, block in _blocks(data, grid.height, grid.width):
+                        dst.write(check(block), 1, window=window)
+                if colormap:
+                    dst.write_colormap(1, colormap)
+                dst.set_band_description(1, description)
+                dst.update_tags(**{k: _tag_value(v) for k, v in tags.items()})
+                factors = overview_factors(grid.height, grid.width)
+                if factors:
+                    dst.build_overviews(factors, resampling)
+                dst.update_tags(ns="rio_overview", resampling=resampling.name)
+                dst.update_tags(OVERVIEW_RESAMPLING=resampling.name.upper())
+            rasterio.shutil.copy(stage, tmp, driver="COG", RESAMPLING=resampling.name.upper(), **COG_OPTIONS)
+        finally:
+            for leftover in (stage, stage.with_name(stage.name + ".aux.xml"), tmp.with_name(tmp.name + ".aux.xml")):
+                leftover.unlink(missing_ok=True)
+        _validate_cog(tmp, path.name)
+        readable(tmp)
+
+
+def readable(tmp: Path) -> None:
+    """mkstemp creates 0600 files; a published map must be readable like any file the user creates."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
+def _is_dask(data: Any) -> bool:
+    return type(data).__module__.split(".")[0] == "dask"
+
+
+def _validate_cog(tmp: Path, name: str) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    valid, errors, _warnings = cog_validate(str(tmp), quiet=True)
+    if not valid:
+        raise RuntimeError(f"{name}: GDAL wrote an invalid COG: {errors}")
+
+
+def pam_xml(entries: Sequence[MapEntry], counts: Mapping[int, int], dtype: str) -> str:
+    """GDAL PAM side file with a thematic raster attribute table and (uint8 only) category names.
+
+    Category names are indexed by pixel value, so for uint16 maps they would need up to 65536 mostly empty
+    entries; the RAT (Value column with usage MinMax) covers those maps instead.
+    """
+    ordered = sorted(entries, key=lambda e: e.code)
+    # GDALRATFieldType: 0 integer, 2 string; GDALRATFieldUsage: 1 PixelCount, 2 Name, 5 MinMax, 6-9 RGBA.
+    fields = [("Value", 0, 5), ("Count", 0, 1), ("Class_Name", 2, 2), ("Red", 0, 6), ("Green", 0, 7)]
+    fields += [("Blue", 0, 8), ("Alpha", 0, 9)]
+    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">']
+    if dtype == "uint8":
+        names = {e.code: e.name for e in entries}
+        lines.append("    <CategoryNames>")
+        for value in range(max(names) + 1):
+            lines.append(f"      <Category>{escape(names.get(value, ''))}</Category>")
+        lines.append("    </CategoryNames>")
+    lines.append('    <GDALRasterAttributeTable tableType="thematic">')
+    for i, (name, ftype, usage) in enumerate(fields):
+        lines.append(
+            f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{ftype}</Type><Usage>{usage}</Usage></FieldDefn>'
+        )
+    for i, e in enumerate(ordered):
+        r, g, b, a = hex_to_rgba(e.color)
+        cells = [e.code, counts.get(e.code, 0), escape(e.name), r, g, b, a]
+        lines.append(f'      <Row index="{i}">' + "".join(f"<F>{c}</F>" for c in cells) + "</Row>")
+    lines += ["    </GDALRasterAttributeTable>", "  </PAMRasterBand>", "</PAMDataset>", ""]
+    return "\n".join(lines)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        readable(tmp)
+    return path
+
+
+@dataclass(frozen=True)
+class MapSet:
+    """One map and its companions as written: what the run report and the manifest need."""
+
+    name: str
+    classes: WrittenRaster
+    confidence: WrittenRaster | None
+    count: WrittenRaster | None
+    item: Path
+    legend: Legend
+    reasons: ReasonCodes
+
+    @property
+    def files(self) -> list[Path]:
+        paths = [self.classes.path, *self.classes.sidecars, self.classes.path.with_suffix(".qml"), self.item]
+        for extra in (self.confidence, self.count):
+            if extra is not None:
+                paths += [extra.path, extra.path.with_suffix(".qml")]
+        return paths
+
+
+def write_map_set(
+    folder: str | Path,
+    name: str,
+    codes: Any,
+    grid: Any,
+    legend: Legend,
+    datetime_range: tuple[Any, Any],
+    reasons: ReasonCodes | None = None,
+    confidence: Any = None,
+    n_clear: Any = None,
+    tags: Mapping[str, Any] | None = None,
+    inputs: Sequence[Any] = (),
+    description: str = "land cover class",
+) -> MapSet:
+    """``<name>.tif`` + ``.tif.aux.xml`` + ``.qml`` + ``.json`` and, when given, ``<name>_confidence.tif`` and
+    ``<name>_nclear.tif`` with their styles: the output layout of DESIGN.md for one map."""
+    from pipeline.stac_out import write_stac_item
+    from pipeline.style import write_qml
+
+    folder = Path(folder)
+    reasons = reasons or reasons_for(legend)
+    tags = dict(tags or {})
+    classes = write_class_map(folder / f"{name}.tif", codes, grid, legend, reasons, tags, description)
+    write_qml(classes.path.with_suffix(".qml"), classes.entries, "paletted")
+    companions: dict[str, Path] = {"style": classes.path.with_suffix(".qml")}
+    conf = count = None
+    if confidence is not None:
+        conf = write_confidence(folder / f"{name}_confidence.tif", confidence, grid, tags)
+        write_qml(conf.path.with_suffix(".qml"), kind="singlebandpseudocolor", minimum=0, maximum=100, label="%")
+        companions.update(confidence=conf.path, confidence_style=conf.path.with_suffix(".qml"))
+    if n_clear is not None:
+        count = write_count(folder / f"{name}_nclear.tif", n_clear, grid, tags)
+        write_qml(count.path.with_suffix(".qml"), kind="singlebandpseudocolor", minimum=0, maximum=count.max_value)
+        companions.update(nclear=count.path, nclear_style=count.path.with_suffix(".qml"))
+    companions.pop("style")
+    properties = {f"suelo:{k.lower()}": v for k, v in tags.items()}
+    item = write_stac_item(
+        classes.path, grid, classes.entries, datetime_range, inputs, properties, companions, classes.counts
+    )
+    return MapSet(name, classes, conf, count, item, legend, reasons)
