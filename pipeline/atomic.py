@@ -27,10 +27,18 @@ def atomic_output(final: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates 0600 files; publish with the permissions a plain open() would have given
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(final: Path, payload: Any) -> None:

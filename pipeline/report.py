@@ -20,7 +20,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from pipeline.atomic import atomic_output
-from pipeline.write import MapSet, hex_to_rgba, readable, write_text_atomic
+from pipeline.write import MapSet, hex_to_rgba, write_text_atomic
 
 QUICKLOOK_MAX = 512
 
@@ -48,7 +48,6 @@ def write_png(path: Path, rgba: np.ndarray) -> Path:
     Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
     with atomic_output(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
-        readable(tmp)
     return path
 
 

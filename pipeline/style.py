@@ -14,7 +14,6 @@ from typing import Literal
 from xml.sax.saxutils import quoteattr
 
 from pipeline.atomic import atomic_output
-from pipeline.write import readable
 
 # Colorblind-safe sequential ramp (viridis, 5 stops): low confidence / few observations dark, high bright.
 RAMP = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
@@ -107,5 +106,4 @@ def write_qml(
     text = paletted_qml(entries) if kind == "paletted" else pseudocolor_qml(minimum, maximum, label)
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        readable(tmp)
     return path

@@ -24,7 +24,6 @@ alone still carries its class names.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +184,6 @@ def write_class_map(
     aux = path.with_name(path.name + ".aux.xml")
     with atomic_output(aux) as tmp:
         tmp.write_text(pam_xml(entries, hist, dtype), encoding="utf-8")
-        readable(tmp)
     return WrittenRaster(path, "classes", dtype, reasons.nodata, tuple(entries), hist, max(hist, default=0), (aux,))
 
 
@@ -339,14 +337,6 @@ def _write_cog(
             for leftover in (stage, stage.with_name(stage.name + ".aux.xml"), tmp.with_name(tmp.name + ".aux.xml")):
                 leftover.unlink(missing_ok=True)
         _validate_cog(tmp, path.name)
-        readable(tmp)
-
-
-def readable(tmp: Path) -> None:
-    """mkstemp creates 0600 files; a published map must be readable like any file the user creates."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
 
 
 def _is_dask(data: Any) -> bool:
@@ -395,7 +385,6 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        readable(tmp)
     return path
 
 
