@@ -287,8 +287,9 @@ class Encoder(nn.Module):
     def _compact(tokens: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Move each sample's kept tokens to the front and cut the batch to its longest kept sequence.
 
-        Pure speed: bands absent from the whole batch (S1, ERA5, ... for S2-only input) would otherwise cost ~40%
-        of the compute. Masked tokens left in the shorter rows stay blocked by ``keep``.
+        Pure speed: the static group's per-month slots and groups absent from the whole batch (S1, ERA5, Dynamic
+        World for S2-only input) would otherwise be ~40% of the tokens. Masked tokens left in the shorter rows stay
+        blocked by ``keep``, so the result is the same.
         """
         n_keep = int(keep.sum(1).max())
         if n_keep == keep.shape[1]:
