@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/suelo ingest workflows/demo.yaml
+	$(BIN)/suelo run workflows/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest

@@ -44,7 +44,7 @@ def main() -> None:
     )
     save_artifact(result.artifact, args.output)
     summary = {
-        k: {"overall_accuracy": v["overall_accuracy"], "macro_f1": v["macro_f1"], "kappa": v["kappa"]}
+        k: {m: v[m] for m in ("overall_accuracy", "macro_f1", "kappa") if m in v}
         for k, v in result.artifact.meta["metrics"].items()
     }
     print(json.dumps(summary, indent=2))

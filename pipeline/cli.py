@@ -68,6 +68,38 @@ def validate(job_file: Path) -> None:
 @job_argument
 @output_option
 @overwrite_option
+@click.option("--device", help="torch device (default: cuda if available, else cpu).")
+@reports_errors
+def run(job_file: Path, output: Path | None, overwrite: bool, device: str | None) -> None:
+    """Run a whole job: monthly cube, land-cover map with confidence masking, styles, STAC items and report."""
+    from pipeline.jobs import run as run_job
+    from pipeline.settings import load_job
+
+    job = load_job(job_file)
+    updates: dict[str, Any] = {}
+    if output is not None:
+        updates["output"] = job.output.model_copy(update={"dir": output})
+    if device is not None:
+        updates["compute"] = job.compute.model_copy(update={"device": device})
+    if updates:
+        job = job.model_copy(update=updates)
+    result = run_job(job, overwrite=overwrite)
+    if result.skipped:
+        click.echo(f"{job.output.dir}: up to date (same job, inputs and models), nothing to do")
+        return
+    for product, files in result.products.items():
+        click.echo(f"{product}: {len(files)} files in {files[0].parent}")
+        for path in files:
+            click.echo(f"  {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
+    if result.report is not None:
+        click.echo(f"report: {result.report}")
+    click.echo(f"done in {result.seconds:.1f} s")
+
+
+@main.command()
+@job_argument
+@output_option
+@overwrite_option
 @click.option("--workers", type=click.IntRange(1, 1024), help="Threads for reading and compositing.")
 @reports_errors
 def ingest(job_file: Path, output: Path | None, overwrite: bool, workers: int | None) -> None:
@@ -151,13 +183,16 @@ def train(
 ) -> None:
     """Train a land-cover model (Presto + MLP head) on labelled samples and write the model artifact."""
     from models.artifact import save_artifact
-    from pipeline.train import TrainConfig, train_model
+    from pipeline.train import TrainConfig, train_model, write_training_figures
 
     legend, data = _load_training_samples(samples, legend_path, cube, class_column)
     config = TrainConfig(finetune=finetune, seed=seed, block_m=block_m, val_fraction=val_fraction)
     result = train_model(data, legend, config, sources=[str(s) for s in samples], log=click.echo)
     save_artifact(result.artifact, output)
-    click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB)")
+    figures = write_training_figures(result, output.with_name(f"{output.stem}_report"))
+    click.echo(
+        f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB) and {len(figures)} figures in {figures[0].parent}"
+    )
 
 
 @main.command()

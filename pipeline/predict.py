@@ -15,6 +15,7 @@ import torch
 import xarray as xr
 
 from models.artifact import ModelArtifact, check_contract
+from pipeline.calibrate import Calibration
 
 NODATA_CODE = 0
 
@@ -38,6 +39,8 @@ def predict_cube(
     legend = artifact.legend
     codes = np.asarray(legend.codes)
     encoder, head = artifact.build_encoder(), artifact.build_head().to(device)
+    # artifacts from before calibration existed carry none: their posteriors are the plain softmax
+    calibration = Calibration.from_dict(artifact.meta.get("calibration", {}))
     ny, nx = cube.sizes["y"], cube.sizes["x"]
     rows = max(1, batch_size // nx)
     posterior = np.full((len(codes), ny, nx), np.nan, dtype=np.float32)
@@ -54,7 +57,8 @@ def predict_cube(
         x, mask, dw = presto_inputs(reflectance[has_data], bands, latlons=latlons[has_data])
         emb = encode_pixels(encoder, x, mask, dw, latlons[has_data], start_month, batch_size, device)
         with torch.inference_mode():
-            probs = torch.softmax(head(torch.from_numpy(emb).to(device)).float(), dim=-1).cpu().numpy()
+            logits = head(torch.from_numpy(emb).to(device)).float().cpu().numpy()
+        probs = calibration.apply(logits)
         block = np.full((h * nx, len(codes)), np.nan, dtype=np.float32)
         block[has_data] = probs
         posterior[:, r : r + h] = block.T.reshape(len(codes), h, nx)
@@ -83,7 +87,8 @@ def predict_cube(
             "pixels_per_second": round(ny * nx / max(seconds, 1e-9), 1),
         },
     )
-    out["posterior"].attrs.update(long_name="class posterior probability (softmax of the head)", units="1")
+    out["posterior"].attrs.update(long_name="calibrated class posterior probability", units="1")
+    out.attrs["calibration"] = json.dumps(calibration.to_dict())
     out["class_code"].attrs.update(long_name="most probable class code (0 = no valid month)")
     return out
 

@@ -173,6 +173,37 @@ class IngestSpec(Settings):
 class ComputeSpec(Settings):
     block_size: int = Field(512, ge=16, le=8192, description="pixels per block side")
     workers: int | None = Field(None, ge=1, le=1024, description="threads for ingest; default: all cores")
+    device: str | None = Field(
+        None, pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="torch device; default: cuda if present"
+    )
+    batch_size: int | None = Field(None, ge=1, le=1_048_576, description="pixels per encoder batch; default by device")
+
+
+class LandcoverSpec(Settings):
+    """The land-cover map: model, and which pixels are confident enough to be mapped."""
+
+    enabled: bool = True
+    model: Path | None = Field(None, description="model artifact; default: the shipped models/landcover_default.pt")
+    target_accuracy: float | None = Field(
+        None, gt=0, lt=1, description="certify this accuracy of the mapped pixels; default: the model's own target"
+    )
+    delta: float = Field(0.05, gt=0, lt=1, description="risk that the certified accuracy does not hold")
+    threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence threshold instead of a target")
+    score: Literal["top1", "margin"] | None = Field(None, description="confidence score; default: the model's")
+    per_class: bool = Field(False, description="certify each class's precision (needs target_accuracy)")
+    min_clear_observations: int = Field(1, ge=0, le=10000, description="fewer clear observations: code 253")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> LandcoverSpec:
+        if self.threshold is not None and self.target_accuracy is not None:
+            raise ValueError("give target_accuracy or threshold, not both")
+        if self.per_class and self.target_accuracy is None:
+            raise ValueError("per_class thresholds are chosen for a target_accuracy; give one")
+        return self
+
+
+class ProductsSpec(Settings):
+    landcover: LandcoverSpec = LandcoverSpec()
 
 
 class OutputSpec(Settings):
@@ -189,6 +220,7 @@ class JobSpec(Settings):
     period: PeriodSpec
     ingest: IngestSpec = IngestSpec()
     compute: ComputeSpec = ComputeSpec()
+    products: ProductsSpec = ProductsSpec()
     output: OutputSpec = OutputSpec()
 
 
@@ -199,7 +231,7 @@ def _resolve_paths(data: Any, base: Path) -> Any:
         for key, value in data.items():
             if key in ("paths",) and isinstance(value, list):
                 resolved[key] = [_absolute(v, base) for v in value]
-            elif key in ("file", "dir") and isinstance(value, str):
+            elif key in ("file", "dir", "model") and isinstance(value, str):
                 resolved[key] = _absolute(value, base)
             else:
                 resolved[key] = _resolve_paths(value, base)

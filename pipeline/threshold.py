@@ -119,6 +119,10 @@ class ThresholdChoice:
     def feasible(self) -> bool:
         return self.n_retained > 0
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ThresholdChoice:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
@@ -150,7 +154,9 @@ def choose_threshold(
     scores = np.asarray(scores, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
     n = len(scores)
-    all_accuracy = float(correct.mean()) if n else float("nan")
+    if n == 0:
+        return ThresholdChoice(float("inf"), target_accuracy, delta, 0, 0, *(float("nan"),) * 3)
+    all_accuracy = float(correct.mean())
     order = np.argsort(-scores, kind="stable")
     sorted_scores = scores[order]
     errors_cum = np.cumsum(~correct[order])
@@ -207,12 +213,55 @@ def choose_policy(
     for c in range(n_classes):
         chosen = predicted == c
         choice = choose_threshold(scores[chosen], correct[chosen], target_accuracy, delta / n_classes)
-        if chosen.sum() == 0:
-            choice = ThresholdChoice(float("inf"), target_accuracy, delta / n_classes, 0, 0, *(float("nan"),) * 3)
         thresholds.append(choice.threshold)
         per_class_report[str(c)] = choice.to_dict()
     report["per_class"] = per_class_report
     return ThresholdPolicy(score, overall.threshold, tuple(thresholds), min_clear_observations), report
+
+
+def policy_for_model(
+    meta: dict[str, Any],
+    target_accuracy: float | None = None,
+    delta: float = 0.05,
+    threshold: float | None = None,
+    score: Score | None = None,
+    per_class: bool = False,
+    min_clear_observations: int = 1,
+) -> tuple[ThresholdPolicy, dict[str, Any]]:
+    """The policy a run applies with a model: a fixed threshold, a new target certified on the validation scores
+    stored in the model, or the model's own certified policy. The report says which, and what it costs."""
+    stored = ThresholdPolicy.from_dict(meta.get("thresholds", {}).get("policy", {}))
+    score = score or stored.score
+    if threshold is not None:
+        policy = ThresholdPolicy(score, threshold, (), min_clear_observations)
+        return policy, {"source": "fixed threshold from the job", "policy": policy.to_dict()}
+    if target_accuracy is None and score == stored.score and not per_class:
+        policy = ThresholdPolicy(stored.score, stored.threshold, stored.per_class, min_clear_observations)
+        report = dict(meta.get("thresholds", {}).get("report", {}))
+        return policy, {"source": "the model's certified policy", "policy": policy.to_dict(), **report}
+    validation = meta.get("validation_scores")
+    if not validation:
+        raise ValueError("the model stores no validation scores; give a fixed threshold instead of a target")
+    target = (
+        target_accuracy if target_accuracy is not None else meta["thresholds"]["report"]["global"]["target_accuracy"]
+    )
+    scores = np.asarray(validation[score], dtype=np.float64)
+    correct = np.asarray(validation["correct"], dtype=bool)
+    choice = choose_threshold(scores, correct, target, delta)
+    report: dict[str, Any] = {"source": f"certified at run time for target {target}", "global": choice.to_dict()}
+    per_class_thresholds: tuple[float, ...] = ()
+    if per_class:
+        predicted = np.asarray(validation["predicted"])
+        n_classes = len(meta["legend"])
+        choices = []
+        for c in range(n_classes):
+            chosen = predicted == c
+            choices.append(choose_threshold(scores[chosen], correct[chosen], target, delta / n_classes))
+        per_class_thresholds = tuple(ch.threshold for ch in choices)
+        report["per_class"] = {str(c): ch.to_dict() for c, ch in enumerate(choices)}
+    policy = ThresholdPolicy(score, choice.threshold, per_class_thresholds, min_clear_observations)
+    report["policy"] = policy.to_dict()
+    return policy, report
 
 
 # -- applying a policy to posteriors ----------------------------------------------------------------------

@@ -6,10 +6,15 @@ Two modes:
 - ``finetune``: the frozen-mode head is the starting point, then encoder and head are trained end to end with a
   much smaller learning rate for the encoder (large steps would wash out what pretraining learned).
 
-Both use AdamW, class-weighted cross-entropy (weights inversely proportional to class frequency, so rare classes
-count) and early stopping on the loss of a spatially separated validation split. Everything is seeded.
-Note: the validation split chooses the stopping epoch, so its metrics are slightly optimistic; evaluate on an
-independent region for a final number.
+Both use AdamW and class-weighted cross-entropy (by default weights ~ 1/sqrt(class frequency): rare classes count
+without the head giving up the common ones) for a fixed number of epochs. The spatially separated validation split
+is never used to choose the epoch (``patience`` > 0 enables early stopping on it, making its metrics optimistic).
+Everything is seeded.
+
+After training, on the validation split: the posteriors are calibrated (temperature scaling by default), the
+expected calibration error is measured before and after, and a confidence threshold is certified for
+``target_accuracy`` (pipeline.threshold). The validation scores are stored in the artifact so a job can ask for
+another target at run time without retraining.
 """
 
 from __future__ import annotations
@@ -43,8 +48,13 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     batch_size: int = 64
-    max_epochs: int = 300
-    patience: int = 30
+    max_epochs: int = 200
+    patience: int = 0  # 0: no early stopping (the validation split stays independent of training choices)
+    class_weighting: str = "sqrt"  # none | sqrt | balanced
+    calibration: str = "temperature"  # none | temperature | vector
+    target_accuracy: float = 0.95
+    delta: float = 0.05
+    threshold_score: str = "top1"  # top1 | margin
     finetune: bool = False
     encoder_lr: float = 1e-5
     finetune_head_lr: float = 1e-4
@@ -68,6 +78,8 @@ class TrainResult:
     train: Samples
     val: Samples
     history: list[dict[str, float]] = field(default_factory=list)
+    val_logits: np.ndarray | None = None  # (n_val, n_classes), for the calibration and risk-coverage figures
+    val_targets: np.ndarray | None = None  # class index of each validation sample
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -75,10 +87,14 @@ def ids_digest(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
 
 
-def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+def class_weights(labels: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor:
+    """Loss weight per class: ``balanced`` ~ 1/frequency, ``sqrt`` ~ 1/sqrt(frequency), ``none`` all ones."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    weights = len(labels) / (n_classes * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float32)
+    balanced = len(labels) / (n_classes * np.maximum(counts, 1))
+    weights = {"balanced": balanced, "sqrt": np.sqrt(balanced), "none": np.ones(n_classes)}
+    if mode not in weights:
+        raise ConfigError(f"class_weighting must be one of {sorted(weights)}, got {mode!r}")
+    return torch.tensor(weights[mode], dtype=torch.float32)
 
 
 def _presto_arrays(samples: Samples, bands: Sequence[str]) -> dict[str, np.ndarray]:
@@ -125,6 +141,8 @@ def _fit(
             val_loss = float(F.cross_entropy(logits, yv, weight=weights))
             val_acc = float((logits.argmax(1) == yv).float().mean())
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_acc": val_acc})
+        if patience <= 0:
+            continue
         if val_loss < best - 1e-4:
             best, bad = val_loss, 0
             best_state = [copy.deepcopy(m.state_dict()) for m in modules]
@@ -136,7 +154,7 @@ def _fit(
         for m, state in zip(modules, best_state, strict=False):
             m.load_state_dict(state)
     h = history[-1]
-    log(f"{tag}: {len(history)} epochs, best val loss {best:.4f} (last train loss {h['train_loss']:.4f})")
+    log(f"{tag}: {len(history)} epochs, val loss {h['val_loss']:.4f}, train loss {h['train_loss']:.4f}")
     return history
 
 
@@ -194,7 +212,7 @@ def train_model(
 
     emb_train, emb_val = embed(tr), embed(va)
     log(f"embeddings: {time.perf_counter() - started:.1f} s")
-    weights = class_weights(y_train, len(kept_codes))
+    weights = class_weights(y_train, len(kept_codes), config.class_weighting)
     head_config = HeadConfig(emb_train.shape[1], config.hidden, config.dropout, len(kept_codes))
     head = MLPHead(head_config)
 
@@ -254,8 +272,17 @@ def train_model(
 
     head.eval()
     with torch.no_grad():
-        pred = np.asarray(kept_codes)[head(emb_val).argmax(1).numpy()]
+        val_logits = head(emb_val).double().numpy()
+    pred = np.asarray(kept_codes)[val_logits.argmax(1)]
     metrics: dict[str, Any] = {"validation": classification_metrics(val.labels, pred, model_legend)}
+    confidence = calibrate_and_threshold(val_logits, y_val, config)
+    metrics["calibration"] = confidence["metrics"]
+    log(
+        f"calibration ({config.calibration}): ECE {confidence['metrics']['ece_before']:.3f} -> "
+        f"{confidence['metrics']['ece_after']:.3f}; threshold for {config.target_accuracy:.0%} retained accuracy: "
+        f"{confidence['thresholds']['report']['global']['threshold']:.3f} "
+        f"(coverage {confidence['thresholds']['report']['global']['coverage']:.1%})"
+    )
     if config.rf_baseline:
         metrics["random_forest_validation"] = rf_baseline(train, val, model_legend, config.seed)
     log(
@@ -295,7 +322,81 @@ def train_model(
             "val_ids_sha256": ids_digest(val.sample_ids),
         },
         "metrics": metrics,
+        "calibration": confidence["calibration"],
+        "thresholds": confidence["thresholds"],
+        "validation_scores": confidence["validation_scores"],
         "software": {"suelo": __version__, "torch": torch.__version__},
     }
     head_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-    return TrainResult(ModelArtifact(meta, head_state, encoder_state), train, val, history)
+    artifact = ModelArtifact(meta, head_state, encoder_state)
+    return TrainResult(artifact, train, val, history, val_logits, y_val)
+
+
+def calibrate_and_threshold(logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> dict[str, Any]:
+    """Calibration fitted on the validation logits, its ECE, and the certified threshold for the target accuracy.
+
+    Also returns the validation scores (calibrated top-1 and margin, and whether the argmax was right) that let
+    :func:`pipeline.threshold.choose_threshold` pick a threshold for any other target later.
+    """
+    from pipeline.calibrate import expected_calibration_error, fit_calibration
+    from pipeline.threshold import choose_policy, confidence_score
+
+    uncalibrated = softmax_np(logits)
+    calibration = fit_calibration(logits, targets, config.calibration)  # type: ignore[arg-type]
+    calibrated = calibration.apply(logits)
+    policy, report = choose_policy(
+        calibrated,
+        targets,
+        config.target_accuracy,
+        config.delta,
+        config.threshold_score,  # type: ignore[arg-type]
+    )
+    correct = calibrated.argmax(1) == targets
+    return {
+        "calibration": calibration.to_dict(),
+        "metrics": {
+            "method": calibration.method,
+            "temperature": calibration.temperature,
+            "ece_before": expected_calibration_error(uncalibrated, targets),
+            "ece_after": expected_calibration_error(calibrated, targets),
+            "n": len(targets),
+        },
+        "thresholds": {"policy": policy.to_dict(), "report": report},
+        "validation_scores": {
+            "top1": np.round(confidence_score(calibrated, "top1"), 6).tolist(),
+            "margin": np.round(confidence_score(calibrated, "margin"), 6).tolist(),
+            "correct": correct.astype(int).tolist(),
+            "predicted": calibrated.argmax(1).astype(int).tolist(),
+        },
+    }
+
+
+def softmax_np(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def write_training_figures(result: TrainResult, folder: Path) -> list[Path]:
+    """Reliability diagram and risk-coverage curve (PNG + JSON) of the validation split, beside the model."""
+    from pipeline.calibrate import Calibration, plot_reliability, reliability
+    from pipeline.threshold import ThresholdChoice, confidence_score, write_risk_coverage
+
+    assert result.val_logits is not None and result.val_targets is not None
+    meta = result.artifact.meta
+    calibration = Calibration.from_dict(meta["calibration"])
+    calibrated = calibration.apply(result.val_logits)
+    folder.mkdir(parents=True, exist_ok=True)
+    reliability_png = folder / "reliability.png"
+    plot_reliability(
+        reliability(softmax_np(result.val_logits), result.val_targets),
+        reliability(calibrated, result.val_targets),
+        reliability_png,
+        title=f"Validation reliability ({calibration.method} scaling)",
+    )
+    policy = meta["thresholds"]["policy"]
+    choice = ThresholdChoice.from_dict(meta["thresholds"]["report"]["global"])
+    scores = confidence_score(calibrated, policy["score"])
+    correct = calibrated.argmax(1) == result.val_targets
+    write_risk_coverage(scores, correct, choice, folder / "risk_coverage.json", folder / "risk_coverage.png")
+    return [reliability_png, folder / "risk_coverage.json", folder / "risk_coverage.png"]

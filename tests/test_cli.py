@@ -95,3 +95,51 @@ def test_validate_reports_grid_and_scenes() -> None:
     result = CliRunner().invoke(main, ["validate", str(DEMO)])
     assert result.exit_code == 0, result.output
     assert "scenes on the grid: 10" in result.output and "100 x 100 px" in result.output
+
+
+@pytest.fixture(scope="module")
+def demo_maps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo_run")
+    result = CliRunner().invoke(main, ["run", str(DEMO), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_writes_a_masked_land_cover_map_set(demo_maps: Path) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    folder = demo_maps / "landcover"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(
+        f"demo-belgium{suffix}"
+        for suffix in (".tif", ".tif.aux.xml", ".qml", ".json", "_confidence.tif", "_confidence.qml",
+                       "_nclear.tif", "_nclear.qml")
+    )  # fmt: skip
+    for tif in folder.glob("*.tif"):
+        assert cog_validate(str(tif), quiet=True)[0], tif
+    run = json.loads((demo_maps / "run.json").read_text())
+    threshold = run["products"]["landcover"]["thresholds"]["policy"]["threshold"]
+    assert run["products"]["landcover"]["thresholds"]["global"]["target_accuracy"] == 0.85
+    with rasterio.open(folder / "demo-belgium.tif") as src:
+        codes = src.read(1)
+        assert src.nodata == 0 and src.colormap(1)[254][:3] == (128, 128, 128)
+    with rasterio.open(folder / "demo-belgium_confidence.tif") as src:
+        confidence = src.read(1).astype(int)
+    assert set(np.unique(codes)) <= {1, 2, 3, 4, 5, 254}
+    mapped = codes != 254
+    assert mapped.any() and (~mapped).any()
+    # confidence is the rounded calibrated top-1 posterior in percent: mapped pixels sit at or above the threshold
+    assert confidence[mapped].min() >= np.floor(threshold * 100)
+    assert confidence[~mapped].max() <= np.ceil(threshold * 100)
+    masking = run["products"]["landcover"]["masking"]
+    assert masking["low_confidence_pct"] == pytest.approx(100 * (~mapped).mean(), abs=1e-3)
+    assert (demo_maps / "report" / "report.html").exists()
+    item = json.loads((folder / "demo-belgium.json").read_text())
+    assert item["properties"]["proj:code"] == "EPSG:32631" or item["properties"].get("proj:epsg") == 32631
+
+
+def test_run_again_does_nothing(demo_maps: Path) -> None:
+    before = (demo_maps / "landcover" / "demo-belgium.tif").stat().st_mtime_ns
+    again = CliRunner().invoke(main, ["run", str(DEMO), "-o", str(demo_maps)])
+    assert again.exit_code == 0 and "up to date" in again.output
+    assert (demo_maps / "landcover" / "demo-belgium.tif").stat().st_mtime_ns == before

@@ -16,6 +16,7 @@ from pipeline.threshold import (
     classify_block,
     confidence_score,
     masking_report,
+    policy_for_model,
     write_risk_coverage,
 )
 
@@ -126,3 +127,31 @@ def test_risk_coverage_outputs(tmp_path: Path) -> None:
     assert data["curve"]["risk"][-1] == pytest.approx(1 - correct.mean(), abs=1e-4)
     assert data["choice"]["threshold"] == choice.threshold
     assert (tmp_path / "rc.png").stat().st_size > 1000
+
+
+def test_policy_for_model_fixed_stored_and_new_target() -> None:
+    rng = np.random.default_rng(2)
+    scores, correct = draw(3000, rng)
+    stored = ThresholdPolicy("top1", 0.97, (), 1)
+    meta = {
+        "legend": [{"code": 1}, {"code": 2}],
+        "thresholds": {"policy": stored.to_dict(), "report": {"global": {"target_accuracy": 0.95}}},
+        "validation_scores": {
+            "top1": scores.tolist(), "margin": scores.tolist(), "correct": correct.astype(int).tolist(),
+            "predicted": (np.arange(3000) % 2).tolist(),
+        },
+    }  # fmt: skip
+    policy, report = policy_for_model(meta, min_clear_observations=3)
+    assert policy == ThresholdPolicy("top1", 0.97, (), 3) and report["source"].startswith("the model")
+    policy, report = policy_for_model(meta, threshold=0.5)
+    assert policy.threshold == 0.5 and report["source"].startswith("fixed")
+    policy, report = policy_for_model(meta, target_accuracy=0.9)
+    assert policy.threshold == choose_threshold(scores, correct, 0.9).threshold
+    assert report["global"]["coverage"] > 0
+    policy, report = policy_for_model(meta, target_accuracy=0.9, per_class=True)
+    assert len(policy.per_class) == 2 and set(report["per_class"]) == {"0", "1"}
+
+
+def test_empty_validation_is_infeasible_not_an_error() -> None:
+    choice = choose_threshold(np.array([]), np.array([], dtype=bool))
+    assert not choice.feasible and choice.n_validation == 0
