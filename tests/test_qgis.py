@@ -121,3 +121,28 @@ def test_class_maps_in_qgis(legend_file: str, tmp_path: Path) -> None:
     assert count["renderer"] == "singlebandpseudocolor" and count["min_max"] == [0.0, 10.0]
     assert tuple(count["samples"][0][2]) == hex_to_rgba(count["ramp"][0][1])
     assert tuple(count["samples"][1][2]) == hex_to_rgba(count["ramp"][-1][1])
+
+
+def test_demo_land_cover_map_in_qgis(tmp_path: Path) -> None:
+    """The map `make demo` writes: QGIS styles it from its .qml and renders every sampled pixel in its legend color."""
+    import rasterio
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    demo = Path(__file__).resolve().parent.parent / "workflows" / "demo.yaml"
+    result = CliRunner().invoke(main, ["run", str(demo), "-o", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "demo" / "landcover" / "demo-belgium.tif"
+    with rasterio.open(path) as src:
+        codes = src.read(1)
+    rng = np.random.default_rng(0)
+    samples = [[int(r), int(c)] for r, c in zip(rng.integers(0, 100, 40), rng.integers(0, 100, 40), strict=True)]
+    report = run_qgis([{"path": str(path), "samples": samples}], tmp_path)
+    layer = report["layers"][0]
+    assert layer["valid"] and layer["renderer"] == "paletted" and layer["render_size"] == [100, 100]
+    colors = {int(value): color for value, color, _label in layer["classes"]}
+    labels = {int(value): label for value, _color, label in layer["classes"]}
+    assert labels[254] == "Unclassified (low confidence)" and labels[1] == "Temporary crops"
+    for row, col, rgba in layer["samples"]:
+        assert tuple(rgba) == hex_to_rgba(colors[int(codes[row, col])]), (row, col, codes[row, col])
