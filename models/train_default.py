@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from models.artifact import save_artifact  # noqa: E402
 from pipeline.legend import load_legend  # noqa: E402
 from pipeline.samples import Samples, load_worldcereal  # noqa: E402
-from pipeline.train import TrainConfig, train_model  # noqa: E402
+from pipeline.train import TrainConfig, train_model, write_training_figures  # noqa: E402
 
 
 def main() -> None:
@@ -43,12 +43,14 @@ def main() -> None:
         samples, legend, TrainConfig(seed=args.seed), sources=[p.name for p in args.extractions], log=print
     )
     save_artifact(result.artifact, args.output)
+    figures = write_training_figures(result, args.output.with_name(f"{args.output.stem}_report"))
     summary = {
         k: {m: v[m] for m in ("overall_accuracy", "macro_f1", "kappa") if m in v}
         for k, v in result.artifact.meta["metrics"].items()
     }
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB)")
+    print("calibration:", json.dumps(result.artifact.meta["metrics"]["calibration"]))
+    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB) and {[f.name for f in figures]}")
 
 
 if __name__ == "__main__":

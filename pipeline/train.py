@@ -338,7 +338,7 @@ def calibrate_and_threshold(logits: np.ndarray, targets: np.ndarray, config: Tra
     Also returns the validation scores (calibrated top-1 and margin, and whether the argmax was right) that let
     :func:`pipeline.threshold.choose_threshold` pick a threshold for any other target later.
     """
-    from pipeline.calibrate import expected_calibration_error, fit_calibration
+    from pipeline.calibrate import expected_calibration_error, fit_calibration, negative_log_likelihood
     from pipeline.threshold import choose_policy, confidence_score
 
     uncalibrated = softmax_np(logits)
@@ -359,6 +359,8 @@ def calibrate_and_threshold(logits: np.ndarray, targets: np.ndarray, config: Tra
             "temperature": calibration.temperature,
             "ece_before": expected_calibration_error(uncalibrated, targets),
             "ece_after": expected_calibration_error(calibrated, targets),
+            "nll_before": negative_log_likelihood(np.log(np.clip(uncalibrated, 1e-12, 1)), targets),
+            "nll_after": negative_log_likelihood(np.log(np.clip(calibrated, 1e-12, 1)), targets),
             "n": len(targets),
         },
         "thresholds": {"policy": policy.to_dict(), "report": report},
