@@ -1,0 +1,129 @@
+"""Make ``models/segmenter_default.pt``: a small U-Net segmenter trained on a SYNTHETIC city.
+
+How it was made (re-run ``.venv/bin/python models/train_default_segmenter.py`` to reproduce, CPU, a few minutes):
+
+- training scene: ``pipeline.synthetic_city.make_synthetic_city(seed=TRAIN_SEED, shape=TRAIN_SHAPE)``;
+  held-out scene for the reported metrics: another city, ``seed=TEST_SEED`` (different layout, spectra noise and
+  clouds); both are SYNTHETIC, so the numbers show that the pipeline works, not real-world accuracy;
+- inputs: ``models.segmenter.segmenter_features`` (37 cube summaries) + 128 Presto embeddings
+  (``models.inference.encode_cube`` with the shipped ``presto_default.pt``, bf16 ``fast`` mode on CPU);
+- training: ``pipeline.train_segmenter.train_segmenter`` with ``CONFIG`` and ``seed=TRAIN_SEED``.
+
+The file is a ``weights_only`` torch dict: ``state.*`` tensors plus JSON strings (config, feature names, legend
+codes and names, training and held-out metrics, inference speed, provenance). Load with
+``models.segmenter.load_segmenter``. It is a demo/test artifact: train on real Urban Atlas labels for real maps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models.inference import encode_cube
+from models.presto import load_presto_encoder
+from models.segmenter import (
+    SegmenterConfig,
+    UNetSegmenter,
+    count_parameters,
+    feature_names,
+    flops_per_pixel,
+    save_segmenter,
+    segmenter_features,
+    segmenter_inputs,
+)
+from pipeline.segment import predict_array
+from pipeline.synthetic_city import CLASSES, make_synthetic_city
+from pipeline.train_segmenter import (
+    SegmenterTrainConfig,
+    codes_to_indices,
+    segmentation_metrics,
+    train_segmenter,
+)
+from pipeline.urban_atlas import ua_class_name
+
+TRAIN_SEED, TEST_SEED = 1, 2
+TRAIN_SHAPE, TEST_SHAPE = (160, 160), (128, 128)
+CONFIG = SegmenterTrainConfig(
+    chip=64, batch_size=8, steps=400, lr=3e-3, block=40, guard=6, val_fraction=0.2, eval_every=100,
+    depth=3, base_width=16, dropout=0.1,
+)  # fmt: skip
+OUT = Path(__file__).with_name("segmenter_default.pt")
+
+
+def inputs_of(seed: int, shape: tuple[int, int], encoder: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
+    city = make_synthetic_city(seed=seed, shape=shape)
+    started = time.perf_counter()
+    emb = encode_cube(encoder, city.cube, device="cpu", fast=True)
+    seconds = time.perf_counter() - started
+    return segmenter_inputs(segmenter_features(city.cube), emb), city.labels, seconds
+
+
+def inference_speed(in_channels: int, n_classes: int, size: int = 512) -> dict[str, float]:
+    """CPU px/s of tiled inference on a size x size area with all input channels (embeddings included)."""
+    model = UNetSegmenter(SegmenterConfig(in_channels, n_classes, depth=CONFIG.depth, base_width=CONFIG.base_width))
+    x = np.random.default_rng(0).normal(size=(in_channels, size, size)).astype(np.float32)
+    predict_array(model, x[:, :64, :64], window=256, overlap=64, device="cpu")  # warm-up
+    started = time.perf_counter()
+    predict_array(model, x, window=256, overlap=64, device="cpu")
+    seconds = time.perf_counter() - started
+    return {"area_px": size * size, "seconds": round(seconds, 2), "px_per_s": round(size * size / seconds),
+            "window": 256, "overlap": 64, "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def main() -> None:
+    torch.manual_seed(TRAIN_SEED)
+    encoder = load_presto_encoder()
+    names = feature_names()
+    x_train, y_train, enc_s = inputs_of(TRAIN_SEED, TRAIN_SHAPE, encoder)
+    print(f"train city encoded in {enc_s:.0f}s ({x_train.shape[1] * x_train.shape[2] / enc_s:.0f} px/s)", flush=True)
+    x_test, y_test, _ = inputs_of(TEST_SEED, TEST_SHAPE, encoder)
+    class_names = [ua_class_name(c) for c in CLASSES]
+    model, metrics = train_segmenter(x_train, y_train, CLASSES, class_names, CONFIG, names, seed=TRAIN_SEED,
+                                     verbose=True)  # fmt: skip
+    post = predict_array(model, x_test, window=256, overlap=64, device="cpu")
+    target = codes_to_indices(y_test, CLASSES)
+    ok = target != 255
+    held_out = segmentation_metrics(target[ok], post.argmax(axis=0)[ok], CLASSES, class_names)
+    speed = inference_speed(x_train.shape[0], len(CLASSES))
+    summary = {
+        "validation_same_city": {k: metrics[k] for k in ("overall_accuracy", "macro_f1", "kappa", "mean_iou")},
+        "held_out_city": {k: held_out[k] for k in ("overall_accuracy", "macro_f1", "kappa", "mean_iou")},
+        "held_out_per_class": {
+            n: {k: round(v[k], 3) for k in ("precision", "recall", "f1", "iou", "support")}
+            for n, v in held_out["per_class"].items()
+            if v["support"]
+        },
+        "inference_cpu": speed,
+        "parameters": count_parameters(model),
+        "flops_per_pixel": flops_per_pixel(model.config),
+        "train_seconds": metrics["train_seconds"],
+    }
+    print(json.dumps(summary, indent=1))
+    save_segmenter(
+        model,
+        OUT,
+        feature_names=names,
+        legend_codes=list(CLASSES),
+        legend_names=class_names,
+        metrics={"validation_same_city": metrics, "held_out_city": held_out, "summary": summary},
+        provenance={
+            "data": "SYNTHETIC (pipeline.synthetic_city), not real imagery",
+            "train": f"make_synthetic_city(seed={TRAIN_SEED}, shape={TRAIN_SHAPE})",
+            "held_out": f"make_synthetic_city(seed={TEST_SEED}, shape={TEST_SHAPE})",
+            "train_config": CONFIG.to_dict(),
+            "embeddings": "models/presto_default.pt via models.inference.encode_cube(fast=True)",
+            "script": "models/train_default_segmenter.py",
+        },
+    )
+    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
