@@ -27,7 +27,14 @@ from pipeline.legend import Legend
 FORMAT = "suelo-landcover-model"
 FORMAT_VERSION = 1
 NORMALIZATION = "presto-l2a-v1"  # models.presto_inputs: reflectance as is, NDVI from B8/B4, absent inputs masked
-PRODUCT_LEVEL = "L2A"
+PRODUCT_LEVEL = "L2A"  # the level of models whose contract does not say (all artifacts before L1C training)
+PRODUCT_LEVELS = ("L2A", "L1C")
+# Level names as the readers record them in the cube's ``scenes`` attribute, and their long forms
+_LEVEL_ALIASES = {"L2A": "L2A", "LEVEL-2A": "L2A", "MSIL2A": "L2A", "L1C": "L1C", "LEVEL-1C": "L1C", "MSIL1C": "L1C"}
+_REFLECTANCE = {
+    "L2A": "physical surface reflectance (DN + offset) / 10000, NaN where a month has no clear value",
+    "L1C": "top-of-atmosphere reflectance (DN + offset) / 10000, NaN where a month has no clear value",
+}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -38,16 +45,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def input_contract(bands: list[str], months: int, encoder_sha256: str | None) -> dict[str, Any]:
+def input_contract(
+    bands: list[str], months: int, encoder_sha256: str | None, product_level: str = PRODUCT_LEVEL
+) -> dict[str, Any]:
+    """The input contract of a model trained on ``months`` x ``bands`` of ``product_level`` reflectance.
+
+    Presto was pre-trained on L1C top-of-atmosphere reflectance, and both levels enter it on the same scale (the
+    reflectance itself), so the normalization is the same; the level is recorded because a head trained on one
+    level does not transfer to the other (TOA adds the atmosphere), and ``check_contract`` refuses a mismatch.
+    """
+    if product_level not in PRODUCT_LEVELS:
+        raise ValueError(f"product_level must be one of {PRODUCT_LEVELS}, got {product_level!r}")
     return {
         "bands": list(bands),
-        "product_level": PRODUCT_LEVEL,
+        "product_level": product_level,
         "months": int(months),
         "normalization": NORMALIZATION,
         # Presto embeds the calendar month of every step, so a series may start in any month; it must be
         # `months` consecutive calendar months (the cube's time coordinate gives the start month).
         "start_month": "any (read from the cube's first month; months must be consecutive)",
-        "reflectance": "physical surface reflectance (DN + offset) / 10000, NaN where a month has no clear value",
+        "reflectance": _REFLECTANCE[product_level],
         "encoder": "presto",
         "encoder_weights_sha256": encoder_sha256,
     }
@@ -145,6 +162,32 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     return ModelArtifact(meta, head, encoder, path)
 
 
+def normalize_level(level: Any) -> str | None:
+    """``"L2A"`` or ``"L1C"`` for the level names readers and products use; None for anything else."""
+    return _LEVEL_ALIASES.get(str(level).strip().upper()) if level else None
+
+
+def cube_levels(cube: Any) -> list[str]:
+    """The distinct product levels of the scenes a cube was made from (its ``scenes`` attribute), sorted; an
+    unrecognised level is kept as written. Empty when the cube does not record its scenes."""
+    scenes = json.loads(cube.attrs.get("scenes", "[]") or "[]")
+    return sorted({normalize_level(s["level"]) or str(s["level"]) for s in scenes if s.get("level")})
+
+
+def cube_product_level(cube: Any, cube_name: str | Path = "cube") -> str:
+    """The one product level of a cube's scenes: what a model trained on it records in its contract.
+
+    A cube that does not record its scenes is taken as L2A (suelo's default input). A cube mixing levels, or of
+    an unknown level, is an error: no contract describes it.
+    """
+    levels = cube_levels(cube)
+    if not levels:
+        return PRODUCT_LEVEL
+    if len(levels) > 1 or levels[0] not in PRODUCT_LEVELS:
+        raise InputError(cube_name, f"was made from {levels} scenes; a model is trained on one of {PRODUCT_LEVELS}")
+    return levels[0]
+
+
 def check_contract(artifact: ModelArtifact, cube: Any, cube_name: str | Path = "cube") -> None:
     """Raise InputError naming ``cube_name`` when the cube cannot feed the model (bands, months, level)."""
     contract = artifact.contract
@@ -163,9 +206,13 @@ def check_contract(artifact: ModelArtifact, cube: Any, cube_name: str | Path = "
     times = cube["time"].values.astype("datetime64[M]").astype(np.int64)
     if len(times) > 1 and not (np.diff(times) == 1).all():
         problems.append("months are not consecutive")
-    levels = {str(s.get("level")) for s in json.loads(cube.attrs.get("scenes", "[]")) if s.get("level")}
-    bad_levels = sorted(lv for lv in levels if lv.upper() not in (contract["product_level"], "LEVEL-2A", "MSIL2A"))
+    wanted = normalize_level(contract.get("product_level", PRODUCT_LEVEL)) or str(contract.get("product_level"))
+    bad_levels = [lv for lv in cube_levels(cube) if lv != wanted]
     if bad_levels:
-        problems.append(f"was made from {bad_levels} scenes, the model needs {contract['product_level']}")
+        what = {"L2A": "L2A (surface reflectance)", "L1C": "L1C (top-of-atmosphere reflectance)"}
+        problems.append(
+            f"was made from {', '.join(what.get(lv, lv) for lv in bad_levels)} scenes but the model was trained on "
+            f"{what.get(wanted, wanted)}; use a cube of that level or a model trained on this one"
+        )
     if problems:
         raise InputError(cube_name, "does not match the model's input contract: " + "; ".join(problems))

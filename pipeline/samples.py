@@ -1,4 +1,4 @@
-"""Labelled samples for training and evaluation: per-sample monthly Sentinel-2 L2A series plus a legend code.
+"""Labelled samples for training and evaluation: per-sample monthly Sentinel-2 series plus a legend code.
 
 Every loader returns the same :class:`Samples`: physical reflectance ``(N, T, B)`` float32 (DN / 10000, NaN where
 a month has no valid value), the start month of each series and a location, so the encoder sees training samples
@@ -56,6 +56,8 @@ class Samples:
     # Location used to assign blocks: the polygon's centroid for polygon pixels, so a polygon never straddles the
     # train/validation split; the sample's own location otherwise.
     anchors: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # Processing level of the reflectance: "L2A" (surface) or "L1C" (top of atmosphere); a model records it.
+    product_level: str = "L2A"
 
     def __post_init__(self) -> None:
         self.reflectance = np.asarray(self.reflectance, dtype=np.float32)
@@ -95,6 +97,7 @@ class Samples:
             self.sample_ids[index],
             self.groups[index],
             self.anchors[index],
+            self.product_level,
         )
 
     def select_bands(self, bands: Sequence[str]) -> Samples:
@@ -119,6 +122,11 @@ class Samples:
                     f"cannot combine samples of bands {list(p.band_names)} x {p.n_months} months with "
                     f"{list(first.band_names)} x {first.n_months} months"
                 )
+            if p.product_level != first.product_level:
+                raise ValueError(
+                    f"cannot combine {p.product_level} samples with {first.product_level} samples (TOA and surface "
+                    "reflectance differ; a model is trained on one level)"
+                )
         return Samples(
             np.concatenate([p.reflectance for p in parts]),
             first.band_names,
@@ -128,6 +136,7 @@ class Samples:
             np.concatenate([p.sample_ids for p in parts]),
             np.concatenate([p.groups for p in parts]),
             np.concatenate([p.anchors for p in parts]),
+            first.product_level,
         )
 
     def drop_empty(self) -> Samples:
@@ -352,9 +361,11 @@ def samples_at_pixels(
     sample_ids: np.ndarray,
     anchors: np.ndarray | None = None,
 ) -> Samples:
-    """Samples from the cube pixels at (rows, cols); a month that is not valid is NaN."""
+    """Samples from the cube pixels at (rows, cols); a month that is not valid is NaN. They carry the cube's product
+    level (L2A or L1C, from the scenes it was made from)."""
     from pyproj import Transformer
 
+    from models.artifact import cube_product_level
     from pipeline.composite import cube_grid
 
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
@@ -378,6 +389,7 @@ def samples_at_pixels(
         labels,
         sample_ids,
         anchors=latlons if anchors is None else anchors,
+        product_level=cube_product_level(cube),
     ).drop_empty()
 
 
