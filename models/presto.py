@@ -196,20 +196,20 @@ class Encoder(nn.Module):
             raise ValueError("start month must be in 0..11 (0 = January)")
         return (start[:, None] + torch.arange(n_months, device=device)) % 12
 
-    def _group_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> (B, T, G, D): every group's linear layer applied at once.
+    def _group_tokens(self, x: torch.Tensor, groups: list[int]) -> torch.Tensor:
+        """(B, T, C) -> (B, T, len(groups), D): the linear layers of the listed groups applied at once.
 
-        The group weights are zero-padded to all C channels and stacked, so one (C -> G*D) matmul replaces G small
+        Their weights are zero-padded to all C channels and stacked, so one (C -> G*D) matmul replaces G small
         ones; the zeros cost ~17x the useful multiply-adds of this layer, still well under 1% of the model.
         """
         c, d = len(self.config.channels), self.config.embedding_size
         weights, biases = [], []
-        for name, (start, stop) in zip(self.group_names, self.group_slices, strict=True):
-            layer = self.eo_patch_embed[name]
+        for g in groups:
+            layer, (start, stop) = self.eo_patch_embed[self.group_names[g]], self.group_slices[g]
             weights.append(F.pad(layer.weight, (start, c - stop)))
             biases.append(layer.bias)
         y = F.linear(x, torch.cat(weights), torch.cat(biases))
-        return y.unflatten(-1, (len(self.group_names), d))
+        return y.unflatten(-1, (len(groups), d))
 
     @staticmethod
     def cartesian(latlons: torch.Tensor) -> torch.Tensor:
@@ -244,41 +244,54 @@ class Encoder(nn.Module):
         if latlons is None:
             raise ValueError("latlons (batch, 2) in degrees are required")
 
-        # Token grid (B, T, G + 1, D): every group at every month, plus Dynamic World. The static group's per-month
-        # slots are built too (one matmul is cheaper than splitting it out) but always dropped by the mask.
+        # Which tokens exist: a group is missing if any of its bands is, Dynamic World where its class is "missing";
+        # the static group gives one token (month 0) and no per-month ones.
         s, dm = self.static_index, cfg.month_embed_size
-        tokens = torch.cat([self._group_tokens(x), self.dw_embed(dynamic_world)[:, :, None]], dim=2)
-        channels = self.channel_embed.weight  # (G + 1, Dc), last row = Dynamic World
-        static_code = torch.cat(
-            [channels.new_zeros(dm), channels[s], channels.new_zeros(cfg.position_embed_size)]
-        )  # the static token has no month or position
-        static = tokens[:, 0, s] + static_code
-        # code [month | channel | position], added in place: the month part varies per sample, the rest does not
-        months = self.month_embed(self._month_index(month, b, t, device))  # (B, T, Dm)
-        positions = self.pos_embed[0, :t]  # (T, Dp)
-        n_slots = channels.shape[0]
-        tokens[..., :dm] += months[:, :, None]
-        tokens[..., dm:] += torch.cat([channels.expand(t, -1, -1), positions[:, None].expand(-1, n_slots, -1)], -1)
-
-        # a group is missing if any of its bands is; Dynamic World is missing where its class is "missing"
         group_missing = (missing.float() @ self.membership) > 0  # (B, T, G)
-        slot_missing = torch.cat([group_missing, (dynamic_world == cfg.dw_classes)[:, :, None]], dim=2)
-        slot_missing[:, :, s] = True
-        latlon = self.latlon_embed(self.cartesian(latlons.float()))
-        tokens = torch.cat([latlon[:, None], static[:, None], tokens.flatten(1, 2)], dim=1)
-        keep = torch.cat(
-            [
-                torch.ones(b, 1, dtype=torch.bool, device=device),  # lat/lon is never masked
-                ~group_missing[:, 0, s : s + 1],
-                ~slot_missing.flatten(1, 2),
-            ],
-            dim=1,
-        )  # (B, N)
+        static_missing = group_missing[:, 0, s].clone()
+        group_missing[:, :, s] = True
+        dw_missing = dynamic_world == cfg.dw_classes
+
+        # Tokens are built only for the groups present somewhere in the batch (S2-only input: 5 of the 10 slots per
+        # month), as a (B, T, groups, D) grid: one matmul, then the code [month | channel | position] added.
+        present = (~group_missing.flatten(0, 1)).any(0).tolist()
+        groups = [g for g in range(len(self.group_names)) if present[g]]
+        parts, slot_missing = [], []
+        if groups:
+            parts.append(self._group_tokens(x, groups))
+            slot_missing.append(group_missing[:, :, groups])
+        with_dw = not bool(dw_missing.all())
+        if with_dw:
+            parts.append(self.dw_embed(dynamic_world)[:, :, None])
+            slot_missing.append(dw_missing[:, :, None])
+        slots = groups + [len(self.group_names)] * with_dw  # rows of channel_embed; the last is Dynamic World
+        channels = self.channel_embed.weight
+        keep = [torch.ones(b, 1, dtype=torch.bool, device=device)]  # lat/lon is never masked
+        tokens = [self.latlon_embed(self.cartesian(latlons.float()))[:, None]]
+        if not bool(static_missing.all()):
+            static_code = torch.cat([channels.new_zeros(dm), channels[s], channels.new_zeros(cfg.position_embed_size)])
+            tokens.append(self._group_tokens(x[:, :1], [s]).flatten(1, 2) + static_code)  # no month or position
+            keep.append(~static_missing[:, None])
+        if slots:
+            grid = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+            months = self.month_embed(self._month_index(month, b, t, device))  # (B, T, Dm): varies per sample
+            code = torch.cat(
+                [channels[slots].expand(t, -1, -1), self.pos_embed[0, :t, None].expand(-1, len(slots), -1)], -1
+            )  # (T, slots, D - Dm): the same for every sample
+            grid[..., :dm] += months[:, :, None]
+            grid[..., dm:] += code
+            tokens.append(grid.flatten(1, 2))
+            missing_slots = torch.cat(slot_missing, dim=2) if len(slot_missing) > 1 else slot_missing[0]
+            keep.append(~missing_slots.flatten(1, 2))
+        tokens, keep = torch.cat(tokens, dim=1), torch.cat(keep, dim=1)  # (B, N, D), (B, N)
 
         tokens, keep = self._compact(tokens, keep)
-        attn_mask = keep[:, None, None, :]  # blocks masked keys for every head and query
+        full = bool(keep.all())  # no padding left: plain attention, plain mean
+        attn_mask = None if full else keep[:, None, None, :]  # blocks masked keys for every head and query
         for block in self.blocks:
             tokens = block(tokens, attn_mask)
+        if full:
+            return self.norm(tokens.mean(1))
         weight = keep.to(tokens.dtype)[..., None]
         pooled = (tokens * weight).sum(1) / weight.sum(1)
         return self.norm(pooled)

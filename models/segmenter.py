@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -252,7 +253,7 @@ def segmenter_inputs(features: np.ndarray, embeddings: Any | None) -> np.ndarray
 # -- saving / loading ----------------------------------------------------------------------------------------------
 
 
-def save_segmenter(model: UNetSegmenter, path: Any, **extra: Any) -> None:
+def save_segmenter(model: UNetSegmenter, path: str | Path, **extra: Any) -> None:
     """A ``weights_only``-loadable file: the state dict under ``state.*`` and JSON strings for the rest."""
     import json
 
@@ -260,7 +261,10 @@ def save_segmenter(model: UNetSegmenter, path: Any, **extra: Any) -> None:
     payload["config_json"] = json.dumps(model.config.to_dict())
     for key, value in extra.items():
         payload[f"{key}_json"] = json.dumps(value, default=float)
-    torch.save(payload, path)
+    from pipeline.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_segmenter(path: Any) -> tuple[UNetSegmenter, dict[str, Any]]:

@@ -69,21 +69,45 @@ def validate(job_file: Path) -> None:
 @output_option
 @overwrite_option
 @click.option("--device", help="torch device (default: cuda if available, else cpu).")
+@click.option("--workers", type=click.IntRange(1, 1024), help="Local Dask worker processes.")
+@click.option("--scheduler", help="'local' (default), 'synchronous' (this process) or a Dask scheduler address.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per event on stderr, for schedulers.")  # fmt: skip
 @reports_errors
-def run(job_file: Path, output: Path | None, overwrite: bool, device: str | None) -> None:
-    """Run a whole job: monthly cube, land-cover map with confidence masking, styles, STAC items and report."""
+def run(
+    job_file: Path,
+    output: Path | None,
+    overwrite: bool,
+    device: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    log_format: str,
+) -> None:
+    """Run a whole job: monthly cube, maps with confidence masking, styles, STAC items and report.
+
+    Exit status: 0 when every block and product is done, 1 when a block failed after its retries (the others are
+    kept: re-run to resume), 2 on a user error.
+    """
     from pipeline.jobs import run as run_job
     from pipeline.settings import load_job
 
     job = load_job(job_file)
+    compute = {k: v for k, v in {"device": device, "workers": workers, "scheduler": scheduler}.items() if v}
     updates: dict[str, Any] = {}
     if output is not None:
         updates["output"] = job.output.model_copy(update={"dir": output})
-    if device is not None:
-        updates["compute"] = job.compute.model_copy(update={"device": device})
+    if compute:
+        updates["compute"] = job.compute.model_validate(job.compute.model_dump() | compute)
     if updates:
         job = job.model_copy(update=updates)
-    result = run_job(job, overwrite=overwrite)
+    result = run_job(job, overwrite=overwrite, log_format=log_format)
+    if result.failures:
+        click.echo(
+            f"suelo: {len(result.failures)} block(s) failed; finished blocks are kept, re-run to resume:", err=True
+        )
+        for failure in result.failures:
+            click.echo(f"  {failure.block}: {failure.error} (after {failure.attempts} attempts)", err=True)
+        sys.exit(1)
     if result.skipped:
         click.echo(f"{job.output.dir}: up to date (same job, inputs and models), nothing to do")
         return
@@ -93,7 +117,10 @@ def run(job_file: Path, output: Path | None, overwrite: bool, device: str | None
             click.echo(f"  {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
     if result.report is not None:
         click.echo(f"report: {result.report}")
-    click.echo(f"done in {result.seconds:.1f} s")
+    blocks = result.stats
+    click.echo(
+        f"done in {result.seconds:.1f} s ({blocks.get('blocks_run', 0)} of {blocks.get('blocks', 0)} blocks run)"
+    )
 
 
 @main.command()

@@ -13,12 +13,11 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask
-import numpy as np
 
 from pipeline import __version__
 from pipeline.atomic import write_json_atomic
@@ -26,10 +25,10 @@ from pipeline.composite import build_cube, write_cube
 from pipeline.errors import ConfigError
 from pipeline.grid import Grid
 from pipeline.ingest import discover_scenes, job_grid, scenes_on_grid
+from pipeline.ingest.scene import Scene
 from pipeline.settings import JobSpec
 
 CUBE_NAME = "cube.nc"
-DEFAULT_LANDCOVER_MODEL = Path(__file__).resolve().parent.parent / "models" / "landcover_default.pt"
 
 
 @dataclass(frozen=True)
@@ -80,20 +79,35 @@ def peak_rss_mb() -> float:
 
 
 def ingest(job: JobSpec, overwrite: bool = False) -> IngestResult:
-    """Build and write the monthly cube of ``job``; skip when an identical finished cube already exists."""
+    """Build and write the monthly cube of ``job`` and its run.json; skip when an identical cube already exists."""
     started = time.perf_counter()
+    scenes, grid = discover(job)
+    result = write_job_cube(job, scenes, grid, overwrite, started)
+    if not result.skipped or not (Path(job.output.dir) / "run.json").exists():
+        write_json_atomic(Path(job.output.dir) / "run.json", run_record(job, scenes, grid, result))
+    return result
+
+
+def discover(job: JobSpec) -> tuple[list[Scene], Grid]:
+    """The job's scenes that overlap its grid, and the grid."""
     scenes = discover_scenes(job)
     grid = job_grid(job, scenes)
     scenes = scenes_on_grid(scenes, grid, origin=str(job.aoi.file) if job.aoi and job.aoi.file else "AOI")
+    return scenes, grid
+
+
+def write_job_cube(
+    job: JobSpec, scenes: list[Scene], grid: Grid, overwrite: bool, started: float | None = None
+) -> IngestResult:
+    """The whole-region cube as NetCDF (dask, block by block), unless an identical one is already there."""
+    started = time.perf_counter() if started is None else started
     out_dir = Path(job.output.dir)
     cube_path = out_dir / "cube" / CUBE_NAME
-    run_path = out_dir / "run.json"
     digest = job_digest(job, [s.scene_id for s in scenes])
-
     cube = build_cube(scenes, grid, job.period, job.ingest, job.compute.block_size)
     cube.attrs["job_digest"] = digest
     n_months = cube.sizes["time"]
-    if cube_path.exists() and _cube_digest(cube_path) == digest and run_path.exists():
+    if cube_path.exists() and _cube_digest(cube_path) == digest:
         return IngestResult(cube_path, grid, len(scenes), n_months, 0.0, True, peak_rss_mb())
     if cube_path.exists() and not overwrite:
         raise ConfigError(
@@ -104,25 +118,30 @@ def ingest(job: JobSpec, overwrite: bool = False) -> IngestResult:
     with dask.config.set(scheduler="threads", num_workers=workers):
         write_cube(cube, cube_path)
     seconds = time.perf_counter() - started
-    result = IngestResult(cube_path, grid, len(scenes), n_months, seconds, False, peak_rss_mb())
-    write_json_atomic(
-        run_path,
-        {
-            "digest": digest,
-            "job": job.model_dump(mode="json"),
-            "versions": software_versions(),
-            "grid": grid.to_dict(),
-            "inputs": [s.provenance() for s in scenes],
-            "outputs": {"cube": str(cube_path.relative_to(out_dir))},
-            "stats": {
-                "seconds": round(seconds, 3),
-                "megapixels_per_second": round(result.megapixels_per_second, 3),
-                "peak_rss_mb": round(result.peak_rss_mb, 1),
-                "workers": workers,
-            },
-        },
-    )
-    return result
+    return IngestResult(cube_path, grid, len(scenes), n_months, seconds, False, peak_rss_mb())
+
+
+def run_record(job: JobSpec, scenes: list[Scene], grid: Grid, cube: IngestResult | None) -> dict[str, Any]:
+    """run.json: the resolved spec, versions, grid, inputs with their radiometry, outputs and statistics."""
+    out_dir = Path(job.output.dir)
+    record: dict[str, Any] = {
+        "digest": job_digest(job, [s.scene_id for s in scenes]),
+        "job": job.model_dump(mode="json"),
+        "versions": software_versions(),
+        "grid": grid.to_dict(),
+        "inputs": [s.provenance() for s in scenes],
+        "outputs": {},
+        "stats": {},
+    }
+    if cube is not None:
+        record["outputs"]["cube"] = str(cube.cube_path.relative_to(out_dir))
+        record["stats"]["ingest"] = {
+            "seconds": round(cube.seconds, 3),
+            "megapixels_per_second": round(cube.megapixels_per_second, 3),
+            "peak_rss_mb": round(cube.peak_rss_mb, 1),
+            "skipped": cube.skipped,
+        }
+    return record
 
 
 def _cube_digest(path: Path) -> str | None:
@@ -138,124 +157,61 @@ def _cube_digest(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class RunResult:
-    ingest: IngestResult
+    cube: IngestResult | None
     products: dict[str, list[Path]]
     report: Path | None
     seconds: float
     skipped: bool
+    failures: list[Any] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
-def run(job: JobSpec, overwrite: bool = False) -> RunResult:
-    """The whole job: cube, then each enabled product (map set + masking statistics), then the run report.
+def run(job: JobSpec, overwrite: bool = False, log_format: str = "text") -> RunResult:
+    """The whole job: the cube (if ``output.cube``), every block of every enabled product, the final maps and report.
 
-    Products are remade only when something that determines them changed (spec, inputs, model): a re-run of a
-    finished job does nothing, and a run killed half-way redoes only what is missing.
+    Blocks run on Dask (pipeline.orchestrate); a finished job re-run does nothing, an interrupted one resumes.
     """
-    from pipeline.atomic import write_json_atomic as write_json
+    from pipeline.orchestrate import make_plan, run_region
 
     started = time.perf_counter()
-    cube_result = ingest(job, overwrite=overwrite)
+    scenes, grid = discover(job)
+    cube = write_job_cube(job, scenes, grid, overwrite, started) if job.output.cube else None
+    plan = make_plan(job, grid, scenes, job_digest(job, [s.scene_id for s in scenes]))
+    region = run_region(plan, overwrite, log_format)
     out_dir = Path(job.output.dir)
-    run_path = out_dir / "run.json"
-    record = json.loads(run_path.read_text(encoding="utf-8"))
-    products: dict[str, list[Path]] = {}
-    maps, masking, metrics = [], {}, {}
-    landcover = job.products.landcover
-    product_digest = None
-    if landcover.enabled:
-        model_path = Path(landcover.model or DEFAULT_LANDCOVER_MODEL)
-        product_digest = _digest(record["digest"], landcover.model_dump(mode="json"), _file_digest(model_path))
-        previous = record.get("products", {}).get("landcover", {})
-        files = [out_dir / f for f in previous.get("files", [])]
-        if previous.get("digest") == product_digest and files and all(f.exists() for f in files):
-            products["landcover"] = files
-        else:
-            map_set, mask_report, model_metrics, policy_report = _landcover(job, cube_result, model_path)
-            products["landcover"] = map_set.files
-            maps.append(map_set)
-            masking[map_set.name] = mask_report
-            metrics = {"landcover_model": model_metrics, "thresholds": policy_report}
-            record.setdefault("products", {})["landcover"] = {
-                "digest": product_digest,
-                "files": [str(f.relative_to(out_dir)) for f in map_set.files],
-                "model": str(model_path),
-                "thresholds": policy_report,
-                "masking": mask_report,
+    skipped = region.up_to_date and (cube is None or cube.skipped) and (out_dir / "run.json").exists()
+    if not skipped:
+        record = run_record(job, scenes, grid, cube)
+        record["plan_digest"] = plan.digest
+        record["products"] = {
+            p.name: {
+                "model": str(p.model_path),
+                "model_sha256": p.model_sha256,
+                "thresholds": p.policy_report,
+                "files": [str(f.relative_to(out_dir)) for f in region.products.get(p.name, [])],
             }
-    report = None
-    skipped = not maps and cube_result.skipped
-    if maps:
-        from pipeline.report import write_run_report
-
-        written = write_run_report(out_dir / "report", maps, masking, metrics, record.get("job", {}))
-        report = written.get("html") or next(iter(written.values()))
-        record["report"] = {k: str(Path(v).relative_to(out_dir)) for k, v in written.items()}
+            for p in plan.products
+        }
+        if region.report is not None:
+            record["outputs"]["report"] = str(region.report.relative_to(out_dir))
+        record["stats"]["blocks"] = region.stats | {"backend": region.backend, "skipped": region.blocks_skipped}
         record["stats"]["run_seconds"] = round(time.perf_counter() - started, 3)
-        record["stats"]["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        write_json(run_path, record)
-    return RunResult(cube_result, products, report, time.perf_counter() - started, skipped)
-
-
-def _landcover(job: JobSpec, cube_result: IngestResult, model_path: Path) -> tuple[Any, dict, dict, dict]:
-    """Posteriors -> certified confidence mask -> map set, for the land-cover product."""
-    from models.artifact import load_artifact
-    from pipeline.composite import cube_scenes, open_cube
-    from pipeline.predict import predict_cube
-    from pipeline.threshold import classify, masking_report, policy_for_model
-    from pipeline.write import reasons_for, write_map_set
-
-    spec = job.products.landcover
-    artifact = load_artifact(model_path)
-    cube = open_cube(cube_result.cube_path)
-    prediction = predict_cube(
-        artifact, cube, batch_size=job.compute.batch_size, device=job.compute.device, cube_name=cube_result.cube_path
+        record["stats"]["peak_rss_mb_driver"] = round(peak_rss_mb(), 1)
+        record["failures"] = [vars(f) for f in region.failures]
+        _add_masking(record, out_dir)
+        write_json_atomic(out_dir / "run.json", record)
+    return RunResult(
+        cube, region.products, region.report, time.perf_counter() - started, skipped, region.failures, region.stats
     )
-    policy, policy_report = policy_for_model(
-        artifact.meta, spec.target_accuracy, spec.delta, spec.threshold, spec.score, spec.per_class,
-        spec.min_clear_observations,
-    )  # fmt: skip
-    legend = artifact.legend
-    reasons = reasons_for(legend)
-    codes = np.asarray(legend.codes)
-    classified = classify(prediction["posterior"], codes, policy, cube["n_clear"], reasons).compute()
-    mask_report = masking_report(
-        classified["code"].values, classified["predicted"].values, codes, list(legend.names), reasons
-    )
-    scenes = cube_scenes(cube)
-    map_set = write_map_set(
-        Path(job.output.dir) / "landcover",
-        job.name,
-        classified["code"].values,
-        cube_result.grid,
-        legend,
-        (job.period.start, job.period.end),
-        reasons=reasons,
-        confidence=classified["confidence"].values,
-        n_clear=cube["n_clear"].values,
-        tags={
-            "MODEL": model_path.name,
-            "MODEL_SHA256": _file_digest(model_path),
-            "THRESHOLDS": policy.to_dict(),
-            "INPUT_PRODUCTS": [s["scene_id"] for s in scenes],
-            "RADIOMETRY": sorted({json.dumps(s["radiometry"], sort_keys=True) for s in scenes}),
-            "REASON_CODES": {
-                "nodata": reasons.nodata,
-                "too_few_observations": reasons.too_few_observations,
-                "low_confidence": reasons.low_confidence,
-            },
-        },
-        inputs=[s["source"] for s in scenes],
-    )
-    model_metrics = {k: v for k, v in artifact.meta.get("metrics", {}).items()}
-    model_metrics["pixels_per_second"] = prediction.attrs.get("pixels_per_second")
-    return map_set, mask_report, model_metrics, policy_report
 
 
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _file_digest(path: Path) -> str:
-    from models.artifact import file_sha256
-
-    return file_sha256(path)
+def _add_masking(record: dict[str, Any], out_dir: Path) -> None:
+    """Copy each product's masking table from the run report into run.json (one place to read a run's outcome)."""
+    try:
+        report = json.loads((out_dir / "report" / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for entry in report.get("maps", []):
+        product = entry.get("name", "").split("/")[0]
+        if product in record["products"]:
+            record["products"][product]["masking"] = entry.get("masking")

@@ -26,8 +26,13 @@ def predict_cube(
     batch_size: int | None = None,
     device: str | None = None,
     cube_name: str | Path = "cube",
+    embeddings: np.ndarray | xr.DataArray | None = None,
 ) -> xr.Dataset:
-    """``posterior`` (class, y, x) float32 and ``class_code`` (y, x) of every pixel of ``cube``."""
+    """``posterior`` (class, y, x) float32 and ``class_code`` (y, x) of every pixel of ``cube``.
+
+    ``embeddings`` (y, x, feature) from the pretrained encoder may be passed when another product already computed
+    them; they are used only if this model kept the pretrained encoder (a fine-tuned one encodes afresh).
+    """
     from models.inference import CPU_BATCH, GPU_BATCH, default_device, encode_pixels
     from models.presto_inputs import cube_to_pixels, presto_inputs
 
@@ -35,12 +40,16 @@ def predict_cube(
     device = device or default_device()
     batch_size = batch_size or (GPU_BATCH if str(device).startswith("cuda") else CPU_BATCH)
     bands = artifact.contract["bands"]
+    same_inputs = [str(b) for b in cube["band"].values] == list(bands)  # else shared embeddings saw other bands
     cube = cube.sel(band=bands)
     legend = artifact.legend
     codes = np.asarray(legend.codes)
     encoder, head = artifact.build_encoder(), artifact.build_head().to(device)
     # artifacts from before calibration existed carry none: their posteriors are the plain softmax
     calibration = Calibration.from_dict(artifact.meta.get("calibration", {}))
+    shared = None
+    if embeddings is not None and same_inputs and not artifact.meta.get("finetuned_encoder"):
+        shared = np.asarray(embeddings.values if isinstance(embeddings, xr.DataArray) else embeddings)
     ny, nx = cube.sizes["y"], cube.sizes["x"]
     rows = max(1, batch_size // nx)
     posterior = np.full((len(codes), ny, nx), np.nan, dtype=np.float32)
@@ -54,8 +63,11 @@ def predict_cube(
         has_data = np.isfinite(reflectance).any(axis=(1, 2))
         if not has_data.any():
             continue
-        x, mask, dw = presto_inputs(reflectance[has_data], bands, latlons=latlons[has_data])
-        emb = encode_pixels(encoder, x, mask, dw, latlons[has_data], start_month, batch_size, device)
+        if shared is not None:
+            emb = shared[r : r + h].reshape(h * nx, -1)[has_data]
+        else:
+            x, mask, dw = presto_inputs(reflectance[has_data], bands, latlons=latlons[has_data])
+            emb = encode_pixels(encoder, x, mask, dw, latlons[has_data], start_month, batch_size, device)
         with torch.inference_mode():
             logits = head(torch.from_numpy(emb).to(device)).float().cpu().numpy()
         probs = calibration.apply(logits)

@@ -91,7 +91,8 @@ def write_run_report(
     metrics: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write the report for ``maps``; ``masking`` maps a map name to its :func:`threshold.masking_report`."""
+    """Write the report for ``maps``; ``masking`` maps ``"<product folder>/<map name>"`` (or just the map name) to
+    its :func:`threshold.masking_report`."""
     from pipeline.jobs import software_versions
 
     folder = Path(folder)
@@ -99,19 +100,24 @@ def write_run_report(
     summary: dict[str, Any] = {"maps": [], "model_metrics": metrics, "config": config, "versions": software_versions()}
     sections = []
     for m in maps:
-        png = write_png(folder / "quicklooks" / f"{m.name}.png", quicklook_rgba(m.classes.path, m.classes.entries))
+        # maps of different products share the job's name: the product folder tells them apart
+        label = f"{m.classes.path.parent.name}/{m.name}"
+        png = write_png(
+            folder / "quicklooks" / f"{m.classes.path.parent.name}_{m.name}.png",
+            quicklook_rgba(m.classes.path, m.classes.entries),
+        )
         record = {
-            "name": m.name,
+            "name": label,
             "dtype": m.classes.dtype,
             "nodata": m.classes.nodata,
             "files": [Path(os.path.relpath(p, folder)).as_posix() for p in m.files],
             "quicklook": png.relative_to(folder).as_posix(),
             "legend": [{"code": e.code, "name": e.name, "color": e.color} for e in m.classes.entries],
             "pixels_per_code": {str(k): v for k, v in sorted(m.classes.counts.items())},
-            "masking": masking.get(m.name),
+            "masking": masking.get(label, masking.get(m.name)),
         }
         summary["maps"].append(record)
-        mask = masking.get(m.name)
+        mask = masking.get(label, masking.get(m.name))
         mask_html = "<p>No masking report.</p>"
         if mask:
             overall = [{k: v for k, v in mask.items() if k != "classes"}]
@@ -119,8 +125,8 @@ def write_run_report(
                 mask.get("classes", []), ["code", "name", "predicted_pixels", "retained_pixels", "masked_pct"]
             )
         sections.append(
-            f"<section><h2>{html.escape(m.name)}</h2>"
-            f'<div class="row"><img src="{html.escape(record["quicklook"])}" alt="quicklook of {html.escape(m.name)}">'
+            f"<section><h2>{html.escape(label)}</h2>"
+            f'<div class="row"><img src="{html.escape(record["quicklook"])}" alt="quicklook of {html.escape(label)}">'
             f"{_legend_html(m.classes.entries)}</div>"
             f"<h3>Masked area</h3>{mask_html}"
             f"<h3>Files</h3><ul>{''.join(f'<li>{html.escape(f)}</li>' for f in record['files'])}</ul></section>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,33 +38,35 @@ class Settings(BaseModel):
 class SafeInput(Settings):
     """SAFE products: ``.SAFE`` folders or the ``.zip`` files Copernicus serves, or folders holding them."""
 
-    kind: Literal["safe"] = "safe"
+    kind: Literal["safe"] = Field("safe", description="selects this input kind")
     paths: tuple[Path, ...] = Field(min_length=1, description="SAFE folders/zips, or folders searched for them")
 
 
 class StacInput(Settings):
     """STAC Items or ItemCollections (JSON files) whose assets are COGs; hrefs may be local paths or URLs."""
 
-    kind: Literal["stac"] = "stac"
+    kind: Literal["stac"] = Field("stac", description="selects this input kind")
     paths: tuple[Path, ...] = Field(min_length=1, description="Item or ItemCollection JSON files")
 
 
 class GeoTiffInput(Settings):
     """Plain multi-band GeoTIFFs, one acquisition each; the band order is given here."""
 
-    kind: Literal["geotiff"] = "geotiff"
+    kind: Literal["geotiff"] = Field("geotiff", description="selects this input kind")
     paths: tuple[Path, ...] = Field(min_length=1, description="GeoTIFF files or folders of *.tif")
     bands: tuple[str, ...] = Field(min_length=1, description="band name of each file band, e.g. [B02, B03, SCL]")
     date_pattern: str = Field(
         r"(?P<year>\d{4})-?(?P<month>\d{2})-?(?P<day>\d{2})",
         description="regex with year/month/day groups applied to the file name to find the acquisition date",
     )
-    product_level: Literal["L2A", "L1C"] = "L2A"
+    product_level: Literal["L2A", "L1C"] = Field(
+        "L2A", description="processing level of the files (L1C needs ingest.allow_l1c)"
+    )
     processing_baseline: str | None = Field(
         None, description="e.g. '04.00'; decides the offset (-1000 from 04.00 on) unless add_offset is given"
     )
     add_offset: float | None = Field(None, description="DN offset added before dividing by the quantification")
-    quantification: float = Field(10000.0, gt=0)
+    quantification: float = Field(10000.0, gt=0, description="reflectance = (DN + offset) / quantification")
     nodata: float | None = Field(0, description="DN meaning 'no data'")
 
     @field_validator("bands")
@@ -86,13 +89,24 @@ class GeoTiffInput(Settings):
         return self
 
 
-InputSpec = Annotated[SafeInput | StacInput | GeoTiffInput, Field(discriminator="kind")]
+class StacApiInput(Settings):
+    """A STAC API (``/search``): items of ``collections`` intersecting the AOI/tiles within the period."""
+
+    kind: Literal["stac_api"] = Field("stac_api", description="selects this input kind")
+    url: str = Field(pattern=r"^https?://", description="API root, e.g. https://example.org/v1 (POST {url}/search)")
+    collections: tuple[str, ...] = Field(min_length=1, description="e.g. [sentinel-2-l2a]")
+    max_items: int = Field(10000, ge=1, le=1_000_000, description="stop after this many items (a safety limit)")
+    max_cloud_cover: float | None = Field(None, ge=0, le=100, description="filter on eo:cloud_cover (%)")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds to wait for each API answer")
+
+
+InputSpec = Annotated[SafeInput | StacInput | GeoTiffInput | StacApiInput, Field(discriminator="kind")]
 
 
 class AoiSpec(Settings):
     """Area of interest: a vector file (GeoJSON, GeoPackage, ...) or a bbox in any CRS."""
 
-    file: Path | None = None
+    file: Path | None = Field(None, description="vector file (GeoJSON, GeoPackage, ...); all its features")
     bbox: tuple[float, float, float, float] | None = Field(None, description="left, bottom, right, top")
     crs: str = Field("EPSG:4326", description="CRS of bbox (a file carries its own)")
 
@@ -117,8 +131,9 @@ class GridSpec(Settings):
 class PeriodSpec(Settings):
     """Months to composite: every calendar month from ``start`` to ``end`` inclusive."""
 
-    start: dt.date
-    end: dt.date
+    start: dt.date = Field(description="first day; its whole calendar month is composited")
+    end: dt.date = Field(description="last day; its whole calendar month is composited")
+    step: Literal["month"] = Field("month", description="compositing period; calendar months (Presto's time step)")
 
     @model_validator(mode="after")
     def _ordered(self) -> PeriodSpec:
@@ -133,7 +148,7 @@ class PeriodSpec(Settings):
 class MaskingSpec(Settings):
     """Cloud/shadow masking from the Sentinel-2 scene classification layer (SCL)."""
 
-    scl_classes: tuple[int, ...] = DEFAULT_SCL_MASK
+    scl_classes: tuple[int, ...] = Field(DEFAULT_SCL_MASK, description="SCL classes treated as not clear")
     mask_snow: bool = Field(False, description="also mask SCL class 11 (snow/ice)")
     require_scl: bool = Field(
         True,
@@ -154,12 +169,16 @@ class MaskingSpec(Settings):
 
 
 class IngestSpec(Settings):
-    bands: tuple[str, ...] = DEFAULT_BANDS
+    """How scenes become the monthly cube: bands, resampling, levels accepted, masking."""
+
+    bands: tuple[str, ...] = Field(
+        DEFAULT_BANDS, description="spectral bands of the cube (the encoder masks absent ones)"
+    )
     resampling: Literal["bilinear", "nearest", "cubic", "average"] = Field(
         "bilinear", description="resampling of reflectance onto the grid (SCL always uses nearest)"
     )
     allow_l1c: bool = Field(False, description="accept Level-1C input (top-of-atmosphere; no SCL)")
-    masking: MaskingSpec = MaskingSpec()
+    masking: MaskingSpec = Field(MaskingSpec(), description="cloud/shadow masking from the SCL layer")
 
     @field_validator("bands")
     @classmethod
@@ -171,8 +190,18 @@ class IngestSpec(Settings):
 
 
 class ComputeSpec(Settings):
+    """Where and how blocks run: in this process, on a local Dask cluster, or on an existing Dask scheduler."""
+
     block_size: int = Field(512, ge=16, le=8192, description="pixels per block side")
-    workers: int | None = Field(None, ge=1, le=1024, description="threads for ingest; default: all cores")
+    workers: int | None = Field(None, ge=1, le=1024, description="local worker processes; default: cores (max 4)")
+    threads_per_worker: int = Field(1, ge=1, le=256, description="threads per worker (reading and torch)")
+    scheduler: str | None = Field(
+        None,
+        pattern=r"^(local|synchronous|(tcp|tls|ucx|inproc)://.+)$",
+        description="local (LocalCluster, the default), synchronous (this process), or a Dask scheduler address",
+    )
+    gpus: int = Field(0, ge=0, le=64, description="local GPU workers, one GPU each (needs device cuda)")
+    retries: int = Field(2, ge=0, le=100, description="retries of a failed block before it is reported as failed")
     device: str | None = Field(
         None, pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="torch device; default: cuda if present"
     )
@@ -182,7 +211,7 @@ class ComputeSpec(Settings):
 class LandcoverSpec(Settings):
     """The land-cover map: model, and which pixels are confident enough to be mapped."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="make the land-cover map")
     model: Path | None = Field(None, description="model artifact; default: the shipped models/landcover_default.pt")
     target_accuracy: float | None = Field(
         None, gt=0, lt=1, description="certify this accuracy of the mapped pixels; default: the model's own target"
@@ -202,26 +231,69 @@ class LandcoverSpec(Settings):
         return self
 
 
+class UrbanAtlasSpec(Settings):
+    """The urban-atlas map: CNN segmenter on cube summaries + Presto embeddings, MMU sieve, vector polygons."""
+
+    enabled: bool = Field(False, description="make the urban-atlas map (raster and polygons)")
+    model: Path | None = Field(None, description="segmenter file; default: the shipped models/segmenter_default.pt")
+    target_accuracy: float | None = Field(
+        None, gt=0, lt=1, description="certify this accuracy of the mapped pixels; default: the model's own target"
+    )
+    delta: float = Field(0.05, gt=0, lt=1, description="risk that the certified accuracy does not hold")
+    threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence threshold instead of a target")
+    min_clear_observations: int = Field(1, ge=0, le=10000, description="fewer clear observations: code 65534")
+    minimum_mapping_unit: bool = Field(True, description="sieve patches below 0.25 ha (urban) / 1 ha (other)")
+    vector_crs: str = Field("EPSG:3035", description="CRS of the GeoPackage polygons (Urban Atlas uses EPSG:3035)")
+    window: int = Field(256, ge=32, le=4096, description="segmenter window in pixels")
+    overlap: int = Field(64, ge=0, le=1024, description="overlap of neighbouring windows, blended")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> UrbanAtlasSpec:
+        if self.threshold is not None and self.target_accuracy is not None:
+            raise ValueError("give target_accuracy or threshold, not both")
+        if self.overlap >= self.window:
+            raise ValueError("overlap must be smaller than window")
+        return self
+
+
 class ProductsSpec(Settings):
+    """The maps to make from the cube."""
+
     landcover: LandcoverSpec = LandcoverSpec()
+    urban_atlas: UrbanAtlasSpec = UrbanAtlasSpec()
 
 
 class OutputSpec(Settings):
-    dir: Path = Path("out")
+    """Where the outputs go."""
+
+    dir: Path = Field(Path("out"), description="output folder (relative to the job file)")
+    cube: bool = Field(True, description="also write the whole monthly cube (NetCDF); off for large regions")
 
 
 class JobSpec(Settings):
     """One job: what to read, where, when, and where to write."""
 
-    name: str = Field("suelo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    inputs: tuple[InputSpec, ...] = Field(min_length=1)
-    aoi: AoiSpec | None = None
+    name: str = Field("suelo", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="names the output maps")
+    inputs: tuple[InputSpec, ...] = Field(min_length=1, description="one or more inputs, any mix of kinds")
+    aoi: AoiSpec | None = Field(None, description="area to map; default: the tiles, else the first scene's tile")
+    tiles: tuple[str, ...] = Field(
+        (), description="MGRS tiles to process, e.g. [31UFS, 31UGS]: only their scenes; the grid covers them all"
+    )
     grid: GridSpec = GridSpec()
     period: PeriodSpec
     ingest: IngestSpec = IngestSpec()
     compute: ComputeSpec = ComputeSpec()
     products: ProductsSpec = ProductsSpec()
     output: OutputSpec = OutputSpec()
+
+    @field_validator("tiles")
+    @classmethod
+    def _mgrs(cls, tiles: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(t.upper().removeprefix("T") for t in tiles)
+        bad = [t for t in cleaned if not re.fullmatch(r"(0[1-9]|[1-5][0-9]|60)[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]", t)]
+        if bad:
+            raise ValueError(f"not MGRS tile ids: {bad} (expected e.g. 31UFS)")
+        return cleaned
 
 
 def _resolve_paths(data: Any, base: Path) -> Any:

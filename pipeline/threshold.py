@@ -7,9 +7,10 @@ Every map pixel ends up as exactly one of: a class code, or a reason code that i
 - ``low_confidence``: the model's calibrated confidence is below the threshold.
 
 Thresholds are given directly or chosen for a target accuracy of the retained pixels with a finite-sample
-guarantee: fixed-sequence testing (Learn-then-Test) of candidate thresholds from the strictest down, each tested
-with an exact Clopper-Pearson bound on the retained error rate. With probability at least ``1 - delta`` over the
-validation draw, the chosen threshold's retained accuracy on new data from the same distribution reaches the target.
+guarantee: candidate thresholds are tested with exact Clopper-Pearson bounds on the retained error rate, by fixed-
+sequence testing and over a grid of score quantiles with a union bound, each search spending half of ``delta``.
+With probability at least ``1 - delta`` over the validation draw, the chosen threshold's retained accuracy on new
+data from the same distribution reaches the target.
 """
 
 from __future__ import annotations
@@ -138,16 +139,30 @@ class ThresholdChoice:
         }
 
 
+#: Candidate thresholds of the grid search: the score quantiles at coverages 1/K, 2/K, ..., 1.
+CANDIDATES = 20
+
+
 def choose_threshold(
-    scores: np.ndarray, correct: np.ndarray, target_accuracy: float = 0.95, delta: float = 0.05
+    scores: np.ndarray,
+    correct: np.ndarray,
+    target_accuracy: float = 0.95,
+    delta: float = 0.05,
+    candidates: int = CANDIDATES,
 ) -> ThresholdChoice:
     """The lowest threshold (largest coverage) whose retained accuracy is certified at ``target_accuracy``.
 
-    Candidates are the distinct validation scores, tested from the highest down; testing stops at the first
-    candidate whose Clopper-Pearson bound misses the target (fixed-sequence testing needs no multiplicity
-    correction). Candidates retaining too few samples to ever pass are skipped: that depends on the scores only,
-    not on the labels, so it does not spend any of ``delta``. If nothing passes, the threshold is above every
-    score (retain nothing), which the caller must report as infeasible rather than silently map everything.
+    Two searches, each spending ``delta / 2`` (so by the union bound the guarantee holds for whichever wins):
+
+    - fixed sequence: every distinct score from the highest down, each tested with an exact Clopper-Pearson bound
+      at level ``delta / 2``, stopping at the first failure (no multiplicity correction needed; strong when the
+      most confident samples are all right, but one early error ends it);
+    - grid: the score quantiles at coverages ``1/K, ..., 1``, each tested at ``delta / (2K)`` (a union bound, as in
+      selective classification with guaranteed risk, Geifman & El-Yaniv 2017); robust to an early error.
+
+    Candidates depend on the scores only, never the labels. The larger certified coverage is kept. If nothing
+    passes, the threshold is above every score (retain nothing): the caller must report that as infeasible rather
+    than map anything unreliable.
     """
     if not 0 < target_accuracy < 1 or not 0 < delta < 1:
         raise ValueError("target_accuracy and delta must be in (0, 1)")
@@ -160,29 +175,41 @@ def choose_threshold(
     order = np.argsort(-scores, kind="stable")
     sorted_scores = scores[order]
     errors_cum = np.cumsum(~correct[order])
-    # last index of each run of equal scores: a threshold keeps all samples with score >= it
-    run_ends = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
-    retained = run_ends + 1
-    errors = errors_cum[run_ends]
     risk = 1 - target_accuracy
-    min_retained = int(np.ceil(np.log(delta) / np.log1p(-risk)))  # zero errors needed at least this many samples
-    bounds = error_upper_bound(errors, retained, delta)
-    chosen: int | None = None
-    for k in np.flatnonzero(retained >= min_retained):
-        if bounds[k] > risk:
-            break
-        chosen = int(k)
-    if chosen is None:
+    half = delta / 2
+
+    def ends_of_ties(positions: np.ndarray) -> np.ndarray:
+        """A threshold keeps every sample scoring >= it, so a candidate position extends over its ties."""
+        return np.unique(np.searchsorted(-sorted_scores, -sorted_scores[positions], side="right") - 1)
+
+    best: tuple[int, float] | None = None  # (last retained position, error bound)
+    # fixed sequence over the distinct scores, skipping candidates too small to ever pass (a score-only rule)
+    sequence = ends_of_ties(np.arange(n))
+    min_retained = int(np.ceil(np.log(half) / np.log1p(-risk)))
+    sequence = sequence[sequence + 1 >= min_retained]
+    bounds = error_upper_bound(errors_cum[sequence], sequence + 1, half)
+    failed = np.flatnonzero(bounds > risk)
+    passed = sequence[: failed[0]] if failed.size else sequence
+    if passed.size:
+        best = (int(passed[-1]), float(bounds[len(passed) - 1]))
+    # grid of quantile candidates with a union bound
+    grid = ends_of_ties(np.ceil(np.arange(1, candidates + 1) * n / candidates).astype(int) - 1)
+    grid_bounds = error_upper_bound(errors_cum[grid], grid + 1, half / candidates)
+    ok = np.flatnonzero(grid_bounds <= risk)
+    if ok.size and (best is None or grid[ok[-1]] > best[0]):
+        best = (int(grid[ok[-1]]), float(grid_bounds[ok[-1]]))
+    if best is None:
         return ThresholdChoice(float("inf"), target_accuracy, delta, n, 0, float("nan"), float("nan"), all_accuracy)
-    kept, wrong = int(retained[chosen]), int(errors[chosen])
+    last, bound = best
+    kept, wrong = last + 1, int(errors_cum[last])
     return ThresholdChoice(
-        threshold=float(sorted_scores[run_ends[chosen]]),
+        threshold=float(sorted_scores[last]),
         target_accuracy=target_accuracy,
         delta=delta,
         n_validation=n,
         n_retained=kept,
         retained_accuracy=(kept - wrong) / kept,
-        accuracy_lower_bound=float(1 - bounds[chosen]),
+        accuracy_lower_bound=1 - bound,
         all_accuracy=all_accuracy,
     )
 
@@ -264,6 +291,50 @@ def policy_for_model(
     return policy, report
 
 
+def calibrate_and_certify(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    method: str = "temperature",
+    target_accuracy: float = 0.95,
+    delta: float = 0.05,
+    score: Score = "top1",
+) -> dict[str, Any]:
+    """Everything a model stores about its confidence, from held-out logits (N, C) and target class indices.
+
+    Calibration fitted on the held-out logits, its ECE and NLL before and after, the policy certified for
+    ``target_accuracy``, and the held-out scores (calibrated top-1 and margin, correctness, prediction) that let
+    :func:`policy_for_model` certify any other target at run time without the data.
+    """
+    from pipeline.calibrate import expected_calibration_error, fit_calibration, negative_log_likelihood
+
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    uncalibrated = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    calibration = fit_calibration(logits, targets, method)  # type: ignore[arg-type]
+    calibrated = calibration.apply(logits)
+    policy, report = choose_policy(calibrated, targets, target_accuracy, delta, score)
+    correct = calibrated.argmax(1) == targets
+    return {
+        "calibration": calibration.to_dict(),
+        "metrics": {
+            "method": calibration.method,
+            "temperature": calibration.temperature,
+            "ece_before": expected_calibration_error(uncalibrated, targets),
+            "ece_after": expected_calibration_error(calibrated, targets),
+            "nll_before": negative_log_likelihood(np.log(np.clip(uncalibrated, 1e-12, 1)), targets),
+            "nll_after": negative_log_likelihood(np.log(np.clip(calibrated, 1e-12, 1)), targets),
+            "n": len(targets),
+        },
+        "thresholds": {"policy": policy.to_dict(), "report": report},
+        "validation_scores": {
+            "top1": np.round(confidence_score(calibrated, "top1"), 6).tolist(),
+            "margin": np.round(confidence_score(calibrated, "margin"), 6).tolist(),
+            "correct": correct.astype(int).tolist(),
+            "predicted": calibrated.argmax(1).astype(int).tolist(),
+        },
+    }
+
+
 # -- applying a policy to posteriors ----------------------------------------------------------------------
 
 
@@ -333,36 +404,64 @@ def classify(
     )
 
 
-def masking_report(
-    codes: np.ndarray, predicted: np.ndarray, class_codes: np.ndarray, names: list[str], reasons: ReasonCodes
+def masking_counts(
+    codes: np.ndarray, predicted: np.ndarray, class_codes: np.ndarray, reasons: ReasonCodes
 ) -> dict[str, Any]:
-    """Share of area masked, overall and per predicted class (percent of that class's pixels)."""
+    """Pixel counts behind :func:`masking_report`; counts of blocks add up (:func:`merge_counts`)."""
     codes, predicted = np.asarray(codes).ravel(), np.asarray(predicted).ravel()
-    total = codes.size
-    with_imagery = int((codes != reasons.nodata).sum())
+    return {
+        "pixels": int(codes.size),
+        "nodata": int((codes == reasons.nodata).sum()),
+        "too_few_observations": int((codes == reasons.too_few_observations).sum()),
+        "low_confidence": int((codes == reasons.low_confidence).sum()),
+        "predicted": [int((predicted == c).sum()) for c in class_codes],
+        "retained": [int(((predicted == c) & (codes == c)).sum()) for c in class_codes],
+    }
+
+
+def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    total = {key: 0 for key in ("pixels", "nodata", "too_few_observations", "low_confidence")}
+    predicted: np.ndarray | None = None
+    retained: np.ndarray | None = None
+    for part in parts:
+        for key in total:
+            total[key] += part[key]
+        predicted = np.asarray(part["predicted"]) + (0 if predicted is None else predicted)
+        retained = np.asarray(part["retained"]) + (0 if retained is None else retained)
+    return {**total, "predicted": [] if predicted is None else predicted.tolist(),
+            "retained": [] if retained is None else retained.tolist()}  # fmt: skip
+
+
+def report_from_counts(counts: dict[str, Any], class_codes: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Share of area masked, overall and per predicted class (percent of that class's pixels)."""
+    total = counts["pixels"]
+    masked = counts["low_confidence"] + counts["too_few_observations"]
     report: dict[str, Any] = {
         "pixels": total,
-        "nodata_pct": _pct((codes == reasons.nodata).sum(), total),
-        "too_few_observations_pct": _pct((codes == reasons.too_few_observations).sum(), total),
-        "low_confidence_pct": _pct((codes == reasons.low_confidence).sum(), total),
-        "masked_pct_of_imaged": _pct(
-            ((codes == reasons.low_confidence) | (codes == reasons.too_few_observations)).sum(), with_imagery
-        ),
+        "nodata_pct": _pct(counts["nodata"], total),
+        "too_few_observations_pct": _pct(counts["too_few_observations"], total),
+        "low_confidence_pct": _pct(counts["low_confidence"], total),
+        "masked_pct_of_imaged": _pct(masked, total - counts["nodata"]),
         "classes": [],
     }
-    for code, name in zip(class_codes, names, strict=True):
-        was = predicted == code
-        kept = int((codes[was] == code).sum())
+    for code, name, was, kept in zip(class_codes, names, counts["predicted"], counts["retained"], strict=True):
         report["classes"].append(
             {
                 "code": int(code),
                 "name": name,
-                "predicted_pixels": int(was.sum()),
-                "retained_pixels": kept,
-                "masked_pct": _pct(was.sum() - kept, was.sum()),
+                "predicted_pixels": int(was),
+                "retained_pixels": int(kept),
+                "masked_pct": _pct(was - kept, was),
             }
         )
     return report
+
+
+def masking_report(
+    codes: np.ndarray, predicted: np.ndarray, class_codes: np.ndarray, names: list[str], reasons: ReasonCodes
+) -> dict[str, Any]:
+    """Share of area masked, overall and per predicted class (percent of that class's pixels)."""
+    return report_from_counts(masking_counts(codes, predicted, class_codes, reasons), class_codes, names)
 
 
 def _pct(part: float, whole: float) -> float:

@@ -199,7 +199,10 @@ def train_model(
     code_index = {c: i for i, c in enumerate(kept_codes)}
     y_train = np.array([code_index[c] for c in train.labels], dtype=np.int64)
     y_val = np.array([code_index[c] for c in val.labels], dtype=np.int64)
-    log(f"{len(train)} train / {len(val)} validation samples, {len(kept_codes)} classes; dropped (too rare): {dropped}")
+    log(
+        f"{len(train)} train / {len(val)} validation {samples.product_level} samples, {len(kept_codes)} classes; "
+        f"dropped (too rare): {dropped}"
+    )
 
     encoder_weights = Path(encoder_path or DEFAULT_WEIGHTS)
     encoder = load_presto_encoder(encoder_weights)
@@ -298,7 +301,7 @@ def train_model(
     meta = {
         "legend": model_legend.to_list(),
         "input_contract": input_contract(
-            bands, train.n_months, None if config.finetune else file_sha256(encoder_weights)
+            bands, train.n_months, None if config.finetune else file_sha256(encoder_weights), samples.product_level
         ),
         "head": head_config.to_dict(),
         "finetuned_encoder": config.finetune,
@@ -333,44 +336,12 @@ def train_model(
 
 
 def calibrate_and_threshold(logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> dict[str, Any]:
-    """Calibration fitted on the validation logits, its ECE, and the certified threshold for the target accuracy.
+    """Calibration, ECE/NLL and the certified threshold of the validation logits (pipeline.threshold)."""
+    from pipeline.threshold import calibrate_and_certify
 
-    Also returns the validation scores (calibrated top-1 and margin, and whether the argmax was right) that let
-    :func:`pipeline.threshold.choose_threshold` pick a threshold for any other target later.
-    """
-    from pipeline.calibrate import expected_calibration_error, fit_calibration, negative_log_likelihood
-    from pipeline.threshold import choose_policy, confidence_score
-
-    uncalibrated = softmax_np(logits)
-    calibration = fit_calibration(logits, targets, config.calibration)  # type: ignore[arg-type]
-    calibrated = calibration.apply(logits)
-    policy, report = choose_policy(
-        calibrated,
-        targets,
-        config.target_accuracy,
-        config.delta,
-        config.threshold_score,  # type: ignore[arg-type]
+    return calibrate_and_certify(
+        logits, targets, config.calibration, config.target_accuracy, config.delta, config.threshold_score
     )
-    correct = calibrated.argmax(1) == targets
-    return {
-        "calibration": calibration.to_dict(),
-        "metrics": {
-            "method": calibration.method,
-            "temperature": calibration.temperature,
-            "ece_before": expected_calibration_error(uncalibrated, targets),
-            "ece_after": expected_calibration_error(calibrated, targets),
-            "nll_before": negative_log_likelihood(np.log(np.clip(uncalibrated, 1e-12, 1)), targets),
-            "nll_after": negative_log_likelihood(np.log(np.clip(calibrated, 1e-12, 1)), targets),
-            "n": len(targets),
-        },
-        "thresholds": {"policy": policy.to_dict(), "report": report},
-        "validation_scores": {
-            "top1": np.round(confidence_score(calibrated, "top1"), 6).tolist(),
-            "margin": np.round(confidence_score(calibrated, "margin"), 6).tolist(),
-            "correct": correct.astype(int).tolist(),
-            "predicted": calibrated.argmax(1).astype(int).tolist(),
-        },
-    }
 
 
 def softmax_np(logits: np.ndarray) -> np.ndarray:

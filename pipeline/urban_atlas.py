@@ -106,12 +106,15 @@ def sieve(
     posteriors: np.ndarray | None = None,
     mmu: Mapping[int, int] | None = None,
     max_passes: int = 100,
+    unresolved: int | None = None,
 ) -> np.ndarray:
     """Merge patches below the MMU into their best-scoring neighbour (module docstring); returns new codes.
 
     ``codes`` (y, x) holds class codes or reason codes (anything not in ``class_codes``); ``confidence`` (y, x)
     any monotone confidence (0-1 or 0-100); ``posteriors`` optional (class, y, x) in ``class_codes`` order;
-    ``mmu`` overrides the per-class minimum size in pixels.
+    ``mmu`` overrides the per-class minimum size in pixels. A patch below its MMU with no class neighbour to merge
+    into (an island among reason codes) becomes ``unresolved`` when given (e.g. the low-confidence code), so that
+    every class patch of the result honours the MMU; with ``unresolved=None`` it is left as it is.
     """
     codes = np.array(codes, copy=True)
     class_codes = [int(c) for c in class_codes]
@@ -158,6 +161,12 @@ def sieve(
             merged += 1
         if merged == 0:
             break
+    if unresolved is not None:
+        ids, comp_code, sizes = _components(codes, class_codes)
+        too_small = np.zeros(len(comp_code), dtype=bool)
+        for i in range(1, len(comp_code)):
+            too_small[i] = 0 < sizes[i] < limit[int(comp_code[i])]
+        codes[too_small[ids]] = unresolved
     return codes
 
 

@@ -29,7 +29,7 @@ def draw(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 def test_chosen_threshold_meets_its_target_on_fresh_samples() -> None:
     rng = np.random.default_rng(7)
-    scores, correct = draw(3000, rng)
+    scores, correct = draw(8000, rng)
     choice = choose_threshold(scores, correct, target_accuracy=0.95, delta=0.05)
     assert choice.feasible and 0 < choice.coverage < 0.3
     fresh_scores, fresh_correct = draw(400_000, rng)
@@ -155,3 +155,13 @@ def test_policy_for_model_fixed_stored_and_new_target() -> None:
 def test_empty_validation_is_infeasible_not_an_error() -> None:
     choice = choose_threshold(np.array([]), np.array([], dtype=bool))
     assert not choice.feasible and choice.n_validation == 0
+
+
+def test_one_error_among_the_most_confident_does_not_end_the_search() -> None:
+    """The grid search certifies a large coverage even when the single most confident sample is wrong."""
+    rng = np.random.default_rng(4)
+    scores = np.sort(rng.uniform(0.5, 1.0, 2000))[::-1]
+    correct = rng.random(2000) < 0.995  # 99.5% accurate everywhere ...
+    correct[0] = False  # ... but the top sample is an error
+    choice = choose_threshold(scores, correct, target_accuracy=0.95)
+    assert choice.feasible and choice.coverage >= 0.9

@@ -143,3 +143,16 @@ def test_legend_has_all_codes() -> None:
     legend = urban_atlas_legend()
     for code in (11100, 12210, 14100, 21000, 31000, 50000):
         assert code in legend.codes
+
+
+def test_islands_below_the_mmu_become_unresolved() -> None:
+    from pipeline.urban_atlas import UA_LOW_CONFIDENCE, sieve
+
+    codes = np.full((20, 20), UA_LOW_CONFIDENCE, dtype=np.uint16)
+    codes[2:4, 2:4] = 11100  # 4 px urban island among unclassified pixels: below 25 px, nothing to merge into
+    codes[10:20, 10:20] = 21000  # 100 px arable: exactly the 1 ha MMU, kept
+    confidence = np.full(codes.shape, 50.0)
+    kept = sieve(codes, confidence, [11100, 21000], 10.0)
+    assert (kept[2:4, 2:4] == 11100).all()  # without `unresolved` the island stays
+    cleaned = sieve(codes, confidence, [11100, 21000], 10.0, unresolved=UA_LOW_CONFIDENCE)
+    assert (cleaned[2:4, 2:4] == UA_LOW_CONFIDENCE).all() and (cleaned[10:20, 10:20] == 21000).all()

@@ -271,7 +271,7 @@ def test_run_report(tmp_path: Path) -> None:
     files = write_run_report(
         tmp_path / "report", [m], {"lc": mask}, {"overall_accuracy": 0.91, "per_class": {"trees": 0.95}}, {"a": 1}
     )
-    png = tmp_path / "report" / "quicklooks" / "lc.png"
+    png = tmp_path / "report" / "quicklooks" / "landcover_lc.png"  # product folder + map name: maps share names
     assert files["html"].exists() and files["json"].exists() and png.exists()
     from PIL import Image
 
@@ -280,7 +280,9 @@ def test_run_report(tmp_path: Path) -> None:
         colors = {c for _, c in img.convert("RGBA").getcolors(maxcolors=1 << 16)}
     assert colors <= {(0xE6, 0xC6, 0x19, 255), (0x1B, 0x78, 0x37, 255), (0x80, 0x80, 0x80, 255)}
     html = files["html"].read_text()
-    assert "overall_accuracy" in html and "Unclassified (low confidence)" in html and "quicklooks/lc.png" in html
+    assert (
+        "overall_accuracy" in html and "Unclassified (low confidence)" in html and "quicklooks/landcover_lc.png" in html
+    )
     report = json.loads(files["json"].read_text())
     assert report["maps"][0]["masking"]["low_confidence_pct"] > 0
     assert report["model_metrics"]["overall_accuracy"] == 0.91

@@ -2,18 +2,30 @@
 
 Each input kind has one reader module exposing ``discover(spec, ingest) -> list[Scene]``; they are plugged in
 through :data:`READERS`. Everything after discovery works on :class:`~pipeline.ingest.scene.Scene` only.
+
+A reader that searches rather than lists (a STAC API) also needs the job's area, period and tiles: it declares a
+keyword parameter ``context`` (``discover(spec, ingest, *, context: SearchContext)``) and
+:func:`discover_scenes` passes a :class:`~pipeline.ingest.scene.SearchContext` to it, and only to it, so readers
+with the two-argument interface need no change.
+
+Tiles: every reader sets ``Scene.extra["tile"]`` to the scene's MGRS tile (``31UFS``) or None when it cannot
+know it. ``job.tiles`` keeps only the scenes of those tiles, and without an AOI the grid covers all of them.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
+
 from pipeline.errors import InputError
-from pipeline.grid import Grid, as_crs
+from pipeline.grid import Bounds, Grid, as_crs, geometry_bounds
 from pipeline.ingest.aoi import load_aoi
-from pipeline.ingest.scene import BandRef, Radiometry, Scene, read_scene
+from pipeline.ingest.scene import BandRef, Radiometry, Scene, SearchContext, read_scene
 from pipeline.settings import IngestSpec, JobSpec
 
 Reader = Callable[[Any, IngestSpec], list[Scene]]
@@ -23,6 +35,7 @@ READERS: dict[str, str] = {
     "safe": "pipeline.ingest.safe",
     "stac": "pipeline.ingest.stac",
     "geotiff": "pipeline.ingest.geotiff",
+    "stac_api": "pipeline.ingest.stac_api",
 }
 
 
@@ -36,19 +49,51 @@ __all__ = [
     "BandRef",
     "Radiometry",
     "Scene",
+    "SearchContext",
     "discover_scenes",
     "job_grid",
     "read_scene",
     "reader",
     "scenes_on_grid",
+    "search_context",
 ]
 
 
+def _takes_context(discover: Callable[..., Any]) -> bool:
+    return "context" in inspect.signature(discover).parameters
+
+
+def search_context(job: JobSpec) -> SearchContext:
+    """The job's search area (the AOI, else the union of its tiles; in WGS 84 degrees), period and tiles."""
+    wgs84 = CRS.from_epsg(4326)
+    bbox: Bounds | None = None
+    if job.aoi is not None:
+        geometry, geometry_crs = load_aoi(job.aoi)
+        bbox = transform_bounds(geometry_crs, wgs84, *geometry_bounds(geometry), densify_pts=21)
+    elif job.tiles:
+        from pipeline.ingest.mgrs import tile_bounds_wgs84
+
+        bbox = _union([tile_bounds_wgs84(tile) for tile in job.tiles])
+    return SearchContext(bbox_wgs84=bbox, start=job.period.start, end=job.period.end, tiles=job.tiles)
+
+
 def discover_scenes(job: JobSpec) -> list[Scene]:
-    """All scenes of all inputs, sorted by acquisition time. L1C scenes are refused unless allowed."""
+    """All scenes of all inputs (of ``job.tiles`` if given), sorted by acquisition time. L1C is refused unless allowed.
+
+    A tile of ``job.tiles`` without any scene is an error naming it: a region silently missing a tile would look
+    finished.
+    """
     scenes: list[Scene] = []
+    context: SearchContext | None = None
     for spec in job.inputs:
-        scenes.extend(reader(spec.kind)(spec, job.ingest))
+        discover = reader(spec.kind)
+        if _takes_context(discover):
+            context = context or search_context(job)
+            scenes.extend(discover(spec, job.ingest, context=context))
+        else:
+            scenes.extend(discover(spec, job.ingest))
+    if job.tiles:
+        scenes = _of_tiles(scenes, job.tiles)
     for scene in scenes:
         if scene.level != "L2A" and not job.ingest.allow_l1c:
             raise InputError(
@@ -59,24 +104,60 @@ def discover_scenes(job: JobSpec) -> list[Scene]:
     return sorted(scenes, key=lambda s: (s.acquired, s.scene_id))
 
 
+def _of_tiles(scenes: list[Scene], tiles: Sequence[str]) -> list[Scene]:
+    kept = [s for s in scenes if s.extra.get("tile") in tiles]
+    missing = [t for t in tiles if not any(s.extra.get("tile") == t for s in kept)]
+    if missing:
+        unknown = sum(1 for s in scenes if s.extra.get("tile") is None)
+        found = sorted({str(s.extra["tile"]) for s in scenes if s.extra.get("tile")})
+        detail = f"the inputs hold {len(scenes)} scene(s) of tiles {', '.join(found) or 'none'}"
+        if unknown:
+            detail += f" and {unknown} whose tile is unknown (a GeoTIFF name without T31UFS-style tile id)"
+        raise InputError("tiles", f"no scene of tile {', '.join(missing)} in the inputs; {detail}")
+    return kept
+
+
 def job_grid(job: JobSpec, scenes: Sequence[Scene]) -> Grid:
-    """The job's target grid: from the AOI if given, else the footprint of the first scene (its tile)."""
+    """The job's target grid: from the AOI if given; else all ``job.tiles``; else the first scene's footprint.
+
+    With tiles, the grid is the union of their scenes' footprints in ``grid.crs`` or else the CRS of the first
+    tile listed, so a region across two UTM zones is one grid (the other zone's scenes are warped onto it).
+    """
     if job.aoi is not None:
         geometry, geometry_crs = load_aoi(job.aoi)
         return Grid.from_geometry(geometry, geometry_crs, job.grid.crs, job.grid.resolution)
     if not scenes:
         raise InputError("inputs", "no scenes found, and no AOI to define the grid")
     first = scenes[0]
+    if job.tiles:
+        by_tile = {t: [s for s in scenes if s.extra.get("tile") == t] for t in job.tiles}
+        missing = [t for t, found in by_tile.items() if not found]
+        if missing:
+            raise InputError("tiles", f"no scene of tile {', '.join(missing)} in the inputs")
+        first = by_tile[job.tiles[0]][0]
+        crs = as_crs(job.grid.crs) if job.grid.crs else first.crs
+        # Densified so the union holds every footprint even where the other zone's edges curve in this CRS.
+        footprints = [transform_bounds(s.crs, crs, *s.bounds, densify_pts=21) for t in job.tiles for s in by_tile[t]]
+        return Grid.from_geometry(_box(_union(footprints)), crs, crs, job.grid.resolution)
     crs = as_crs(job.grid.crs) if job.grid.crs else first.crs
-    geometry = {
+    return Grid.from_geometry(_box(first.bounds), first.crs, crs, job.grid.resolution)
+
+
+def _box(bounds: Bounds) -> dict[str, Any]:
+    left, bottom, right, top = bounds
+    return {
         "type": "Polygon",
-        "coordinates": [[
-            (first.bounds[0], first.bounds[1]), (first.bounds[2], first.bounds[1]),
-            (first.bounds[2], first.bounds[3]), (first.bounds[0], first.bounds[3]),
-            (first.bounds[0], first.bounds[1]),
-        ]],
-    }  # fmt: skip
-    return Grid.from_geometry(geometry, first.crs, crs, job.grid.resolution)
+        "coordinates": [[(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]],
+    }
+
+
+def _union(boxes: Sequence[Bounds]) -> Bounds:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
 
 
 def scenes_on_grid(scenes: Sequence[Scene], grid: Grid, origin: str = "AOI") -> list[Scene]:

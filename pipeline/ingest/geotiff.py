@@ -15,7 +15,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least
+from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
 from pipeline.settings import GeoTiffInput, IngestSpec
 
 SUFFIXES = (".tif", ".tiff")
@@ -96,6 +96,7 @@ def _scene(path: Path, spec: GeoTiffInput, pattern: re.Pattern[str], radiometry:
         bounds=(bounds.left, bounds.bottom, bounds.right, bounds.top),
         scl=scl,
         nodata_values=(spec.nodata,) if spec.nodata is not None else (),
+        extra={"tile": tile_in_name(path.name)},  # a plain GeoTIFF knows its tile only if its name says it
     )
 
 

@@ -23,7 +23,7 @@ from rasterio.errors import RasterioError
 
 from pipeline.errors import InputError
 from pipeline.grid import Bounds
-from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least
+from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
 from pipeline.settings import S2_BAND_RESOLUTION, IngestSpec, SafeInput
 
 #: Product metadata file at the SAFE root, by product level.
@@ -246,6 +246,8 @@ def _product_scenes(product: _Product) -> list[Scene]:
                 scl=scl,
                 nodata_values=(metadata.nodata,),
                 extra={
+                    # The granule name is the authority (a multi-granule product has one tile per granule).
+                    "tile": tile_in_name(granule) or tile_in_name(metadata.product_id),
                     "product": metadata.product_id,
                     "granule": granule,
                     "product_type": metadata.product_type,

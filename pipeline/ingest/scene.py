@@ -7,6 +7,7 @@ of them, so nothing downstream knows which reader a scene came from.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -76,6 +77,22 @@ def baseline_at_least(baseline: str | None, minimum: str) -> bool:
     return parts(baseline) >= parts(minimum)
 
 
+#: An MGRS tile id as Sentinel-2 names its tiles: UTM zone, latitude band, 100 km square (e.g. ``31UFS``).
+MGRS_TILE = re.compile(r"(0[1-9]|[1-5][0-9]|60)[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]")
+# In product, granule and file names the tile follows a "T" between separators: S2A_MSIL2A_..._T31UFS_2021....
+_TILE_IN_NAME = re.compile(r"(?:^|[^A-Za-z0-9])T(" + MGRS_TILE.pattern + r")(?=$|[^A-Za-z0-9])")
+
+
+def tile_in_name(name: str) -> str | None:
+    """The MGRS tile written as ``T31UFS`` in a product/granule/file name, or None (e.g. ``31UFS`` in an id)."""
+    match = _TILE_IN_NAME.search(name.upper())
+    if match:
+        return match.group(1)
+    # STAC ids such as S2B_31UFS_20230612_0_L2A (Earth Search) spell the tile without the "T".
+    bare = re.search(r"(?:^|_)(" + MGRS_TILE.pattern + r")(?=_|$)", name.upper())
+    return bare.group(1) if bare else None
+
+
 @dataclass(frozen=True)
 class Scene:
     """One acquisition of one tile, as any reader describes it."""
@@ -108,6 +125,24 @@ class Scene:
             "source": self.source,
             "radiometry": self.radiometry.to_dict(),
         }
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a searching reader (a STAC API) needs to know about the job: where, when and which tiles.
+
+    File readers list what they are given and ignore it; it is passed only to readers whose ``discover`` takes a
+    ``context`` keyword, so ``discover(spec, ingest)`` readers keep working unchanged.
+    """
+
+    bbox_wgs84: Bounds | None  # west, south, east, north (degrees); None: the job has neither AOI nor tiles
+    start: dt.date
+    end: dt.date  # inclusive, like PeriodSpec.end
+    tiles: tuple[str, ...] = ()
+
+    def datetime_interval(self) -> str:
+        """The RFC 3339 interval STAC API ``datetime`` takes, covering whole days from start to end."""
+        return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59Z"
 
 
 RESAMPLING = {

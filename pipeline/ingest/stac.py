@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import rasterio
 from rasterio.crs import CRS
@@ -24,7 +25,7 @@ from rasterio.errors import CRSError, RasterioError
 
 from pipeline.errors import InputError
 from pipeline.grid import Bounds
-from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least
+from pipeline.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
 from pipeline.settings import S2_BAND_RESOLUTION, IngestSpec, StacInput
 
 #: Earth Search (element84) asset keys; Planetary Computer already uses the canonical names.
@@ -96,10 +97,20 @@ def _items(path: Path, document: Any) -> list[dict[str, Any]]:
 
 
 def _scene(path: Path, item: dict[str, Any]) -> Scene:
+    return item_scene(item, path)
+
+
+def item_scene(item: dict[str, Any], base: Path | str) -> Scene:
+    """A :class:`Scene` from one parsed STAC Item.
+
+    ``base`` is where the item came from: the JSON file (relative hrefs are relative to it) or, for STAC API
+    results, the URL of the item or of the search page (relative hrefs are joined to it). It also names the item
+    in error messages.
+    """
     item_id = item.get("id")
     if not isinstance(item_id, str) or not item_id:
-        raise InputError(path, "STAC Item without a string 'id'")
-    where = f"{path} item {item_id}"
+        raise InputError(base, "STAC Item without a string 'id'")
+    where = f"{base} item {item_id}"
     properties = _mapping(item.get("properties"), where, "properties")
     assets = _mapping(item.get("assets"), where, "assets")
 
@@ -116,7 +127,7 @@ def _scene(path: Path, item: dict[str, Any]) -> Scene:
         if name in bands:
             raise InputError(where, f"assets {band_assets[name]['_key']} and {key} are both band {name}")
         label = f"{where} asset {key} ({href})"
-        bands[name] = BandRef(_gdal_path(href, path, label), 1, label)
+        bands[name] = BandRef(_gdal_path(href, base, label), 1, label)
         band_assets[name] = {**asset, "_key": key}
 
     scl = bands.pop("SCL", None)
@@ -137,11 +148,31 @@ def _scene(path: Path, item: dict[str, Any]) -> Scene:
         scl=scl,
         nodata_values=(_nodata(where, band_assets),),
         extra={
-            k: properties[k]
-            for k in ("platform", "eo:cloud_cover", "s2:mgrs_tile", "mgrs:utm_zone", "s2:product_uri")
-            if k in properties
+            **{
+                k: properties[k]
+                for k in ("platform", "eo:cloud_cover", "s2:mgrs_tile", "mgrs:utm_zone", "s2:product_uri")
+                if k in properties
+            },
+            "tile": item_tile(item_id, properties),
         },
     )
+
+
+def item_tile(item_id: str, properties: dict[str, Any]) -> str | None:
+    """The MGRS tile (e.g. ``31UFS``) of an item: ``s2:mgrs_tile``, the ``mgrs:`` triple, else the id; or None.
+
+    Providers disagree on where they put it (Planetary Computer: ``s2:mgrs_tile``; Earth Search v1: the ``mgrs``
+    extension), and both spell it in the id, so the id is the last resort before giving up.
+    """
+    tile = properties.get("s2:mgrs_tile")
+    if isinstance(tile, str) and MGRS_TILE.fullmatch(tile.upper().removeprefix("T")):
+        return tile.upper().removeprefix("T")
+    zone, band, square = (properties.get(f"mgrs:{k}") for k in ("utm_zone", "latitude_band", "grid_square"))
+    if isinstance(zone, int) and not isinstance(zone, bool) and isinstance(band, str) and isinstance(square, str):
+        tile = f"{zone:02d}{band}{square}".upper()
+        if MGRS_TILE.fullmatch(tile):
+            return tile
+    return tile_in_name(item_id)
 
 
 def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
@@ -150,10 +181,13 @@ def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
     return value
 
 
-def _gdal_path(href: str, document: Path, label: str) -> str:
-    """A path GDAL can open: relative hrefs are relative to the JSON file (STAC rule), URLs use /vsi*/."""
+def _gdal_path(href: str, document: Path | str, label: str) -> str:
+    """A path GDAL can open: relative hrefs are relative to the JSON file or URL (STAC rule), URLs use /vsi*/."""
     if href.startswith("/vsi"):
         return href
+    if isinstance(document, str) and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", href):
+        # An API result: a relative href is relative to the URL the item came from, never to this machine.
+        href = urljoin(document, href)
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", href)
     if scheme:
         name = scheme.group(1).lower()
@@ -166,7 +200,7 @@ def _gdal_path(href: str, document: Path, label: str) -> str:
             raise InputError(label, f"unsupported href scheme {name}:// (use a local path, http(s)://, s3:// or gs://)")
     local = Path(href)
     if not local.is_absolute():
-        local = document.absolute().parent / local
+        local = Path(document).absolute().parent / local
     # Checked now so a typo fails at discovery, not after hours of reading other scenes.
     if not local.is_file():
         raise InputError(label, f"asset file {local} does not exist")

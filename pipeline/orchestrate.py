@@ -1,0 +1,722 @@
+"""Orchestrate a whole job as independent blocks, resumably, in this process or on Dask.
+
+The output grid is cut into blocks of ``compute.block_size`` pixels. Each block is one task, start to finish:
+
+    scenes -> composite -> Presto embeddings -> land-cover head | U-Net segmenter -> calibrated posteriors
+           -> certified confidence mask -> block rasters (written atomically) -> manifest line
+
+Tasks run in this process (``compute.scheduler: synchronous``, or when only one block is left), on a local Dask
+cluster (the default: ``LocalCluster`` of ``compute.workers`` processes) or on an existing scheduler (its address).
+A worker loads each model once and keeps it for all its blocks. Memory per worker depends on the block size and the
+scenes of one month, never on the region size.
+
+``<out>/manifest.jsonl`` gets one line per finished block with the checksums of its files, appended and fsynced by
+the driver only. A re-run (after a crash, ``kill -9`` or a failed block) skips every block whose line and files
+check out, and redoes the rest; final maps are assembled from the block rasters only once every block is done, so
+they are identical however often the run was interrupted. A block that still fails after ``compute.retries``
+retries is reported and the run exits non-zero, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.atomic import atomic_output, write_json_atomic
+from pipeline.errors import ConfigError, SueloError
+from pipeline.grid import Grid
+from pipeline.ingest.scene import Scene
+from pipeline.legend import Legend
+from pipeline.settings import JobSpec
+from pipeline.threshold import ReasonCodes, ThresholdPolicy
+
+MANIFEST = "manifest.jsonl"
+BLOCKS = "blocks"
+MANIFEST_VERSION = 1
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = {
+    "landcover": ROOT / "models" / "landcover_default.pt",
+    "urban_atlas": ROOT / "models" / "segmenter_default.pt",
+}
+
+
+# -- the plan: everything a worker needs, decided once by the driver ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``[row, row + height)`` and columns ``[col, col + width)`` of the job grid."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def block_id(self) -> str:
+        return f"r{self.row:06d}_c{self.col:06d}"
+
+
+@dataclass(frozen=True)
+class ProductPlan:
+    name: str  # "landcover" | "urban_atlas"
+    model_path: Path
+    model_sha256: str
+    legend: Legend
+    reasons: ReasonCodes
+    dtype: str
+    policy: ThresholdPolicy
+    policy_report: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    job: JobSpec
+    grid: Grid
+    scenes: tuple[Scene, ...]
+    products: tuple[ProductPlan, ...]
+    halo: int  # extra pixels around a block for the segmenter's spatial context
+    digest: str
+
+    def blocks(self) -> list[Block]:
+        size = self.job.compute.block_size
+        return [
+            Block(row, col, min(size, self.grid.height - row), min(size, self.grid.width - col))
+            for row in range(0, self.grid.height, size)
+            for col in range(0, self.grid.width, size)
+        ]
+
+    def product(self, name: str) -> ProductPlan | None:
+        return next((p for p in self.products if p.name == name), None)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str) -> RunPlan:
+    """Resolve models, legends, reason codes and confidence policies once, before any block runs."""
+    from pipeline.threshold import policy_for_model
+    from pipeline.write import map_dtype, reasons_for
+
+    products = []
+    halo = 0
+    landcover = job.products.landcover
+    if landcover.enabled:
+        from models.artifact import load_artifact
+
+        path = Path(landcover.model or DEFAULT_MODELS["landcover"])
+        artifact = load_artifact(path)
+        legend = artifact.legend
+        reasons = reasons_for(legend)
+        policy, report = policy_for_model(
+            artifact.meta, landcover.target_accuracy, landcover.delta, landcover.threshold, landcover.score,
+            landcover.per_class, landcover.min_clear_observations,
+        )  # fmt: skip
+        metrics = dict(artifact.meta.get("metrics", {}))
+        products.append(
+            ProductPlan(
+                "landcover",
+                path,
+                file_sha256(path),
+                legend,
+                reasons,
+                map_dtype(legend, reasons),
+                policy,
+                report,
+                metrics,
+            )
+        )
+    urban = job.products.urban_atlas
+    if urban.enabled:
+        from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
+        from models.segmenter import load_segmenter
+        from pipeline.urban_atlas import UA_REASONS, urban_atlas_legend
+
+        path = Path(urban.model or DEFAULT_MODELS["urban_atlas"])
+        _model, meta = load_segmenter(path)
+        bands = meta.get("bands", list(SEGMENTER_BANDS))
+        missing = sorted(set(bands) - set(job.ingest.bands))
+        if missing:
+            raise ConfigError(
+                f"{path}: the segmenter needs bands {missing} that ingest.bands lacks; add them or use a segmenter "
+                "trained without them"
+            )
+        full = urban_atlas_legend()
+        legend = Legend(tuple(full.by_code(int(c)) for c in meta["legend_codes"]))
+        meta.setdefault("legend", [{"code": int(c)} for c in meta["legend_codes"]])
+        policy, report = policy_for_model(
+            meta, urban.target_accuracy, urban.delta, urban.threshold, None, False, urban.min_clear_observations
+        )
+        metrics = dict(meta.get("metrics", {}).get("summary", {}))
+        metrics["calibration"] = meta.get("metrics", {}).get("calibration")
+        products.append(
+            ProductPlan("urban_atlas", path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics)
+        )
+        halo = urban.overlap
+    if not products:
+        raise ConfigError("no product is enabled (products.landcover / products.urban_atlas)")
+    digest = _digest(
+        MANIFEST_VERSION, cube_digest, job.name, job.compute.block_size,
+        job.products.model_dump(mode="json"), [(p.name, p.model_sha256) for p in products],
+    )  # fmt: skip
+    return RunPlan(job, grid, tuple(scenes), tuple(products), halo, digest)
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- one block, in a worker ------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_model(kind: str, path: str, sha256: str) -> Any:
+    """Models are loaded once per worker process (the sha256 makes a changed file a new entry)."""
+    del sha256
+    if kind == "encoder":
+        from models.presto import DEFAULT_WEIGHTS, load_presto_encoder
+
+        return load_presto_encoder(path or DEFAULT_WEIGHTS)
+    if kind == "landcover":
+        from models.artifact import load_artifact
+
+        return load_artifact(path)
+    from models.segmenter import load_segmenter
+
+    return load_segmenter(path)
+
+
+def block_paths(out_dir: Path, block: Block, plan: RunPlan) -> dict[str, Path]:
+    paths = {p.name: out_dir / BLOCKS / p.name / f"{block.block_id}.tif" for p in plan.products}
+    paths["nclear"] = out_dir / BLOCKS / "nclear" / f"{block.block_id}.tif"
+    return paths
+
+
+def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
+    """Everything for one block, written to its block rasters; returns the block's manifest entry."""
+    import torch
+
+    from pipeline.composite import build_cube
+    from pipeline.threshold import classify_block, masking_counts
+
+    started = time.perf_counter()
+    job = plan.job
+    # the same thread count in every mode: float reductions, hence outputs, must not depend on where a block ran
+    torch.set_num_threads(job.compute.threads_per_worker)
+    inner = plan.grid.window(block.row, block.row + block.height, block.col, block.col + block.width)
+    top, left = max(block.row - plan.halo, 0), max(block.col - plan.halo, 0)
+    bottom = min(block.row + block.height + plan.halo, plan.grid.height)
+    right = min(block.col + block.width + plan.halo, plan.grid.width)
+    outer = plan.grid.window(top, bottom, left, right)
+    crop = (
+        slice(block.row - top, block.row - top + block.height),
+        slice(block.col - left, block.col - left + block.width),
+    )
+    cube = build_cube(plan.scenes, outer, job.period, job.ingest, block_size=max(outer.height, outer.width))
+    cube = cube.compute(scheduler="synchronous")
+    n_clear_outer = cube["n_clear"].values
+    n_clear = n_clear_outer[crop]
+    out_dir = Path(job.output.dir)
+    paths = block_paths(out_dir, block, plan)
+    planes: dict[str, np.ndarray] = {}
+    if n_clear_outer.any():
+        embeddings = _embeddings(cube, job)
+        for product in plan.products:
+            posteriors = _posteriors(product, plan, cube, embeddings, crop)
+            planes[product.name] = classify_block(
+                posteriors, np.asarray(product.legend.codes), product.policy, n_clear, product.reasons,
+                np.dtype(product.dtype),
+            )  # fmt: skip
+    counts = {}
+    for product in plan.products:
+        if product.name not in planes:  # no imagery at all in the block: nodata, no confidence
+            empty = np.zeros((3, block.height, block.width), dtype=product.dtype)
+            empty[0] = empty[2] = product.reasons.nodata
+            empty[1] = 255
+            planes[product.name] = empty
+        code, _confidence, predicted = planes[product.name]
+        counts[product.name] = masking_counts(code, predicted, np.asarray(product.legend.codes), product.reasons)
+    for product in plan.products:
+        _write_block(paths[product.name], planes[product.name], inner)
+    _write_block(paths["nclear"], np.minimum(n_clear, 65534).astype(np.uint16)[None], inner)
+    return {
+        "type": "block",
+        "block": block.block_id,
+        "files": {str(p.relative_to(out_dir)): file_sha256(p) for p in paths.values()},
+        "counts": counts,
+        "seconds": round(time.perf_counter() - started, 3),
+        "pixels": block.height * block.width,
+        "worker": f"{os.uname().nodename}:{os.getpid()}",
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def _embeddings(cube: Any, job: JobSpec) -> Any:
+    from models.inference import encode_cube
+
+    encoder = _cached_model("encoder", "", "")
+    return encode_cube(encoder, cube, job.compute.batch_size, job.compute.device)
+
+
+def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any, crop: tuple[slice, slice]) -> Any:
+    """Calibrated posteriors (class, y, x) of the block's inner pixels."""
+    job = plan.job
+    if product.name == "landcover":
+        from pipeline.predict import predict_cube
+
+        artifact = _cached_model("landcover", str(product.model_path), product.model_sha256)
+        inner_cube = cube.isel(y=crop[0], x=crop[1])
+        prediction = predict_cube(
+            artifact, inner_cube, job.compute.batch_size, job.compute.device, "block cube",
+            embeddings.isel(y=crop[0], x=crop[1]),
+        )  # fmt: skip
+        return prediction["posterior"].values
+    from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
+    from pipeline.calibrate import Calibration
+    from pipeline.segment import segment_cube
+
+    model, meta = _cached_model("urban_atlas", str(product.model_path), product.model_sha256)
+    spec = job.products.urban_atlas
+    posteriors = segment_cube(
+        model, cube, embeddings, np.asarray(product.legend.codes), meta.get("bands", list(SEGMENTER_BANDS)),
+        window=spec.window, overlap=spec.overlap, calibration=Calibration.from_dict(meta.get("calibration", {})),
+        device=job.compute.device,
+    )  # fmt: skip
+    values = posteriors.values if hasattr(posteriors, "values") else np.asarray(posteriors)
+    return values[:, crop[0], crop[1]]
+
+
+def _write_block(path: Path, planes: np.ndarray, grid: Grid) -> None:
+    import rasterio
+
+    profile = {
+        "driver": "GTiff", "height": grid.height, "width": grid.width, "count": planes.shape[0],
+        "dtype": planes.dtype.name, "crs": grid.crs, "transform": grid.transform, "compress": "deflate",
+        "tiled": grid.width >= 256 and grid.height >= 256, "predictor": 2,
+    }  # fmt: skip
+    with atomic_output(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(planes)
+
+
+def _read_block(path: Path, band: int) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read(band)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+# -- the manifest ----------------------------------------------------------------------------------------------------
+
+
+class Manifest:
+    """``manifest.jsonl``: a header with the plan digest, then one line per finished block (driver-only writes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def finished(self, plan: RunPlan, overwrite: bool) -> dict[str, dict[str, Any]]:
+        """Entries of blocks already done under this plan whose files still check out; starts a new manifest if none."""
+        out_dir = self.path.parent
+        lines = self._lines()
+        if lines and lines[0].get("digest") != plan.digest:
+            if not overwrite:
+                raise ConfigError(
+                    f"{self.path} belongs to a different job (spec, inputs or models changed); "
+                    "use --overwrite to start over or choose another output.dir"
+                )
+            self._reset(plan)
+            return {}
+        if not lines:
+            self._reset(plan)
+            return {}
+        done = {}
+        for entry in lines[1:]:
+            if entry.get("type") != "block":
+                continue
+            files = entry.get("files", {})
+            if files and all(_file_matches(out_dir / name, sha) for name, sha in files.items()):
+                done[entry["block"]] = entry
+        return done
+
+    def append(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _reset(self, plan: RunPlan) -> None:
+        import shutil
+
+        shutil.rmtree(self.path.parent / BLOCKS, ignore_errors=True)
+        header = {"type": "plan", "digest": plan.digest, "version": MANIFEST_VERSION, "blocks": len(plan.blocks())}
+        with atomic_output(self.path) as tmp:
+            tmp.write_text(json.dumps(header, sort_keys=True) + "\n", encoding="utf-8")
+
+    def _lines(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        entries = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue  # a line torn by a kill mid-write: that block is simply redone
+        return entries
+
+
+def _file_matches(path: Path, sha256: str) -> bool:
+    return path.exists() and file_sha256(path) == sha256
+
+
+# -- execution backends ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BlockFailure:
+    block: str
+    error: str
+    attempts: int
+
+
+def execute(
+    plan: RunPlan,
+    blocks: Sequence[Block],
+    on_done: Callable[[dict[str, Any]], None],
+    on_failed: Callable[[BlockFailure], None],
+) -> str:
+    """Run ``blocks``; report each through the callbacks as it finishes. Returns the backend used."""
+    compute = plan.job.compute
+    if not blocks:
+        return "none"
+    if compute.scheduler == "synchronous" or (compute.scheduler in (None, "local") and len(blocks) == 1):
+        for block in blocks:
+            _run_here(plan, block, compute.retries, on_done, on_failed)
+        return "synchronous"
+    from distributed import Client, LocalCluster, as_completed
+
+    if compute.scheduler in (None, "local"):
+        if compute.gpus:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError as exc:
+                raise ConfigError("compute.gpus needs the dask-cuda package (pip install dask-cuda)") from exc
+            cluster: Any = LocalCUDACluster(n_workers=compute.gpus, threads_per_worker=compute.threads_per_worker)
+        else:
+            workers = compute.workers or min(os.cpu_count() or 1, 4)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=40,
+            )  # fmt: skip
+        client = Client(cluster)
+        backend = f"dask LocalCluster ({len(cluster.workers)} workers)"
+    else:
+        cluster = None
+        client = Client(compute.scheduler, timeout="60s")
+        backend = f"dask scheduler {compute.scheduler}"
+    try:
+        futures = {
+            client.submit(
+                process_block,
+                plan,
+                block,
+                key=f"suelo-{plan.digest[:12]}-{block.block_id}",
+                retries=compute.retries,
+                pure=False,
+            ): block
+            for block in blocks
+        }
+        for future in as_completed(futures):
+            block = futures[future]
+            if future.status == "finished":
+                on_done(future.result())
+            else:
+                error = future.exception()
+                on_failed(BlockFailure(block.block_id, f"{type(error).__name__}: {error}", compute.retries + 1))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return backend
+
+
+def _run_here(
+    plan: RunPlan,
+    block: Block,
+    retries: int,
+    on_done: Callable[[dict[str, Any]], None],
+    on_failed: Callable[[BlockFailure], None],
+) -> None:
+    last = ""
+    for attempt in range(1, retries + 2):
+        try:
+            on_done(process_block(plan, block))
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except SueloError as exc:  # bad input: retrying cannot help
+            on_failed(BlockFailure(block.block_id, str(exc), attempt))
+            return
+        except Exception as exc:  # anything else may be transient (I/O, memory): retry
+            last = f"{type(exc).__name__}: {exc}"
+            if os.environ.get("SUELO_DEBUG"):
+                traceback.print_exc()
+    on_failed(BlockFailure(block.block_id, last, retries + 1))
+
+
+# -- progress --------------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar on a terminal (blocks, px/s, ETA) or JSON lines for schedulers (``log_format='json'``)."""
+
+    def __init__(self, total: int, already: int, log_format: str) -> None:
+        self.total, self.done, self.started = total, already, time.perf_counter()
+        self.pixels = 0
+        self.json = log_format == "json"
+        self._bar: Any = None
+        if not self.json and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(), transient=True,
+            )  # fmt: skip
+            self._task = self._bar.add_task("blocks", total=total, completed=already, rate="")
+            self._bar.start()
+        self.event("start", blocks=total, already_done=already)
+
+    def event(self, name: str, **fields: Any) -> None:
+        if self.json:
+            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": name, **fields}
+            print(json.dumps(record, default=str), file=sys.stderr, flush=True)
+
+    def block_done(self, entry: dict[str, Any]) -> None:
+        self.done += 1
+        self.pixels += entry["pixels"]
+        rate = self.pixels / max(time.perf_counter() - self.started, 1e-9)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done, rate=f"{rate / 1e3:.1f} kpx/s")
+        self.event("block_done", block=entry["block"], seconds=entry["seconds"], done=self.done, total=self.total,
+                   px_per_s=round(rate, 1), worker=entry.get("worker"))  # fmt: skip
+
+    def block_failed(self, failure: BlockFailure) -> None:
+        self.event("block_failed", block=failure.block, error=failure.error, attempts=failure.attempts)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -- the driver ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RegionResult:
+    products: dict[str, list[Path]]
+    report: Path | None
+    seconds: float
+    blocks_total: int
+    blocks_run: int
+    blocks_skipped: int
+    failures: list[BlockFailure] = field(default_factory=list)
+    backend: str = ""
+    up_to_date: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def run_region(plan: RunPlan, overwrite: bool = False, log_format: str = "text") -> RegionResult:
+    """Run every unfinished block of ``plan``, then (all done) assemble and write the final products."""
+    started = time.perf_counter()
+    out_dir = Path(plan.job.output.dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out_dir / MANIFEST)
+    done = manifest.finished(plan, overwrite)
+    blocks = plan.blocks()
+    todo = [b for b in blocks if b.block_id not in done]
+    final = _final_record(out_dir)
+    if not todo and final.get("digest") == plan.digest and all((out_dir / f).exists() for f in final.get("files", [])):
+        return RegionResult(
+            {k: [out_dir / f for f in v] for k, v in final.get("products", {}).items()}, None,
+            time.perf_counter() - started, len(blocks), 0, len(blocks), up_to_date=True,
+        )  # fmt: skip
+    progress = Progress(len(blocks), len(done), log_format)
+    entries = dict(done)
+    failures: list[BlockFailure] = []
+
+    def finished(entry: dict[str, Any]) -> None:
+        manifest.append(entry)
+        entries[entry["block"]] = entry
+        progress.block_done(entry)
+
+    def failed(failure: BlockFailure) -> None:
+        failures.append(failure)
+        progress.block_failed(failure)
+
+    try:
+        backend = execute(plan, todo, finished, failed)
+    finally:
+        progress.close()
+    result = RegionResult({}, None, 0.0, len(blocks), len(todo), len(done), failures, backend)
+    run_seconds = time.perf_counter() - started
+    result.stats = _block_stats(entries, blocks, run_seconds, len(todo))
+    if failures:
+        progress.event("run_failed", failed=[f.block for f in failures])
+        result.seconds = time.perf_counter() - started
+        return result
+    products, report, files = assemble(plan, [entries[b.block_id] for b in blocks])
+    write_json_atomic(
+        out_dir / "final.json",
+        {"digest": plan.digest, "products": {k: [str(p.relative_to(out_dir)) for p in v] for k, v in products.items()},
+         "files": [str(p.relative_to(out_dir)) for p in files],
+         "checksums": {str(p.relative_to(out_dir)): file_sha256(p) for p in files}},
+    )  # fmt: skip
+    result.products, result.report = products, report
+    result.seconds = time.perf_counter() - started
+    progress.event("run_done", seconds=round(result.seconds, 2), blocks=len(blocks), ran=len(todo))
+    return result
+
+
+def _final_record(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / "final.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _block_stats(entries: dict[str, Any], blocks: Sequence[Block], seconds: float, ran: int) -> dict[str, Any]:
+    peaks: dict[str, float] = {}
+    for entry in entries.values():
+        worker = entry.get("worker", "?")
+        peaks[worker] = max(peaks.get(worker, 0.0), entry.get("peak_rss_mb", 0.0))
+    return {
+        "blocks": len(blocks),
+        "blocks_run": ran,
+        "seconds": round(seconds, 3),
+        "blocks_per_second": round(ran / seconds, 4) if seconds > 0 else None,
+        "peak_rss_mb_per_worker": peaks,
+    }
+
+
+# -- assembling the final products -----------------------------------------------------------------------------------
+
+
+def _mosaic(plan: RunPlan, folder: str, band: int, dtype: str) -> Any:
+    """A lazy (dask) mosaic of one band of the block rasters, chunked by block."""
+    import dask
+    import dask.array as da
+
+    out_dir = Path(plan.job.output.dir)
+    size = plan.job.compute.block_size
+    rows = []
+    for row in range(0, plan.grid.height, size):
+        cols = []
+        for col in range(0, plan.grid.width, size):
+            block = Block(row, col, min(size, plan.grid.height - row), min(size, plan.grid.width - col))
+            path = out_dir / BLOCKS / folder / f"{block.block_id}.tif"
+            cols.append(da.from_delayed(dask.delayed(_read_block)(path, band), (block.height, block.width), dtype))
+        rows.append(cols)
+    return da.block(rows)
+
+
+def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str, list[Path]], Path | None, list[Path]]:
+    """Final map sets (COG + styles + STAC) from the block rasters, urban-atlas sieve and polygons, run report."""
+    import dask
+
+    from pipeline.report import write_run_report
+    from pipeline.threshold import masking_report, merge_counts, report_from_counts
+    from pipeline.write import write_map_set
+
+    job = plan.job
+    out_dir = Path(job.output.dir)
+    n_clear = _mosaic(plan, "nclear", 1, "uint16")
+    scenes = plan.scenes
+    inputs = [s.source for s in scenes]
+    products: dict[str, list[Path]] = {}
+    map_sets, masking, metrics = [], {}, {}
+    with dask.config.set(scheduler="synchronous"):
+        for product in plan.products:
+            codes = _mosaic(plan, product.name, 1, product.dtype)
+            confidence = _mosaic(plan, product.name, 2, product.dtype).astype("uint8")
+            class_codes = np.asarray(product.legend.codes)
+            names = list(product.legend.names)
+            extra: list[Path] = []
+            tags = {
+                "MODEL": product.model_path.name,
+                "MODEL_SHA256": product.model_sha256,
+                "THRESHOLDS": product.policy.to_dict(),
+                "INPUT_PRODUCTS": [s.scene_id for s in scenes],
+                "RADIOMETRY": sorted({json.dumps(s.radiometry.to_dict(), sort_keys=True) for s in scenes}),
+                "REASON_CODES": {"nodata": product.reasons.nodata,
+                                 "too_few_observations": product.reasons.too_few_observations,
+                                 "low_confidence": product.reasons.low_confidence},
+            }  # fmt: skip
+            folder = out_dir / product.name
+            if product.name == "urban_atlas":
+                from pipeline.urban_atlas import sieve, urban_atlas_vector
+
+                spec = job.products.urban_atlas
+                # the sieve merges patches across block borders, so it runs on the whole mosaic (uint16 + uint8
+                # per pixel: a full Sentinel-2 tile is about 360 MB)
+                codes_np = codes.compute()
+                conf_np = confidence.compute()
+                predicted = _mosaic(plan, product.name, 3, product.dtype).compute()
+                clean_conf = np.where(conf_np == 255, 0, conf_np)
+                if spec.minimum_mapping_unit:
+                    # patches that stay below the MMU (islands among unclassified pixels) are not mapped either
+                    codes_np = sieve(
+                        codes_np, clean_conf, class_codes, plan.grid.resolution,
+                        unresolved=product.reasons.low_confidence,
+                    )  # fmt: skip
+                report = masking_report(codes_np, predicted, class_codes, names, product.reasons)
+                vectors = folder / f"{job.name}.gpkg"
+                urban_atlas_vector(codes_np, clean_conf / 100.0, plan.grid, class_codes, path=vectors,
+                                   crs=spec.vector_crs, sieve_first=False)  # fmt: skip
+                extra.append(vectors)
+                codes, confidence = codes_np, conf_np
+                tags["MMU"] = spec.minimum_mapping_unit
+            else:
+                counts = merge_counts([e["counts"][product.name] for e in entries])
+                report = report_from_counts(counts, class_codes, names)
+            map_set = write_map_set(
+                folder, job.name, codes, plan.grid, product.legend, (job.period.start, job.period.end),
+                reasons=product.reasons, confidence=confidence, n_clear=n_clear, tags=tags, inputs=inputs,
+                description="Urban Atlas 2018 class" if product.name == "urban_atlas" else "land cover class",
+            )  # fmt: skip
+            map_sets.append(map_set)
+            masking[f"{product.name}/{map_set.name}"] = report
+            metrics[product.name] = {"model": product.metrics, "thresholds": product.policy_report}
+            products[product.name] = [*map_set.files, *extra]
+    written = write_run_report(out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"))
+    report = written.get("html") or next(iter(written.values()), None)
+    files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()]
+    for product in plan.products:
+        products[product.name].sort()
+    return products, report, files
+
+
+def iter_block_files(out_dir: Path) -> Iterator[Path]:
+    yield from sorted((out_dir / BLOCKS).rglob("*.tif"))

@@ -1,0 +1,71 @@
+"""Encoder benchmark: the reference-style encoder reproduces parity, agrees with ours, and the benchmark runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import encoder as bench
+from benchmarks.reference_presto import ReferenceEncoder, load_reference_encoder
+from models.presto import CHANNELS, load_presto_encoder
+
+PARITY = Path(__file__).parent / "data" / "presto_parity.npz"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference() -> ReferenceEncoder:
+    return load_reference_encoder()
+
+
+@pytest.mark.parametrize("which", ["", "_full"])
+def test_reference_reproduces_parity(reference: ReferenceEncoder, which: str) -> None:
+    with np.load(PARITY) as data:
+        p = {k: torch.from_numpy(data[k]) for k in data.files}
+    x, mask, expected = p[f"x{which}"], p[f"mask{which}"], p[f"embeddings{which}"]
+    n = len(x)
+    with torch.inference_mode():
+        out = reference(x, p["dynamic_world"][:n], p["latlons"][:n], mask, int(p["start_month"]))
+    assert float((out - expected).abs().max()) < TOL
+
+
+def test_ours_matches_reference_with_every_source_present(reference: ReferenceEncoder) -> None:
+    # S1, ERA5, SRTM and Dynamic World present (parity only has S2): the token-skipping paths must not change
+    # anything. Equal mask counts per sample, as the reference needs: B8A absent, B2 missing in one month.
+    rng = np.random.default_rng(3)
+    n, t = 24, 7
+    x = torch.from_numpy(rng.normal(size=(n, t, len(CHANNELS))).astype(np.float32))
+    mask = torch.zeros(n, t, len(CHANNELS), dtype=torch.bool)
+    mask[:, :, CHANNELS.index("B8A")] = True
+    mask[:, 2, CHANNELS.index("B2")] = True
+    dw = torch.from_numpy(np.tile(rng.integers(0, 9, (1, t)), (n, 1)))
+    dw[:, 4] = 9  # one month without Dynamic World
+    latlons = torch.from_numpy(np.stack([rng.uniform(-60, 70, n), rng.uniform(-180, 180, n)], -1).astype(np.float32))
+    ours = load_presto_encoder()
+    with torch.inference_mode():
+        a = ours(x, mask, dw, latlons, 5)
+        b = reference(x, dw, latlons, mask, 5)
+    assert float((a - b).abs().max()) < 1e-5
+
+
+def test_reference_rejects_unequal_masks(reference: ReferenceEncoder) -> None:
+    inputs = bench.make_inputs(2, torch.device("cpu"))
+    inputs["mask"][0, 3, CHANNELS.index("B2")] = True
+    with pytest.raises(ValueError, match="same number of masked tokens"):
+        bench.run_reference(reference, inputs, slice(0, 2))
+
+
+def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "encoder.json"
+    results = bench.main(["--pixels", "256", "--repeats", "1", "--batch", "128", "--json", str(out)])
+    assert json.loads(out.read_text()) == results
+    assert set(results["rows"]) == {"reference fp32", "ours fp32", "ours bf16 autocast"}
+    assert max(results["parity_max_abs_error"].values()) < TOL
+    assert results["ours_vs_reference_max_abs_error"] < TOL
+    for row in results["rows"].values():
+        assert row["px_per_s"] > 0 and row["gflops"] > 0 and row["of_matmul_peak"] > 0
+    assert results["rows"]["reference fp32"]["vs_reference_fp32"] == 1.0

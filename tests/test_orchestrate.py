@@ -1,0 +1,117 @@
+"""Regional runs: blocks on Dask equal the single-process result; a killed run resumes to identical outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.ingest import generate_region
+from pipeline.orchestrate import MANIFEST
+
+SIZE = 64  # 4 blocks of 32 px, 12 months: small enough for 2 CPU cores, big enough for several blocks
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("region")
+    return generate_region(folder / "scenes", SIZE, months=12, scenes_per_month=1, seed=3)
+
+
+def job_file(folder: Path, items: Path, **compute: object) -> Path:
+    spec = {
+        "name": "region",
+        "inputs": [{"kind": "stac", "paths": [str(items)]}],
+        "period": {"start": "2021-01-01", "end": "2021-12-31"},
+        "ingest": {"bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]},
+        "products": {"landcover": {"target_accuracy": 0.85}},
+        "compute": {"block_size": 32, **compute},
+        "output": {"dir": str(folder / "out"), "cube": False},
+    }
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def checksums(out: Path) -> dict[str, str]:
+    """Checksums of the final maps and their companions (the report also records the compute settings and folder)."""
+    recorded = json.loads((out / "final.json").read_text())["checksums"]
+    maps = {name: sha for name, sha in recorded.items() if not name.startswith("report/")}
+    assert len(maps) == 8  # map, aux.xml, qml, STAC item, confidence + qml, nclear + qml
+    return maps
+
+
+def suelo(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def single_process(region: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("single")
+    done = suelo("run", str(job_file(folder, region, scheduler="synchronous")))
+    assert done.returncode == 0, done.stderr
+    return folder / "out"
+
+
+def test_two_local_workers_equal_one_process(region: Path, single_process: Path, tmp_path: Path) -> None:
+    done = suelo("run", str(job_file(tmp_path, region, workers=2, scheduler="local")), "--log-format", "json")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    workers = {e["worker"] for e in events if e["event"] == "block_done"}
+    assert len([e for e in events if e["event"] == "block_done"]) == 4 and len(workers) == 2
+    assert checksums(tmp_path / "out") == checksums(single_process)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["stats"]["blocks"]["backend"].startswith("dask LocalCluster")
+    assert len(run["stats"]["blocks"]["peak_rss_mb_per_worker"]) == 2
+
+
+def test_killed_run_resumes_without_redoing_blocks(region: Path, single_process: Path, tmp_path: Path) -> None:
+    job = job_file(tmp_path, region, scheduler="synchronous")
+    manifest = tmp_path / "out" / MANIFEST
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.exists() and len(manifest.read_text().splitlines()) >= 3:  # header + 2 finished blocks
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = len(manifest.read_text().splitlines()) - 1
+    assert 2 <= finished_before < 4
+    assert not (tmp_path / "out" / "landcover").exists()  # no final map from an unfinished run
+    resumed = suelo("run", str(job), "--log-format", "json")
+    assert resumed.returncode == 0, resumed.stderr
+    events = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["already_done"] == finished_before
+    assert len([e for e in events if e["event"] == "block_done"]) == 4 - finished_before
+    assert checksums(tmp_path / "out") == checksums(single_process)
+    again = suelo("run", str(job))
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
+def test_failed_block_is_reported_and_exit_code_is_one(region: Path, tmp_path: Path) -> None:
+    job = job_file(tmp_path, region, scheduler="synchronous", retries=1)
+    # corrupt one scene's SCL (read first by every block): the run must report the failed blocks, not drop them
+    broken = tmp_path / "scenes"
+    import shutil
+
+    shutil.copytree(region.parent, broken)
+    victim = broken / "scene_05_0" / "SCL.tif"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    spec = yaml.safe_load(job.read_text())
+    spec["inputs"][0]["paths"] = [str(broken / "items.json")]
+    job.write_text(yaml.safe_dump(spec))
+    done = suelo("run", str(job))
+    assert done.returncode == 1
+    assert "4 block(s) failed" in done.stderr and "SCL.tif" in done.stderr
+    assert not (tmp_path / "out" / "landcover").exists()
