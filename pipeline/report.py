@@ -23,10 +23,11 @@ from pipeline.atomic import atomic_output
 from pipeline.write import MapSet, hex_to_rgba, write_text_atomic
 
 QUICKLOOK_MAX = 512
+QUICKLOOK_MIN = 300
 
 
 def quicklook_rgba(map_path: str | Path, entries: Sequence[tuple[int, str, str | None]]) -> np.ndarray:
-    """The class map at <= 512 px a side, colored with its legend (nodata and unknown codes transparent).
+    """The class map at 300-512 px a side, colored with its legend (nodata and unknown codes transparent).
 
     Read through the COG's overviews with nearest resampling (the overviews were built with ``mode``), so no
     color that is not a class color can appear.
@@ -38,7 +39,9 @@ def quicklook_rgba(map_path: str | Path, entries: Sequence[tuple[int, str, str |
     lut = np.zeros((65536, 4), dtype=np.uint8)
     for code, _name, color in entries:
         lut[int(code)] = hex_to_rgba(color)
-    return lut[codes]
+    # small maps are blown up by whole pixels (still no new colors) so a 100 px map is readable in the report
+    zoom = max(1, QUICKLOOK_MIN // max(codes.shape))
+    return lut[np.repeat(np.repeat(codes, zoom, axis=0), zoom, axis=1)]
 
 
 def write_png(path: Path, rgba: np.ndarray) -> Path:
