@@ -320,15 +320,18 @@ def load_presto_encoder(path: str | Path = DEFAULT_WEIGHTS, config: PrestoConfig
 
     Only weights-only files are accepted: an arbitrary pickle can run code when loaded.
     """
+    from pipeline.errors import ModelFileError
+
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises UnpicklingError or RuntimeError depending on the file
-        raise ValueError(f"{path} is not a weights-only torch state dict: {exc}") from exc
+        problem = " ".join(str(exc).split())[:300]
+        raise ModelFileError(path, f"is not a weights-only torch state dict: {type(exc).__name__}: {problem}") from exc
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict")
+        raise ModelFileError(path, f"holds a {type(state).__name__}, expected a state dict")
     prefix = "encoder."
     encoder_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     encoder = Encoder(config)
@@ -341,9 +344,10 @@ def load_presto_encoder(path: str | Path = DEFAULT_WEIGHTS, config: PrestoConfig
         if k in expected and v.shape != expected[k].shape
     ]
     if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{path} does not match the Presto encoder ({encoder.config}): missing {missing}, unexpected {unexpected},"
-            f" shape mismatches {mismatched}"
+        raise ModelFileError(
+            path,
+            f"does not match the Presto encoder ({encoder.config}): missing {missing}, unexpected {unexpected},"
+            f" shape mismatches {mismatched}",
         )
     encoder.load_state_dict(encoder_state, strict=True)
     return encoder.eval()

@@ -271,9 +271,27 @@ def load_segmenter(path: Any) -> tuple[UNetSegmenter, dict[str, Any]]:
     """The model (eval mode) and the decoded JSON extras of a file written by :func:`save_segmenter`."""
     import json
 
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    config = SegmenterConfig.from_dict(json.loads(data["config_json"]))
-    model = UNetSegmenter(config)
-    model.load_state_dict({k[len("state.") :]: v for k, v in data.items() if k.startswith("state.")}, strict=True)
-    extras = {k[: -len("_json")]: json.loads(v) for k, v in data.items() if k.endswith("_json") and k != "config_json"}
+    from pipeline.errors import ModelFileError
+
+    if isinstance(path, (str, Path)) and not Path(path).is_file():
+        raise ModelFileError(path, "segmenter file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for pickles with code, RuntimeError/EOFError for non-torch files
+        raise ModelFileError(
+            path, f"not a suelo segmenter (not a weights-only torch file: {type(exc).__name__})"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("config_json"), str):
+        raise ModelFileError(path, "not a suelo segmenter (no config_json entry)")
+    try:
+        config = SegmenterConfig.from_dict(json.loads(data["config_json"]))
+        model = UNetSegmenter(config)
+        state = {k[len("state.") :]: v for k, v in data.items() if k.startswith("state.")}
+        model.load_state_dict(state, strict=True)
+        extras = {
+            k[: -len("_json")]: json.loads(v) for k, v in data.items() if k.endswith("_json") and k != "config_json"
+        }
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: state dict mismatch
+        problem = " ".join(str(exc).split())[:300]
+        raise ModelFileError(path, f"not a usable suelo segmenter ({type(exc).__name__}: {problem})") from exc
     return model.eval(), extras

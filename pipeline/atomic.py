@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,9 +33,26 @@ def atomic_output(final: Path) -> Iterator[Path]:
         # mkstemp creates 0600 files; publish with the permissions a plain open() would have given
         os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and _disk_full(final.parent)
         tmp.unlink(missing_ok=True)
+        for stray in final.parent.glob(f"{glob.escape(tmp.name)}*"):  # writers' own side files (GDAL's .stage.tif)
+            stray.unlink(missing_ok=True)
+        if full and not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+            # GDAL reports a full disk as some later read/write error; say what really happened
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final)) from exc
         raise
+
+
+#: A failed write with less free space than this beside it is reported as a full disk.
+DISK_FULL_BYTES = 1024**2
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_BYTES
+    except OSError:
+        return False
 
 
 def _current_umask() -> int:

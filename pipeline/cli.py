@@ -6,7 +6,9 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +22,53 @@ from pipeline.errors import SueloError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Environment failures a user can act on (free space, fix permissions) and then re-run to resume: exit 1.
+_RESOURCE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line: embedded newlines (YAML, XML, GDAL messages carry them) become spaces."""
+    return " ".join(str(message).split())
+
+
+def _out_of_space(exc: BaseException) -> str | None:
+    """A one-line description if ``exc`` (or what caused it) is a full disk/quota or read-only file system.
+
+    Python raises OSError with an errno; GDAL (through rasterio) raises its own errors with the C library's text.
+    """
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRORS:
+            return f"{exc.strerror or exc}" + (f" writing {exc.filename}" if exc.filename else "")
+        text = one_line(exc)
+        if any(os.strerror(code) in text for code in _RESOURCE_ERRORS):
+            return text
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
+    return None
+
+
 def reports_errors(command: F) -> F:
-    """Turn :class:`SueloError` into a one-line message and exit status 2."""
+    """Turn :class:`SueloError` into a one-line message and exit status 2.
+
+    A full disk (or quota, or read-only file system) is no user error but needs no traceback either: one line and
+    exit status 1, like a failed block; outputs are atomic, so re-running after freeing space resumes.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except SueloError as exc:
-            click.echo(f"suelo: error: {exc}", err=True)
+            click.echo(f"suelo: error: {one_line(exc)}", err=True)
             sys.exit(2)
+        except Exception as exc:
+            problem = _out_of_space(exc)
+            if problem is None:
+                raise
+            click.echo(
+                f"suelo: error: {problem}; nothing partial was published, free space and re-run to resume", err=True
+            )
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -52,13 +91,14 @@ def main() -> None:
 @reports_errors
 def validate(job_file: Path) -> None:
     """Check a job spec and its inputs without processing anything."""
-    from pipeline.ingest import discover_scenes, job_grid, scenes_on_grid
+    from pipeline.ingest import check_remote_access, discover_scenes, job_grid, scenes_on_grid
     from pipeline.settings import load_job
 
     job = load_job(job_file)
     scenes = discover_scenes(job)
     grid = job_grid(job, scenes)
     scenes = scenes_on_grid(scenes, grid)
+    check_remote_access(scenes)
     click.echo(f"{job_file}: valid")
     click.echo(f"  scenes on the grid: {len(scenes)} ({scenes[0].acquired:%Y-%m-%d} .. {scenes[-1].acquired:%Y-%m-%d})")
     click.echo(f"  grid: {grid.crs.to_string()} {grid.width} x {grid.height} px at {grid.resolution[0]:g} m")
@@ -106,7 +146,7 @@ def run(
             f"suelo: {len(result.failures)} block(s) failed; finished blocks are kept, re-run to resume:", err=True
         )
         for failure in result.failures:
-            click.echo(f"  {failure.block}: {failure.error} (after {failure.attempts} attempts)", err=True)
+            click.echo(f"  {failure.block}: {one_line(failure.error)} (after {failure.attempts} attempts)", err=True)
         sys.exit(1)
     if result.skipped:
         click.echo(f"{job.output.dir}: up to date (same job, inputs and models), nothing to do")
@@ -196,6 +236,26 @@ def _load_training_samples(
 @click.option(
     "--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True)
 )
+@click.option(
+    "--model",
+    "model_kind",
+    type=click.Choice(["landcover", "segmenter"]),
+    default="landcover",
+    show_default=True,
+    help="segmenter: the urban-atlas U-Net from ONE polygon file or label raster.",
+)
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(1), help="Segmenter: training steps.")
+@click.option("--chip", default=64, show_default=True, type=click.IntRange(4), help="Segmenter: chip size (px).")
+@click.option("--depth", default=3, show_default=True, type=click.IntRange(0, 6), help="Segmenter: U-Net levels.")
+@click.option("--base-width", default=16, show_default=True, type=click.IntRange(1), help="Segmenter: channels.")
+@click.option(
+    "--block",
+    "block_px",
+    type=click.IntRange(1),
+    help="Segmenter: validation block size in px (default: the chip size).",
+)
+@click.option("--guard", default=8, show_default=True, type=click.IntRange(0),
+              help="Segmenter: px around validation blocks left out of training.")  # fmt: skip
 @reports_errors
 def train(
     samples: tuple[Path, ...],
@@ -207,8 +267,34 @@ def train(
     seed: int,
     block_m: float,
     val_fraction: float,
+    model_kind: str,
+    steps: int,
+    chip: int,
+    depth: int,
+    base_width: int,
+    block_px: int | None,
+    guard: int,
 ) -> None:
-    """Train a land-cover model (Presto + MLP head) on labelled samples and write the model artifact."""
+    """Train a land-cover model (Presto + MLP head) on labelled samples and write the model artifact.
+
+    With --model segmenter: train the U-Net segmenter (cube summaries + Presto embeddings) on ONE polygon file
+    (--class-column, default code_2018) or label raster over --cube, calibrate it on its spatially held-out
+    validation blocks and write the model and a <stem>_report/ folder (default legend: Urban Atlas 2018).
+    """
+    if model_kind == "segmenter":
+        from pipeline.errors import ConfigError
+        from pipeline.train_segmenter import SegmenterTrainConfig, train_segmenter_from_files
+
+        if len(samples) != 1 or cube is None:
+            raise ConfigError("--model segmenter takes one label file (polygons or a label raster) and --cube")
+        config = SegmenterTrainConfig(
+            chip=chip, steps=steps, depth=depth, base_width=base_width, block=block_px or chip, guard=guard,
+            val_fraction=val_fraction, eval_every=max(1, min(50, steps // 5)),
+        )  # fmt: skip
+        log = functools.partial(click.echo, err=True)
+        train_segmenter_from_files(samples[0], cube, output, legend_path, class_column or "code_2018", config,
+                                   seed, log=log)  # fmt: skip
+        return
     from models.artifact import save_artifact
     from pipeline.train import TrainConfig, train_model, write_training_figures
 

@@ -20,3 +20,10 @@ class InputError(SueloError):
 
 class ConfigError(SueloError):
     """The job spec or a command-line option is invalid."""
+
+
+class ModelFileError(InputError, ValueError):
+    """A model/weights file that is missing, not ours, or not loadable weights-only.
+
+    Also a ValueError, which is what the model loaders raised before, so existing callers keep working.
+    """

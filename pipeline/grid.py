@@ -19,6 +19,8 @@ from rasterio.warp import transform_bounds, transform_geom
 from pipeline.errors import ConfigError
 
 Bounds = tuple[float, float, float, float]
+#: About 10,000 km at 10 m: larger than any real region, small enough that block lists and arrays stay sane.
+MAX_GRID_SIDE = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class Grid:
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
             raise ConfigError(f"grid shape must be positive, got height={self.height} width={self.width}")
+        if self.height > MAX_GRID_SIDE or self.width > MAX_GRID_SIDE:
+            raise ConfigError(
+                f"grid of {self.width} x {self.height} pixels exceeds {MAX_GRID_SIDE} pixels per side "
+                "(absurd AOI or input footprint?)"
+            )
         if self.transform.b != 0 or self.transform.d != 0 or self.transform.e >= 0 or self.transform.a <= 0:
             raise ConfigError(f"grid transform must be north-up with positive pixel size, got {self.transform!r}")
 
@@ -45,9 +52,16 @@ class Grid:
         are multiples of 60 m), so no resampling shift is introduced for inputs already in the target CRS.
         """
         left, bottom, right, top = bounds
+        if not all(math.isfinite(v) for v in (left, bottom, right, top, resolution)):
+            raise ConfigError(f"grid bounds {bounds} and resolution {resolution} must be finite")
         if not (right > left and top > bottom):
             raise ConfigError(f"empty bounds {bounds}")
         res = float(resolution)
+        if (right - left) / res > MAX_GRID_SIDE or (top - bottom) / res > MAX_GRID_SIDE:
+            raise ConfigError(
+                f"bounds {bounds} at {res:g} m make a grid above {MAX_GRID_SIDE} pixels per side "
+                "(absurd AOI or input footprint?)"
+            )
         snapped_left = math.floor(left / res + 1e-9) * res
         snapped_top = math.ceil(top / res - 1e-9) * res
         width = max(1, math.ceil((right - snapped_left) / res - 1e-9))

@@ -122,10 +122,17 @@ def load_legend(path: str | Path = DEFAULT_LEGEND) -> Legend:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read legend: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read legend: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid {kind}: nested too deeply") from None
+    except Exception as exc:  # PyYAML's own constructors fail with ValueError/IndexError on e.g. "!!float ;"
+        raise ConfigError(f"{path}: not valid {kind}: {type(exc).__name__}: {exc}") from exc
     if isinstance(data, dict) and "classes" in data:
         data = data["classes"]
     return Legend.from_list(data, path)

@@ -23,11 +23,13 @@ import functools
 import hashlib
 import json
 import os
+import re
 import resource
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import atomic_output, write_json_atomic
-from pipeline.errors import ConfigError, SueloError
+from pipeline.errors import ConfigError, InputError, SueloError
 from pipeline.grid import Grid
 from pipeline.ingest.scene import Scene
 from pipeline.legend import Legend
@@ -152,6 +154,8 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
 
         path = Path(urban.model or DEFAULT_MODELS["urban_atlas"])
         _model, meta = load_segmenter(path)
+        if not isinstance(meta.get("legend_codes"), list) or not meta["legend_codes"]:
+            raise InputError(path, "segmenter file has no legend_codes")
         bands = meta.get("bands", list(SEGMENTER_BANDS))
         missing = sorted(set(bands) - set(job.ingest.bands))
         if missing:
@@ -160,7 +164,11 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
                 "trained without them"
             )
         full = urban_atlas_legend()
-        legend = Legend(tuple(full.by_code(int(c)) for c in meta["legend_codes"]))
+        try:
+            legend = Legend(tuple(full.by_code(int(c)) for c in meta["legend_codes"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            codes = meta["legend_codes"]
+            raise InputError(path, f"segmenter legend_codes {codes!r} are not Urban Atlas codes") from exc
         meta.setdefault("legend", [{"code": int(c)} for c in meta["legend_codes"]])
         policy, report = policy_for_model(
             meta, urban.target_accuracy, urban.delta, urban.threshold, None, False, urban.min_clear_observations
@@ -362,8 +370,14 @@ class Manifest:
         return done
 
     def append(self, entry: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with open(self.path, "ab+") as handle:
+            # a line torn by a full disk must not swallow this one: start on a fresh line
+            if handle.seek(0, os.SEEK_END) > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
+            handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -548,11 +562,51 @@ class RegionResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+LOCK = ".suelo.lock"
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_output's mkstemp names look like
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Exclusive use of ``out_dir`` by one run (an advisory ``flock``, released by the kernel even on ``kill -9``).
+
+    Two runs writing one manifest would interleave their blocks; the second one is refused instead.
+    """
+    import fcntl
+
+    with open(out_dir / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"{out_dir}: another suelo run is writing to this folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete temporary files that a killed run left behind (never outputs: those are renamed into place)."""
+    removed = 0
+    for path in out_dir.rglob("*.tmp"):
+        if _TEMPORARY.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def run_region(plan: RunPlan, overwrite: bool = False, log_format: str = "text") -> RegionResult:
     """Run every unfinished block of ``plan``, then (all done) assemble and write the final products."""
-    started = time.perf_counter()
     out_dir = Path(plan.job.output.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir):
+        remove_stale_temporaries(out_dir)
+        return _run_region(plan, overwrite, log_format)
+
+
+def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult:
+    started = time.perf_counter()
+    out_dir = Path(plan.job.output.dir)
     manifest = Manifest(out_dir / MANIFEST)
     done = manifest.finished(plan, overwrite)
     blocks = plan.blocks()

@@ -7,6 +7,7 @@ same run as the YAML file. Relative paths in a job file are resolved against the
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from pathlib import Path
@@ -33,6 +34,17 @@ class Settings(BaseModel):
     """Base of all settings: immutable, unknown keys are errors (a typo must not silently become a default)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # A NUL byte cannot be in a path or name; left in, it surfaces later as a ValueError from os calls.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                values = value if isinstance(value, (list, tuple)) else [value]
+                if any(isinstance(v, (str, os.PathLike)) and "\0" in str(v) for v in values):
+                    raise ValueError(f"{key}: contains a NUL character")
+        return data
 
 
 class SafeInput(Settings):
@@ -114,6 +126,8 @@ class AoiSpec(Settings):
     def _one_of(self) -> AoiSpec:
         if (self.file is None) == (self.bbox is None):
             raise ValueError("give exactly one of aoi.file or aoi.bbox")
+        if self.bbox is not None and not all(math.isfinite(v) for v in self.bbox):
+            raise ValueError(f"aoi.bbox must be finite numbers: {self.bbox}")
         if self.bbox is not None and not (self.bbox[2] > self.bbox[0] and self.bbox[3] > self.bbox[1]):
             raise ValueError(
                 f"aoi.bbox must be left, bottom, right, top with right > left and top > bottom: {self.bbox}"
@@ -320,17 +334,48 @@ def _absolute(value: Any, base: Path) -> Any:
     return os.path.normpath(path if path.is_absolute() else (base / path))
 
 
+#: Job specs are a few dozen values; YAML aliases can make a small file expand exponentially ("billion laughs").
+MAX_SPEC_VALUES = 100_000
+#: A job file is a few kB; anything far larger is not a job spec and is not read into memory.
+MAX_SPEC_BYTES = 16 * 1024**2
+
+
+def _check_size(data: Any, origin: str) -> None:
+    """Refuse documents whose aliases expand beyond :data:`MAX_SPEC_VALUES` values (counted with early exit)."""
+    count = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_SPEC_VALUES:
+            raise ConfigError(f"{origin}: job spec expands to more than {MAX_SPEC_VALUES} values (YAML alias bomb?)")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
     """Parse and validate a YAML job file (safe loading: no YAML tags execute anything)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a job spec")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read job spec ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: job spec is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    except Exception as exc:  # PyYAML's own constructors fail with ValueError/IndexError on e.g. "!!float ;"
+        raise ConfigError(f"{path}: not valid YAML ({type(exc).__name__}: {exc})") from exc
+    _check_size(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a job spec is a YAML mapping, got {type(data).__name__}")
     base = path.resolve().parent

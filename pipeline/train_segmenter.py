@@ -21,6 +21,7 @@ import copy
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -268,3 +269,262 @@ def train_segmenter(
         class_weights=weights.tolist(),
     )
     return model, metrics
+
+
+# -- from files (``suelo train --model segmenter``) ---------------------------------------------------------------
+
+DEFAULT_SEGMENTER_LEGEND = "urban_atlas_2018.yaml"  # in data/legends
+CALIBRATION_STRIDE = 4  # validation pixels on a 4-px lattice, as models/train_default_segmenter.py
+MIN_CALIBRATION_PIXELS = 100  # below this the lattice is made denser (recorded in the calibration metrics)
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+_NO_LABEL = -1  # label rasters' nodata on the cube grid (0 may be a legend code)
+
+
+@dataclass
+class SegmenterLabels:
+    """Label codes on the cube grid (``_NO_LABEL`` where unlabelled) and what was dropped reading them."""
+
+    codes: np.ndarray
+    kind: str  # "polygons" or "raster"
+    unknown_codes: dict[int | str, int]  # code -> polygons (vector) or pixels (raster) not in the legend
+
+
+def _sha256(path: Any) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_segmenter_labels(path: Any, grid: Grid, legend: Legend, class_column: str = "code_2018") -> SegmenterLabels:
+    """Polygons (any OGR vector, class codes or names in ``class_column``) or a label raster (nodata skipped),
+    on ``grid``; codes the legend lacks are dropped and counted, not an error."""
+    from pipeline.errors import InputError
+
+    path = Path(path)
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        import rasterio
+
+        try:
+            with rasterio.open(path) as src:
+                data, nodata, transform, crs = src.read(1), src.nodata, src.transform, src.crs
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError(path, f"cannot read label raster: {exc}") from exc
+        if crs is None:
+            raise InputError(path, "the label raster has no CRS")
+        data = data.astype(np.float64)
+        missing = ~np.isfinite(data) if nodata is None else (~np.isfinite(data) | (data == nodata))
+        data = np.where(missing, _NO_LABEL, data)
+        if (data != np.round(data)).any():
+            raise InputError(path, "a label raster must hold integer class codes")
+        codes = warp_label_raster(data.astype(np.int32), transform, crs, grid, nodata=_NO_LABEL)
+        present, counts = np.unique(codes[codes != _NO_LABEL], return_counts=True)
+        unknown = {int(c): int(n) for c, n in zip(present, counts, strict=True) if int(c) not in legend.codes}
+        codes[np.isin(codes, list(unknown))] = _NO_LABEL
+        return SegmenterLabels(codes, "raster", unknown)
+
+    from pipeline.samples import read_label_vector
+
+    gdf = read_label_vector(path)
+    if class_column not in gdf.columns:
+        raise InputError(path, f"no class column {class_column!r} (columns: {[str(c) for c in gdf.columns][:20]})")
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+
+    def code_of(value: Any) -> int | None:
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        return legend.code_for(int(value) if isinstance(value, (int, np.integer)) else str(value))
+
+    mapped = [code_of(v) for v in gdf[class_column].to_numpy()]
+    known = np.array([m is not None for m in mapped], dtype=bool)
+    unknown: dict[int | str, int] = {}
+    for value in gdf[class_column].to_numpy()[~known]:
+        key = int(value) if isinstance(value, (int, np.integer)) else str(value)
+        unknown[key] = unknown.get(key, 0) + 1
+    kept = gdf[known].copy()
+    kept["_suelo_code"] = np.array([m for m in mapped if m is not None], dtype=np.int64)
+    # rasterize_labels fills with 0; a legend with a class 0 needs another fill, so shift codes by one
+    kept["_suelo_code"] += 1
+    codes = rasterize_labels(kept, grid, "_suelo_code").astype(np.int32) - 1
+    return SegmenterLabels(codes, "polygons", unknown)
+
+
+def _calibration_pixels(val_pixels: np.ndarray, stride: int = CALIBRATION_STRIDE) -> tuple[np.ndarray, int]:
+    """Validation pixels on a ``stride`` lattice (denser when that leaves fewer than MIN_CALIBRATION_PIXELS)."""
+    for s in range(stride, 0, -1):
+        lattice = np.zeros(val_pixels.shape, dtype=bool)
+        lattice[::s, ::s] = True
+        keep = lattice & val_pixels
+        if keep.sum() >= MIN_CALIBRATION_PIXELS or s == 1:
+            return keep, s
+    raise AssertionError("unreachable")
+
+
+def train_segmenter_from_files(
+    labels_path: Any,
+    cube_path: Any,
+    output: Any,
+    legend_path: Any | None = None,
+    class_column: str = "code_2018",
+    config: SegmenterTrainConfig | None = None,
+    seed: int = 0,
+    target_accuracy: float = 0.95,
+    device: str = "cpu",
+    log: Any = print,
+) -> dict[str, Any]:
+    """``suelo train --model segmenter``: labels + a suelo cube -> a calibrated segmenter file and a report.
+
+    Features are :func:`models.segmenter.segmenter_features` of the cube's Presto bands plus the Presto embeddings
+    (:func:`models.inference.encode_cube`, as a job computes them); :func:`train_segmenter` trains with its spatial
+    block split; the validation pixels (on a lattice) fit the temperature and certify the confidence threshold
+    (:func:`pipeline.threshold.calibrate_and_certify`). Writes ``output`` (``save_segmenter``) and
+    ``<stem>_report/`` (metrics.json, confusion.png, reliability.png, risk_coverage.json/png). Returns a summary.
+    """
+    from models.artifact import cube_product_level
+    from models.inference import encode_cube
+    from models.presto import DEFAULT_WEIGHTS, load_presto_encoder
+    from models.segmenter import DEFAULT_BANDS, feature_names, save_segmenter, segmenter_features, segmenter_inputs
+    from pipeline import __version__
+    from pipeline.composite import cube_grid, open_cube
+    from pipeline.errors import ConfigError
+    from pipeline.legend import DEFAULT_LEGEND, load_legend
+    from pipeline.segment import predict_array
+    from pipeline.threshold import calibrate_and_certify
+
+    labels_path, cube_path, output = Path(labels_path), Path(cube_path), Path(output)
+    legend_path = Path(legend_path) if legend_path else DEFAULT_LEGEND.with_name(DEFAULT_SEGMENTER_LEGEND)
+    legend = load_legend(legend_path)
+    cfg = config or SegmenterTrainConfig()
+    started = time.perf_counter()
+
+    cube = open_cube(cube_path)
+    grid = cube_grid(cube)
+    level = cube_product_level(cube, cube_path)
+    have = [str(b) for b in cube["band"].values]
+    bands = [b for b in DEFAULT_BANDS if b in have]
+    needed = [b for b in ("B03", "B04", "B08", "B11") if b not in bands]  # the spectral indices' bands
+    if needed:
+        raise ConfigError(f"{cube_path}: the segmenter needs bands {needed} (the cube has {have})")
+
+    labels = read_segmenter_labels(labels_path, grid, legend, class_column)
+    if labels.unknown_codes:
+        what = "polygons" if labels.kind == "polygons" else "pixels"
+        dropped = sum(labels.unknown_codes.values())
+        shown = dict(list(labels.unknown_codes.items())[:10])
+        log(f"warning: {dropped} {what} with codes not in {legend_path.name} ignored: {shown}")
+    present = set(np.unique(labels.codes[labels.codes != _NO_LABEL]).tolist())
+    if not present:
+        found = f" (found only codes not in it: {list(labels.unknown_codes)[:10]})" if labels.unknown_codes else ""
+        raise ConfigError(f"{labels_path}: no labelled pixel on the cube has a code of the legend {legend_path}{found}")
+    classes = [c for c in legend.classes if c.code in present]
+    if len(classes) < 2:
+        raise ConfigError(f"{labels_path}: only class {classes[0].code} ({classes[0].name}) on the cube; need two")
+    codes, names = [c.code for c in classes], [c.name for c in classes]
+    log(f"labels: {int((labels.codes != _NO_LABEL).sum())} px of {len(codes)} classes on a {grid.width} x "
+        f"{grid.height} px grid ({labels.kind})")  # fmt: skip
+
+    sub = cube.sel(band=bands).load()
+    t0 = time.perf_counter()
+    embeddings = encode_cube(load_presto_encoder(), sub, device=device)
+    log(f"Presto embeddings: {grid.width * grid.height} px x {sub.sizes['time']} months in "
+        f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+    x = segmenter_inputs(segmenter_features(sub, bands), embeddings)
+    fnames = feature_names(bands)
+    target_codes = labels.codes  # _NO_LABEL is no class code: ignored by training and scoring
+    try:
+        model, metrics = train_segmenter(x, target_codes, codes, names, cfg, fnames, seed=seed)
+    except ValueError as exc:
+        raise ConfigError(f"{labels_path}: {exc} (grid {grid.width} x {grid.height} px, chip {cfg.chip}, "
+                          f"block {cfg.block}, guard {cfg.guard})") from exc  # fmt: skip
+    log(f"trained {cfg.steps} steps in {metrics['train_seconds']} s: validation OA {metrics['overall_accuracy']:.3f}, "
+        f"macro F1 {metrics['macro_f1']:.3f}, mIoU {metrics['mean_iou']:.3f}")  # fmt: skip
+
+    # calibration and threshold on the (spatially held-out) validation pixels, on a lattice
+    target = codes_to_indices(target_codes, codes)
+    _, val_mask = spatial_split(target.shape, cfg.block, cfg.val_fraction, cfg.guard, seed)
+    keep, stride = _calibration_pixels(val_mask & (target != IGNORE_INDEX))
+    logits = predict_array(model, x, window=256, overlap=64, output="logits", device="cpu")
+    confidence = calibrate_and_certify(logits[:, keep].T, target[keep], "temperature", target_accuracy)
+    calibration_metrics = confidence["metrics"] | {
+        "pixels": "validation blocks",
+        "lattice_stride": stride,
+        "target_accuracy": target_accuracy,
+    }
+    choice = confidence["thresholds"]["report"]["global"]
+    summary = {k: metrics[k] for k in ("overall_accuracy", "macro_f1", "kappa", "mean_iou")} | {
+        "per_class": {
+            n: {k: round(v[k], 4) for k in ("precision", "recall", "f1", "iou", "support")}
+            for n, v in metrics["per_class"].items()
+        },
+        "train_seconds": metrics["train_seconds"],
+    }
+    all_metrics = {"validation": metrics, "summary": summary, "calibration": calibration_metrics}
+    provenance = {
+        "labels": str(labels_path),
+        "labels_sha256": _sha256(labels_path),
+        "labels_kind": labels.kind,
+        "class_column": class_column if labels.kind == "polygons" else None,
+        "unknown_codes_ignored": {str(k): v for k, v in labels.unknown_codes.items()},
+        "legend": str(legend_path),
+        "cube": str(cube_path),
+        "cube_months": [str(t)[:7] for t in cube["time"].values],
+        "product_level": level,
+        "grid": grid.to_dict(),
+        "train_config": cfg.to_dict(),
+        "seed": seed,
+        "embeddings": f"{Path(DEFAULT_WEIGHTS).name} via models.inference.encode_cube (fp32)",
+        "command": "suelo train --model segmenter (pipeline.train_segmenter.train_segmenter_from_files)",
+        "software": {"suelo": __version__, "torch": torch.__version__},
+    }
+    save_segmenter(
+        model,
+        output,
+        feature_names=fnames,
+        bands=bands,
+        legend_codes=codes,
+        legend_names=names,
+        legend=Legend(tuple(classes)).to_list(),
+        product_level=level,
+        months=int(cube.sizes["time"]),
+        metrics=all_metrics,
+        calibration=confidence["calibration"],
+        thresholds=confidence["thresholds"],
+        validation_scores=confidence["validation_scores"],
+        provenance=provenance,
+    )
+    report_dir = write_segmenter_report(output.with_name(f"{output.stem}_report"), all_metrics, logits[:, keep].T,
+                                        target[keep], confidence)  # fmt: skip
+    log(f"calibration: T {calibration_metrics['temperature']:.3f}, ECE {calibration_metrics['ece_before']:.3f} -> "
+        f"{calibration_metrics['ece_after']:.3f} on {calibration_metrics['n']} px (lattice {stride}); threshold for "
+        f"{target_accuracy:.0%}: {choice['threshold']:.3f} (coverage {choice['coverage']:.1%}); wrote {output} and "
+        f"{report_dir}")  # fmt: skip
+    return {"metrics": all_metrics, "report_dir": report_dir, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def write_segmenter_report(
+    folder: Any, metrics: dict[str, Any], logits: np.ndarray, targets: np.ndarray, confidence: dict[str, Any]
+) -> Any:
+    """metrics.json, the validation confusion matrix, reliability diagram and risk-coverage curve in ``folder``."""
+    from pipeline.atomic import write_json_atomic
+    from pipeline.calibrate import Calibration, plot_reliability, reliability
+    from pipeline.evaluate import plot_confusion
+    from pipeline.threshold import ThresholdChoice, confidence_score, write_risk_coverage
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "metrics.json", metrics)
+    plot_confusion(metrics["validation"], folder / "confusion.png",
+                   f"U-Net segmenter, validation blocks (mIoU {metrics['validation']['mean_iou']:.3f})")  # fmt: skip
+    calibrated = Calibration.from_dict(confidence["calibration"]).apply(logits)
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    plot_reliability(reliability(z / z.sum(axis=1, keepdims=True), targets), reliability(calibrated, targets),
+                     folder / "reliability.png", title="Validation reliability (temperature scaling)")  # fmt: skip
+    thresholds = confidence["thresholds"]
+    scores = confidence_score(calibrated, thresholds["policy"]["score"])
+    write_risk_coverage(scores, calibrated.argmax(1) == targets,
+                        ThresholdChoice.from_dict(thresholds["report"]["global"]),
+                        folder / "risk_coverage.json", folder / "risk_coverage.png")  # fmt: skip
+    return folder

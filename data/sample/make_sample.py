@@ -144,9 +144,7 @@ def write_cog(path: Path, values: np.ndarray, crs: CRS, transform: Affine, band:
         raise SystemExit(f"{path}: not a valid COG: {errors}")
 
 
-def stac_item(
-    day: dt.date, folder: str, crs: CRS, transform: Affine, shape: tuple[int, int]
-) -> dict[str, Any]:
+def stac_item(day: dt.date, folder: str, crs: CRS, transform: Affine, shape: tuple[int, int]) -> dict[str, Any]:
     height, width = shape
     left, top = transform.c, transform.f
     right, bottom = left + transform.a * width, top + transform.e * height

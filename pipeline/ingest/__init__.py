@@ -50,6 +50,7 @@ __all__ = [
     "Radiometry",
     "Scene",
     "SearchContext",
+    "check_remote_access",
     "discover_scenes",
     "job_grid",
     "read_scene",
@@ -158,6 +159,40 @@ def _union(boxes: Sequence[Bounds]) -> Bounds:
         max(b[2] for b in boxes),
         max(b[3] for b in boxes),
     )
+
+
+#: Prefixes of GDAL's network file systems (what the STAC readers turn http(s)://, s3:// and gs:// hrefs into).
+REMOTE_PREFIXES = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "/vsiadls/", "/vsioss/", "/vsiswift/")
+
+
+def check_remote_access(scenes: Sequence[Scene]) -> None:
+    """Open one remote band per host before any block runs, so an offline machine or a wrong URL is one clear
+    error (naming the href) at the start instead of every block failing after its retries.
+
+    Only the header is read (one HTTP range request); GDAL's HTTP timeouts and retries are bounded (see
+    :mod:`pipeline.ingest.scene`), so this never hangs.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    probed: set[str] = set()
+    for scene in scenes:
+        for ref in (*scene.bands.values(), *([scene.scl] if scene.scl else [])):
+            prefix = next((p for p in REMOTE_PREFIXES if ref.path.startswith(p)), None)
+            if prefix is None:
+                continue
+            host = ref.path[len(prefix) :].split("://", 1)[-1].split("/", 1)[0]
+            if (prefix, host) in probed:
+                continue
+            probed.add((prefix, host))
+            try:
+                with rasterio.open(ref.path):
+                    pass
+            except (RasterioError, OSError) as exc:
+                problem = " ".join(str(exc).split())
+                raise InputError(
+                    ref.name_for_errors, f"cannot open remote asset (offline or wrong URL?): {problem}"
+                ) from exc
 
 
 def scenes_on_grid(scenes: Sequence[Scene], grid: Grid, origin: str = "AOI") -> list[Scene]:

@@ -43,6 +43,10 @@ ZIP_MAX_RATIO = 200
 ZIP_RATIO_MIN_BYTES = 100 * 1024**2
 #: Metadata files are ~100 kB; anything far larger is not a product metadata file and is not read into memory.
 MTD_MAX_BYTES = 64 * 1024**2
+#: Plausible radiometry (ESA uses 10000 and -1000): beyond these the metadata is corrupt, and float32 reflectance
+#: computed from it would overflow or lose all precision.
+QUANTIFICATION_RANGE = (1.0, 1e6)
+MAX_ABS_OFFSET = 65535
 #: Baseline from which L2A/L1C digital numbers carry a -1000 offset that the metadata must state.
 OFFSET_BASELINE = "04.00"
 
@@ -322,7 +326,7 @@ def _parse_metadata(product: _Product, mtd_name: str) -> _Metadata:
         raise InputError(where, "XML declares entities, which Sentinel-2 metadata never does; refusing to parse")
     try:
         root = ET.fromstring(data)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: <?xml encoding="bogus"?>
         raise InputError(where, f"malformed XML ({exc})") from exc
 
     level = MTD_FILES[mtd_name]
@@ -380,8 +384,9 @@ def _radiometry(root: ET.Element, level: str, baseline: str | None, mtd_name: st
     if quant_text is None:
         raise InputError(where, f"missing {quant_tag}")
     quantification = _number(quant_text)
-    if quantification is None or quantification <= 0:
-        raise InputError(where, f"{quant_tag} {quant_text!r} is not a positive number")
+    if quantification is None or not QUANTIFICATION_RANGE[0] <= quantification <= QUANTIFICATION_RANGE[1]:
+        low, high = QUANTIFICATION_RANGE
+        raise InputError(where, f"{quant_tag} {quant_text!r} is not a positive number in {low:g}..{high:g}")
 
     offset_list = root.find(f".//{{*}}{list_tag}")
     offsets: dict[str, float] = {}
@@ -390,11 +395,13 @@ def _radiometry(root: ET.Element, level: str, baseline: str | None, mtd_name: st
             if _local(element.tag) != offset_tag:
                 continue
             band_id, text = element.get("band_id"), (element.text or "").strip()
-            if band_id is None or not band_id.strip().isdigit() or int(band_id) >= len(BAND_ID_ORDER):
+            known = band_id is not None and re.fullmatch(r"[0-9]{1,2}", band_id.strip()) is not None
+            if band_id is None or not known or int(band_id) >= len(BAND_ID_ORDER):
                 raise InputError(where, f"{offset_tag} has band_id {band_id!r}, expected 0..{len(BAND_ID_ORDER) - 1}")
             value = _number(text)
-            if value is None:
-                raise InputError(where, f"{offset_tag} band_id={band_id} {text!r} is not a number")
+            if value is None or abs(value) > MAX_ABS_OFFSET:
+                limit = MAX_ABS_OFFSET
+                raise InputError(where, f"{offset_tag} band_id={band_id} {text!r} is not a number in -{limit}..{limit}")
             offsets[BAND_ID_ORDER[int(band_id)]] = value
         # A partial list would silently give the missing bands offset 0, i.e. reflectance off by 0.1.
         missing = [b for b in BAND_ID_ORDER if b not in offsets]
@@ -456,15 +463,15 @@ def _parse_time(text: str) -> dt.datetime | None:
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     micro = int((fraction or "0")[:6].ljust(6, "0"))
     tz = dt.timezone.utc
-    if zone and zone.upper() != "Z":
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        tz = dt.timezone(sign * dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
     try:
+        if zone and zone.upper() != "Z":
+            sign = -1 if zone[0] == "-" else 1
+            digits = zone[1:].replace(":", "")
+            tz = dt.timezone(sign * dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
         when = dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz)
-    except ValueError:
+        return when.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):  # month 13, offset +99:00, year 1 moved before 0001-01-01 by its zone
         return None
-    return when.astimezone(dt.timezone.utc)
 
 
 def _safe_name(product: _Product) -> str:

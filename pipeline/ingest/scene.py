@@ -7,6 +7,7 @@ of them, so nothing downstream knows which reader a scene came from.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,17 @@ from rasterio.windows import Window
 
 from pipeline.errors import InputError
 from pipeline.grid import Bounds, Grid
+
+# Remote hrefs (/vsicurl/, /vsis3/, ...) must fail, not hang, when the network is down or slow: GDAL's defaults
+# wait on libcurl's (minutes-long) connect timeout. The user's own settings win; Dask workers inherit these.
+# (Not GDAL_DISABLE_READDIR_ON_OPEN: it would also hide local side files such as a map's .aux.xml class names.)
+for _option, _value in (
+    ("GDAL_HTTP_CONNECTTIMEOUT", "10"),
+    ("GDAL_HTTP_TIMEOUT", "60"),
+    ("GDAL_HTTP_MAX_RETRY", "2"),
+    ("GDAL_HTTP_RETRY_DELAY", "1"),
+):
+    os.environ.setdefault(_option, _value)
 
 
 @dataclass(frozen=True)

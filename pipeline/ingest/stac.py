@@ -244,9 +244,9 @@ def parse_datetime(text: str) -> dt.datetime | None:
         normalised += zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
     try:
         parsed = dt.datetime.fromisoformat(normalised)
-    except ValueError:
+        return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
         return None
-    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed.astimezone(dt.timezone.utc)
 
 
 def _level(item_id: str, properties: dict[str, Any]) -> str:
