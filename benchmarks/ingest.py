@@ -87,7 +87,9 @@ def generate_region(folder: Path, size: int, months: int, scenes_per_month: int,
                     "href": str(path.relative_to(folder)),
                     "type": "image/tiff; application=geotiff",
                 }
-            cloud = rng.random((size // 20 // 16 + 1, size // 20 // 16 + 1)) < 0.25
+            # clouds in cells of 16 x 16 SCL pixels (320 m), covering the whole 20 m grid of size // 2 pixels
+            cells = -(-(size // 2) // 16)
+            cloud = rng.random((cells, cells)) < 0.25
             scl = np.where(np.kron(cloud, np.ones((16, 16), bool))[: size // 2, : size // 2], 9, 4).astype(np.uint8)
             _write(scene_dir / "SCL.tif", scl, 20)
             assets["SCL"] = {"href": str((scene_dir / "SCL.tif").relative_to(folder))}

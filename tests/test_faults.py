@@ -227,46 +227,75 @@ def test_disk_full_during_a_run(region: Path, reference: tuple[Path, float], tmp
 # -- a corrupt input found half-way ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="UNFINISHED: the damaged north-west tile of September's B04 is not hit by any block in this generated "
-    "region (its SCL covers little; the run exits 0). The corruption must be placed where a block reads it; "
-    "test_orchestrate.test_failed_block_is_reported_and_exit_code_is_one covers the exit-1 path.",
-    strict=False,
-)
-def test_corrupt_input_found_half_way(region: Path, reference: tuple[Path, float], tmp_path: Path) -> None:
+def add_south_east_scene(scenes: Path, *, truncate_red: bool) -> None:
+    """A September scene covering only the south-east block of the region, appended to the ItemCollection.
+
+    Its values are those of the region's September scene there, with a clear SCL. Only the south-east block reads
+    it, so a damaged band is found half-way through a run: after the three other blocks have finished.
+    """
+    import numpy as np
+    from affine import Affine
+
+    folder = scenes / "scene_se"
+    folder.mkdir()
+    source = scenes / "scene_08_0"
+    assets = {}
+    for band in [*BANDS, "SCL"]:
+        with rasterio.open(source / f"{band}.tif") as src:
+            res = src.transform.a
+            half = round(SIZE * 10 / res / 2)
+            values = src.read(1, window=((half, 2 * half), (half, 2 * half)))
+            if band == "SCL":
+                values = np.full_like(values, 4)  # vegetation: every pixel clear, so every band is read
+            transform = Affine(res, 0, 600000 + SIZE * 5, 0, -res, 5700000 - SIZE * 5)
+            profile = {"driver": "GTiff", "width": half, "height": half, "count": 1, "dtype": src.dtypes[0],
+                       "crs": src.crs, "transform": transform, "nodata": 0}  # fmt: skip
+        path = folder / f"{band}.tif"
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(values, 1)
+        assets[band] = {"href": f"scene_se/{band}.tif"}
+    if truncate_red:
+        red = folder / "B04.tif"
+        red.write_bytes(red.read_bytes()[: red.stat().st_size // 2])
+    collection = json.loads((scenes / "items.json").read_text())
+    left, top = 600000 + SIZE * 5, 5700000 - SIZE * 5
+    collection["features"].append({
+        "type": "Feature", "stac_version": "1.0.0", "id": "S2B_MSIL2A_20210920T103000_N0510_R051_T31UFS_se",
+        "geometry": None, "links": [], "assets": assets,
+        "properties": {"datetime": "2021-09-20T10:30:00Z", "s2:processing_baseline": "05.10",
+                       "s2:product_type": "S2MSI2A", "proj:epsg": 32631,
+                       "proj:bbox": [left, 5700000 - SIZE * 10, 600000 + SIZE * 10, top]},
+    })  # fmt: skip
+    (scenes / "items.json").write_text(json.dumps(collection))
+
+
+def test_corrupt_input_found_half_way(region: Path, tmp_path: Path) -> None:
+    # the undisturbed reference: the same region with the south-east scene intact
+    intact = tmp_path / "intact"
+    shutil.copytree(region.parent, intact)
+    add_south_east_scene(intact, truncate_red=False)
+    reference = suelo("run", str(job_file(tmp_path / "ref", intact / "items.json", scheduler="synchronous")))
+    assert reference.returncode == 0, reference.stderr
+
     scenes = tmp_path / "scenes"
     shutil.copytree(region.parent, scenes)
-    victim = scenes / "scene_08_0" / "B04.tif"  # September's red band, 64 x 64 px at 10 m
-    original = victim.read_bytes()
-    with rasterio.open(victim) as src:
-        scl, profile = src.read(1), src.profile
-    # rewritten with 16 px deflate tiles, then its north-west tile is damaged. The generated SCL covers only the
-    # north-west block (the other blocks have no clear pixel, so never read the band): that block fails.
-    profile = {k: profile[k] for k in ("driver", "width", "height", "count", "dtype", "crs", "transform", "nodata")}
-    profile.update(tiled=True, blockxsize=16, blockysize=16, compress="DEFLATE")
-    with rasterio.open(victim, "w", **profile) as dst:
-        dst.write(scl, 1)
-    with rasterio.open(victim) as src:
-        tiles = [(int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1)),
-                  int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1)))]  # fmt: skip
-    data = bytearray(victim.read_bytes())
-    for offset, size in tiles:
-        data[offset : offset + size] = b"\xff" * size
-    victim.write_bytes(bytes(data))
+    add_south_east_scene(scenes, truncate_red=True)
     job = job_file(tmp_path, scenes / "items.json", scheduler="synchronous", retries=1)
     done = suelo("run", str(job))
     assert done.returncode == 1, done.stderr
-    assert "1 block(s) failed" in done.stderr and "B04.tif" in done.stderr and "r000000_c000000" in done.stderr
+    assert "1 block(s) failed" in done.stderr and "scene_se/B04.tif" in done.stderr
+    assert "r000032_c000032" in done.stderr
     assert_consistent(tmp_path / "out")
     kept = len((tmp_path / "out" / MANIFEST).read_text().splitlines()) - 1
     assert kept == 3 and not (tmp_path / "out" / "landcover").exists()
-    victim.write_bytes(original)  # the input is fixed
+
+    shutil.copy(intact / "scene_se" / "B04.tif", scenes / "scene_se" / "B04.tif")  # the input is fixed
     resumed = suelo("run", str(job), "--log-format", "json")
     assert resumed.returncode == 0, resumed.stderr
     events = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
     assert next(e for e in events if e["event"] == "start")["already_done"] == 3
-    assert [e["block"] for e in events if e["event"] == "block_done"] == ["r000000_c000000"]  # only the failed one
-    assert map_checksums(tmp_path / "out") == map_checksums(reference[0])
+    assert [e["block"] for e in events if e["event"] == "block_done"] == ["r000032_c000032"]  # only the failed one
+    assert map_checksums(tmp_path / "out") == map_checksums(tmp_path / "ref" / "out")
 
 
 # -- numerical hygiene ----------------------------------------------------------------------------------------------
