@@ -11,7 +11,6 @@ Layout (a flat dict, so nothing but tensors and plain values is ever unpickled):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from models.heads import HeadConfig, MLPHead
+from pipeline.atomic import file_sha256
 from pipeline.errors import InputError
 from pipeline.legend import Legend
 
@@ -35,14 +35,6 @@ _REFLECTANCE = {
     "L2A": "physical surface reflectance (DN + offset) / 10000, NaN where a month has no clear value",
     "L1C": "top-of-atmosphere reflectance (DN + offset) / 10000, NaN where a month has no clear value",
 }
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def input_contract(

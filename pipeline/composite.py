@@ -84,12 +84,24 @@ def composite_block(scenes: Sequence[Scene], grid: Grid, ingest: IngestSpec) -> 
     )  # (scene, band, y, x)
     clear = np.isfinite(stack[:, 0])
     count = clear.sum(axis=0)
-    has_any = count > 0
-    if has_any.any():
-        # nanmedian on the clear pixels only: it warns (and wastes time) on all-NaN columns
-        out[:n_bands, has_any] = np.nanmedian(stack[:, :, has_any], axis=0)
+    out[:n_bands] = median_of_clear(stack, count)
     out[n_bands] = count
     return out
+
+
+def median_of_clear(stack: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per-pixel median over scenes (axis 0) of a ``(scene, band, y, x)`` stack whose unclear values are NaN.
+
+    Same values as ``np.nanmedian`` (the mean of the two middle values for even counts) but several times faster:
+    NaN sorts last, and a pixel is clear in all bands or none, so the middle positions follow from ``count``.
+    """
+    ordered = np.sort(stack, axis=0)
+    low = np.maximum(count - 1, 0) // 2
+    high = count // 2
+    low_values = np.take_along_axis(ordered, np.broadcast_to(low, ordered.shape[1:])[None], axis=0)[0]
+    high_values = np.take_along_axis(ordered, np.broadcast_to(high, ordered.shape[1:])[None], axis=0)[0]
+    median = np.where(low == high, low_values, (low_values + high_values) / np.float32(2))
+    return np.where(count > 0, median, np.float32(np.nan)).astype(np.float32, copy=False)
 
 
 def _overlapping(scenes: Sequence[Scene], grid: Grid) -> list[Scene]:

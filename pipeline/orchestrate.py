@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import atomic_output, write_json_atomic
+from pipeline.atomic import atomic_output, file_sha256, write_json_atomic
 from pipeline.errors import ConfigError, InputError, SueloError
 from pipeline.grid import Grid
 from pipeline.ingest.scene import Scene
@@ -103,14 +103,6 @@ class RunPlan:
 
     def product(self, name: str) -> ProductPlan | None:
         return next((p for p in self.products if p.name == name), None)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str) -> RunPlan:

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.artifact import ModelArtifact, file_sha256, input_contract
+from models.artifact import ModelArtifact, input_contract
 from models.heads import HeadConfig, MLPHead
 from pipeline import __version__
+from pipeline.atomic import file_sha256
 from pipeline.errors import ConfigError
 from pipeline.evaluate import classification_metrics, rf_baseline
 from pipeline.legend import Legend

@@ -33,6 +33,7 @@ from rasterio.warp import Resampling, reproject
 from scipy import ndimage
 
 from models.segmenter import SegmenterConfig, UNetSegmenter
+from pipeline.atomic import file_sha256
 from pipeline.grid import Grid
 from pipeline.legend import Legend, LegendClass
 
@@ -289,16 +290,6 @@ class SegmenterLabels:
     unknown_codes: dict[int | str, int]  # code -> polygons (vector) or pixels (raster) not in the legend
 
 
-def _sha256(path: Any) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_segmenter_labels(path: Any, grid: Grid, legend: Legend, class_column: str = "code_2018") -> SegmenterLabels:
     """Polygons (any OGR vector, class codes or names in ``class_column``) or a label raster (nodata skipped),
     on ``grid``; codes the legend lacks are dropped and counted, not an error."""
@@ -464,7 +455,7 @@ def train_segmenter_from_files(
     all_metrics = {"validation": metrics, "summary": summary, "calibration": calibration_metrics}
     provenance = {
         "labels": str(labels_path),
-        "labels_sha256": _sha256(labels_path),
+        "labels_sha256": file_sha256(labels_path),
         "labels_kind": labels.kind,
         "class_column": class_column if labels.kind == "polygons" else None,
         "unknown_codes_ignored": {str(k): v for k, v in labels.unknown_codes.items()},

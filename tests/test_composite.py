@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,19 @@ def test_write_is_atomic_and_round_trips(tmp_path: Path, monkeypatch: pytest.Mon
 def test_month_starts_cross_years() -> None:
     months = month_starts(PeriodSpec(start=dt.date(2020, 11, 20), end=dt.date(2021, 2, 3)))
     assert months == [dt.date(2020, 11, 1), dt.date(2020, 12, 1), dt.date(2021, 1, 1), dt.date(2021, 2, 1)]
+
+
+def test_median_of_clear_equals_nanmedian() -> None:
+    from pipeline.composite import median_of_clear
+
+    rng = np.random.default_rng(0)
+    stack = rng.uniform(0, 1, (5, 3, 7, 9)).astype(np.float32)
+    clear = rng.random((5, 7, 9)) < 0.6
+    clear[:, 0, 0] = False  # a pixel without any clear observation
+    stack[:, :, :, :][~np.broadcast_to(clear[:, None], stack.shape)] = np.nan
+    count = clear.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        expected = np.nanmedian(stack, axis=0)
+    np.testing.assert_allclose(median_of_clear(stack, count), expected, rtol=1e-6, equal_nan=True)
+    assert (count == 0).any()  # some pixels have no clear observation: NaN, as nanmedian gives
