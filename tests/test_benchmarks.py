@@ -69,3 +69,13 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     for row in results["rows"].values():
         assert row["px_per_s"] > 0 and row["gflops"] > 0 and row["of_matmul_peak"] > 0
     assert results["rows"]["reference fp32"]["vs_reference_fp32"] == 1.0
+
+
+def test_pipeline_stage_benchmark_runs_end_to_end() -> None:
+    from benchmarks.pipeline import main
+
+    result = main(["--size", "64", "--encode-pixels", "256"])
+    assert set(result["stages"]) == {"ingest", "encode", "classify", "threshold", "write"}
+    assert all(stage["px_per_s"] > 0 for stage in result["stages"].values())
+    assert abs(sum(stage["share_of_time"] for stage in result["stages"].values()) - 1) < 1e-3
+    assert result["projected_tile_hours"] > 0

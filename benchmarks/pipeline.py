@@ -1,0 +1,144 @@
+"""End-to-end stage benchmark: px/s of ingest, encode, classify, threshold and write, and a full-tile projection.
+
+    python -m benchmarks.pipeline                 # generated 2048 x 2048 x 12 months, CPU
+    python -m benchmarks.pipeline --device cuda   # encoder and head on the GPU (bf16 autocast)
+
+Each stage runs on the same generated region (``benchmarks.ingest.generate_region``) in this process:
+
+- ingest: scenes -> monthly cube for the whole region (the block-wise compositing a run does, in memory),
+- encode: Presto embeddings of ``--encode-pixels`` pixels drawn from the cube (the full region would take hours on
+  a CPU; px/s is flat in the number of pixels once batches are full),
+- classify: the shipped land-cover head + calibration on embeddings of every pixel (the sampled ones tiled),
+- threshold: certified confidence mask with reason codes (pipeline.threshold.classify_block),
+- write: the COG map set (class map, confidence, clear counts, styles, STAC item).
+
+The table gives px/s per stage (grid pixels, all months), the share of the time each stage would take on the whole
+region, the peak RSS of the process, and the projected time for one Sentinel-2 tile (10980 x 10980 px, 12 months)
+at the measured rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.ingest import PeakRss, generate_region
+
+TILE_PIXELS = 10980 * 10980
+BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--encode-pixels", type=int, default=32768)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    import dask
+
+    from models.artifact import load_artifact
+    from models.inference import encode_pixels
+    from models.presto import load_presto_encoder
+    from models.presto_inputs import cube_to_pixels, presto_inputs
+    from pipeline.calibrate import Calibration
+    from pipeline.composite import build_cube
+    from pipeline.ingest import discover_scenes, job_grid
+    from pipeline.orchestrate import DEFAULT_MODELS
+    from pipeline.settings import validate_job
+    from pipeline.threshold import classify_block, policy_for_model
+    from pipeline.write import reasons_for, write_map_set
+
+    stages: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, PeakRss() as memory:
+        items = generate_region(Path(tmp) / "scenes", args.size, months=12, scenes_per_month=1, seed=0)
+        job = validate_job(
+            {
+                "inputs": [{"kind": "stac", "paths": [str(items)]}],
+                "period": {"start": "2021-01-01", "end": "2021-12-31"},
+                "ingest": {"bands": BANDS},
+                "output": {"dir": str(Path(tmp) / "out")},
+            }
+        )
+        pixels = args.size * args.size
+
+        started = time.perf_counter()
+        scenes = discover_scenes(job)
+        grid = job_grid(job, scenes)
+        with dask.config.set(scheduler="threads"):
+            cube = build_cube(scenes, grid, job.period, job.ingest, 512).compute()
+        stages["ingest"] = _rate(pixels, time.perf_counter() - started)
+
+        reflectance, latlons, start_month = cube_to_pixels(cube)
+        rng = np.random.default_rng(0)
+        sample = rng.choice(pixels, size=min(args.encode_pixels, pixels), replace=False)
+        x, mask, dw = presto_inputs(reflectance[sample], BANDS, latlons=latlons[sample])
+        encoder = load_presto_encoder()
+        encode_pixels(encoder, x[:512], mask[:512], dw[:512], latlons[sample][:512], start_month, device=args.device)
+        started = time.perf_counter()
+        embeddings = encode_pixels(encoder, x, mask, dw, latlons[sample], start_month, device=args.device)
+        stages["encode"] = _rate(len(sample), time.perf_counter() - started)
+
+        import torch
+
+        artifact = load_artifact(DEFAULT_MODELS["landcover"])
+        head = artifact.build_head()
+        calibration = Calibration.from_dict(artifact.meta.get("calibration", {}))
+        tiled = np.resize(embeddings, (pixels, embeddings.shape[1]))  # every pixel gets a (sampled) embedding
+        started = time.perf_counter()
+        with torch.inference_mode():
+            logits = np.concatenate(
+                [head(torch.from_numpy(tiled[i : i + 65536])).numpy() for i in range(0, pixels, 65536)]
+            )
+        posteriors = calibration.apply(logits).T.reshape(-1, args.size, args.size)
+        stages["classify"] = _rate(pixels, time.perf_counter() - started)
+
+        legend = artifact.legend
+        reasons = reasons_for(legend)
+        policy, _report = policy_for_model(artifact.meta, 0.8)
+        n_clear = cube["n_clear"].values
+        started = time.perf_counter()
+        planes = classify_block(posteriors, np.asarray(legend.codes), policy, n_clear, reasons)
+        stages["threshold"] = _rate(pixels, time.perf_counter() - started)
+
+        started = time.perf_counter()
+        write_map_set(
+            Path(tmp) / "out" / "landcover", "bench", planes[0], grid, legend, ("2021-01-01", "2021-12-31"),
+            reasons=reasons, confidence=planes[1], n_clear=n_clear,
+        )  # fmt: skip
+        stages["write"] = _rate(pixels, time.perf_counter() - started)
+
+    seconds_per_px = {name: 1 / s["px_per_s"] for name, s in stages.items()}
+    total = sum(seconds_per_px.values())
+    for name, stage in stages.items():
+        stage["share_of_time"] = round(seconds_per_px[name] / total, 4)
+    result = {
+        "region": f"{args.size} x {args.size} x 12 months",
+        "device": args.device or "auto",
+        "stages": stages,
+        "end_to_end_px_per_s": round(1 / total, 1),
+        "peak_rss_mb": round(memory.peak_mb, 0),
+        "projected_tile_hours": round(TILE_PIXELS * total / 3600, 2),
+    }
+    print(f"{'stage':<10}{'px/s':>14}{'share':>8}")
+    for name, stage in stages.items():
+        print(f"{name:<10}{stage['px_per_s']:>14,.0f}{stage['share_of_time']:>8.1%}")
+    print(f"end to end {result['end_to_end_px_per_s']:,.0f} px/s; peak RSS {result['peak_rss_mb']:.0f} MB; "
+          f"one 10980 x 10980 tile: {result['projected_tile_hours']} h")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _rate(pixels: int, seconds: float) -> dict[str, float]:
+    return {"pixels": pixels, "seconds": round(seconds, 3), "px_per_s": round(pixels / max(seconds, 1e-9), 1)}
+
+
+if __name__ == "__main__":
+    main()
