@@ -222,49 +222,52 @@ class ComputeSpec(Settings):
     batch_size: int | None = Field(None, ge=1, le=1_048_576, description="pixels per encoder batch; default by device")
 
 
-class LandcoverSpec(Settings):
-    """The land-cover map: model, and which pixels are confident enough to be mapped."""
+class ConfidenceSpec(Settings):
+    """Which pixels a product maps: those whose calibrated confidence reaches a certified accuracy (or a threshold)."""
 
-    enabled: bool = Field(True, description="make the land-cover map")
-    model: Path | None = Field(None, description="model artifact; default: the shipped models/landcover_default.pt")
     target_accuracy: float | None = Field(
         None, gt=0, lt=1, description="certify this accuracy of the mapped pixels; default: the model's own target"
     )
     delta: float = Field(0.05, gt=0, lt=1, description="risk that the certified accuracy does not hold")
     threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence threshold instead of a target")
-    score: Literal["top1", "margin"] | None = Field(None, description="confidence score; default: the model's")
-    per_class: bool = Field(False, description="certify each class's precision (needs target_accuracy)")
-    min_clear_observations: int = Field(1, ge=0, le=10000, description="fewer clear observations: code 253")
+    min_clear_observations: int = Field(
+        1, ge=0, le=10000, description="fewer clear observations: the 'too few observations' reason code"
+    )
 
     @model_validator(mode="after")
-    def _one_rule(self) -> LandcoverSpec:
+    def _one_rule(self) -> ConfidenceSpec:
         if self.threshold is not None and self.target_accuracy is not None:
             raise ValueError("give target_accuracy or threshold, not both")
+        return self
+
+
+class LandcoverSpec(ConfidenceSpec):
+    """The land-cover map: model, and which pixels are confident enough to be mapped."""
+
+    enabled: bool = Field(True, description="make the land-cover map")
+    model: Path | None = Field(None, description="model artifact; default: the shipped models/landcover_default.pt")
+    score: Literal["top1", "margin"] | None = Field(None, description="confidence score; default: the model's")
+    per_class: bool = Field(False, description="certify each class's precision (needs target_accuracy)")
+
+    @model_validator(mode="after")
+    def _per_class_needs_target(self) -> LandcoverSpec:
         if self.per_class and self.target_accuracy is None:
             raise ValueError("per_class thresholds are chosen for a target_accuracy; give one")
         return self
 
 
-class UrbanAtlasSpec(Settings):
+class UrbanAtlasSpec(ConfidenceSpec):
     """The urban-atlas map: CNN segmenter on cube summaries + Presto embeddings, MMU sieve, vector polygons."""
 
     enabled: bool = Field(False, description="make the urban-atlas map (raster and polygons)")
     model: Path | None = Field(None, description="segmenter file; default: the shipped models/segmenter_default.pt")
-    target_accuracy: float | None = Field(
-        None, gt=0, lt=1, description="certify this accuracy of the mapped pixels; default: the model's own target"
-    )
-    delta: float = Field(0.05, gt=0, lt=1, description="risk that the certified accuracy does not hold")
-    threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence threshold instead of a target")
-    min_clear_observations: int = Field(1, ge=0, le=10000, description="fewer clear observations: code 65534")
     minimum_mapping_unit: bool = Field(True, description="sieve patches below 0.25 ha (urban) / 1 ha (other)")
     vector_crs: str = Field("EPSG:3035", description="CRS of the GeoPackage polygons (Urban Atlas uses EPSG:3035)")
     window: int = Field(256, ge=32, le=4096, description="segmenter window in pixels")
     overlap: int = Field(64, ge=0, le=1024, description="overlap of neighbouring windows, blended")
 
     @model_validator(mode="after")
-    def _one_rule(self) -> UrbanAtlasSpec:
-        if self.threshold is not None and self.target_accuracy is not None:
-            raise ValueError("give target_accuracy or threshold, not both")
+    def _window(self) -> UrbanAtlasSpec:
         if self.overlap >= self.window:
             raise ValueError("overlap must be smaller than window")
         return self

@@ -38,16 +38,22 @@ _FOOTER = """    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
 """
 
 
+# Lines every raster renderer element carries (QGIS writes them; fixed values, since the styles set explicit limits).
+_RENDERER_COMMON = (
+    "      <rasterTransparency/>",
+    "      <minMaxOrigin>",
+    "        <limits>None</limits><extent>WholeRaster</extent><statAccuracy>Estimated</statAccuracy>",
+    "        <cumulativeCutLower>0.02</cumulativeCutLower><cumulativeCutUpper>0.98</cumulativeCutUpper>",
+    "        <stdDevFactor>2</stdDevFactor>",
+    "      </minMaxOrigin>",
+)
+
+
 def paletted_qml(entries: Sequence[tuple[int, str, str | None]]) -> str:
     """Paletted renderer for ``(code, name, color)`` entries; entries without color (nodata) are omitted."""
     lines = [
         '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">',
-        "      <rasterTransparency/>",
-        "      <minMaxOrigin>",
-        "        <limits>None</limits><extent>WholeRaster</extent><statAccuracy>Estimated</statAccuracy>",
-        "        <cumulativeCutLower>0.02</cumulativeCutLower><cumulativeCutUpper>0.98</cumulativeCutUpper>",
-        "        <stdDevFactor>2</stdDevFactor>",
-        "      </minMaxOrigin>",
+        *_RENDERER_COMMON,
         "      <colorPalette>",
     ]
     for code, name, color in entries:
@@ -76,12 +82,7 @@ def pseudocolor_qml(minimum: float, maximum: float, label: str = "", ramp: Seque
     body = [
         f'    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" nodataColor="" '
         f'classificationMin="{minimum:g}" classificationMax="{maximum:g}">',
-        "      <rasterTransparency/>",
-        "      <minMaxOrigin>",
-        "        <limits>None</limits><extent>WholeRaster</extent><statAccuracy>Estimated</statAccuracy>",
-        "        <cumulativeCutLower>0.02</cumulativeCutLower><cumulativeCutUpper>0.98</cumulativeCutUpper>",
-        "        <stdDevFactor>2</stdDevFactor>",
-        "      </minMaxOrigin>",
+        *_RENDERER_COMMON,
         "      <rastershader>",
         f'        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" minimumValue="{minimum:g}" '
         f'maximumValue="{maximum:g}" clip="0" labelPrecision="0">',
