@@ -185,11 +185,13 @@ def cube_scenes(cube: xr.Dataset) -> list[dict[str, Any]]:
     return json.loads(cube.attrs.get("scenes", "[]"))
 
 
-def write_cube(cube: xr.Dataset, path: Path) -> None:
+def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
     """Write ``cube`` to NetCDF atomically (temp file in the same folder, then rename).
 
     Reflectance is packed as int16 with scale 1e-4 (one Sentinel-2 DN; negative values from the baseline 04.00
-    offset stay representable). The CF grid mapping lets GDAL and QGIS open the variables georeferenced.
+    offset stay representable), or kept float32 with ``packed=False`` (lossless: what a cache needs, so that outputs
+    made from it are identical to outputs made from the inputs). The CF grid mapping lets GDAL and QGIS open the
+    variables georeferenced.
     """
     from pipeline.atomic import atomic_output
 
@@ -208,12 +210,14 @@ def write_cube(cube: xr.Dataset, path: Path) -> None:
     out["valid"] = out["valid"].astype(np.uint8)
     out["valid"].attrs.update(cube["valid"].attrs, grid_mapping="spatial_ref", flag_values="0 1")
     chunk_y, chunk_x = min(256, grid.height), min(256, grid.width)
+    reflectance_encoding: dict[str, Any] = (
+        {"dtype": "int16", "scale_factor": 1e-4, "add_offset": 0.0, "_FillValue": np.int16(-32768)}
+        if packed
+        else {"dtype": "float32", "_FillValue": np.float32(np.nan)}
+    )
     encoding = {
         "reflectance": {
-            "dtype": "int16",
-            "scale_factor": 1e-4,
-            "add_offset": 0.0,
-            "_FillValue": np.int16(-32768),
+            **reflectance_encoding,
             "zlib": True,
             "complevel": 4,
             "chunksizes": (1, 1, chunk_y, chunk_x),

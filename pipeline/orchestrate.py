@@ -46,6 +46,7 @@ from pipeline.threshold import ReasonCodes, ThresholdPolicy
 
 MANIFEST = "manifest.jsonl"
 BLOCKS = "blocks"
+CACHE = "cache"
 MANIFEST_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = {
@@ -92,6 +93,7 @@ class RunPlan:
     products: tuple[ProductPlan, ...]
     halo: int  # extra pixels around a block for the segmenter's spatial context
     digest: str
+    cube_digest: str = ""  # what the composites depend on (inputs, grid, period, ingest): keys the composite cache
 
     def blocks(self) -> list[Block]:
         size = self.job.compute.block_size
@@ -177,7 +179,7 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
         MANIFEST_VERSION, cube_digest, job.name, job.compute.block_size,
         job.products.model_dump(mode="json"), [(p.name, p.model_sha256) for p in products],
     )  # fmt: skip
-    return RunPlan(job, grid, tuple(scenes), tuple(products), halo, digest)
+    return RunPlan(job, grid, tuple(scenes), tuple(products), halo, digest, cube_digest)
 
 
 def _digest(*parts: Any) -> str:
@@ -214,7 +216,6 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
     """Everything for one block, written to its block rasters; returns the block's manifest entry."""
     import torch
 
-    from pipeline.composite import build_cube
     from pipeline.threshold import classify_block, masking_counts
 
     started = time.perf_counter()
@@ -230,8 +231,7 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
         slice(block.row - top, block.row - top + block.height),
         slice(block.col - left, block.col - left + block.width),
     )
-    cube = build_cube(plan.scenes, outer, job.period, job.ingest, block_size=max(outer.height, outer.width))
-    cube = cube.compute(scheduler="synchronous")
+    cube = _block_cube(plan, outer, top, left)
     n_clear_outer = cube["n_clear"].values
     n_clear = n_clear_outer[crop]
     out_dir = Path(job.output.dir)
@@ -267,6 +267,27 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
         "worker": f"{os.uname().nodename}:{os.getpid()}",
         "peak_rss_mb": round(_peak_rss_mb(), 1),
     }
+
+
+def _block_cube(plan: RunPlan, outer: Grid, top: int, left: int) -> Any:
+    """The monthly composite of a block (with its halo), from the composite cache when allowed and present."""
+    from pipeline.composite import build_cube, open_cube, write_cube
+
+    job = plan.job
+    cache = None
+    if job.output.cache_composites:
+        name = f"r{top:06d}_c{left:06d}_{outer.height}x{outer.width}.nc"
+        cache = Path(job.output.dir) / CACHE / plan.cube_digest[:16] / name
+        if cache.exists():
+            try:
+                return open_cube(cache).load()
+            except (OSError, ValueError):
+                pass  # an unreadable cache entry (e.g. a disk that filled up earlier) is simply rebuilt
+    cube = build_cube(plan.scenes, outer, job.period, job.ingest, block_size=max(outer.height, outer.width))
+    cube = cube.compute(scheduler="synchronous")
+    if cache is not None:
+        write_cube(cube, cache, packed=False)
+    return cube
 
 
 def _embeddings(cube: Any, job: JobSpec) -> Any:

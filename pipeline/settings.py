@@ -285,6 +285,11 @@ class OutputSpec(Settings):
 
     dir: Path = Field(Path("out"), description="output folder (relative to the job file)")
     cube: bool = Field(True, description="also write the whole monthly cube (NetCDF); off for large regions")
+    cache_composites: bool = Field(
+        False,
+        description="keep each block's monthly composite (lossless NetCDF under <dir>/cache/): a re-run with other "
+        "models or thresholds then skips decoding and compositing the inputs",
+    )
 
 
 class JobSpec(Settings):

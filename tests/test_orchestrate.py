@@ -115,3 +115,30 @@ def test_failed_block_is_reported_and_exit_code_is_one(region: Path, tmp_path: P
     assert done.returncode == 1
     assert "4 block(s) failed" in done.stderr and "SCL.tif" in done.stderr
     assert not (tmp_path / "out" / "landcover").exists()
+
+
+def test_composite_cache_serves_a_rerun_without_decoding_inputs(region: Path, tmp_path: Path) -> None:
+    import shutil
+
+    scenes = tmp_path / "scenes"
+    shutil.copytree(region.parent, scenes)
+
+    def run(folder: Path, target: float, cache: bool, *options: str) -> Path:
+        folder.mkdir(exist_ok=True)
+        job = job_file(folder, scenes / "items.json", scheduler="synchronous")
+        spec = yaml.safe_load(job.read_text())
+        spec["products"]["landcover"]["target_accuracy"] = target
+        spec["output"]["cache_composites"] = cache
+        job.write_text(yaml.safe_dump(spec))
+        done = suelo("run", str(job), *options)
+        assert done.returncode == 0, done.stderr
+        return folder / "out"
+
+    reference = run(tmp_path / "reference", 0.8, cache=False)
+    cached = run(tmp_path / "cached", 0.85, cache=True)
+    assert len(list((cached / "cache").rglob("*.nc"))) == 4  # one composite per block
+    for tif in scenes.rglob("*.tif"):  # the inputs can no longer be decoded: a re-run can only use the cache
+        tif.write_bytes(tif.read_bytes()[: tif.stat().st_size // 2])
+    # another threshold: a new plan (--overwrite), every block runs again, its composite from the cache
+    rerun = run(tmp_path / "cached", 0.8, True, "--overwrite")
+    assert checksums(rerun) == checksums(reference)  # lossless: same maps as from the inputs
