@@ -22,6 +22,7 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 import xarray as xr
+from scipy.special import softmax
 from scipy.stats import beta
 
 from pipeline.atomic import atomic_output, write_json_atomic
@@ -308,8 +309,7 @@ def calibrate_and_certify(
     from pipeline.calibrate import expected_calibration_error, fit_calibration, negative_log_likelihood
 
     logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    uncalibrated = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    uncalibrated = softmax(logits, axis=1)
     calibration = fit_calibration(logits, targets, method)  # type: ignore[arg-type]
     calibrated = calibration.apply(logits)
     policy, report = choose_policy(calibrated, targets, target_accuracy, delta, score)

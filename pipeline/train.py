@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 
 from models.artifact import ModelArtifact, input_contract
 from models.heads import HeadConfig, MLPHead
@@ -345,12 +346,6 @@ def calibrate_and_threshold(logits: np.ndarray, targets: np.ndarray, config: Tra
     )
 
 
-def softmax_np(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def write_training_figures(result: TrainResult, folder: Path) -> list[Path]:
     """Reliability diagram and risk-coverage curve (PNG + JSON) of the validation split, beside the model."""
     from pipeline.calibrate import Calibration, plot_reliability, reliability
@@ -363,7 +358,7 @@ def write_training_figures(result: TrainResult, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     reliability_png = folder / "reliability.png"
     plot_reliability(
-        reliability(softmax_np(result.val_logits), result.val_targets),
+        reliability(softmax(result.val_logits, axis=1), result.val_targets),
         reliability(calibrated, result.val_targets),
         reliability_png,
         title=f"Validation reliability ({calibration.method} scaling)",

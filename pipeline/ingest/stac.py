@@ -77,6 +77,17 @@ def _load_json(path: Path) -> Any:
         raise InputError(path, f"not valid JSON ({exc})") from exc
 
 
+def collection_features(where: str | Path, collection: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """The items of a FeatureCollection (a file or an API page), each checked to be a STAC Item object."""
+    features = collection.get("features")
+    if not isinstance(features, list):
+        raise InputError(where, f"{what} has no 'features' list")
+    for i, feature in enumerate(features):
+        if not isinstance(feature, dict) or feature.get("type") != "Feature":
+            raise InputError(where, f"features[{i}] is not a STAC Item (a JSON object with type 'Feature')")
+    return features
+
+
 def _items(path: Path, document: Any) -> list[dict[str, Any]]:
     if not isinstance(document, dict):
         raise InputError(path, f"a STAC document is a JSON object, got {type(document).__name__}")
@@ -84,13 +95,7 @@ def _items(path: Path, document: Any) -> list[dict[str, Any]]:
     if kind == "Feature":
         return [document]
     if kind == "FeatureCollection":
-        features = document.get("features")
-        if not isinstance(features, list):
-            raise InputError(path, "ItemCollection has no 'features' list")
-        for i, feature in enumerate(features):
-            if not isinstance(feature, dict) or feature.get("type") != "Feature":
-                raise InputError(path, f"features[{i}] is not a STAC Item (a JSON object with type 'Feature')")
-        return features
+        return collection_features(path, document, "ItemCollection")
     if kind in ("Collection", "Catalog"):
         raise InputError(path, f"is a STAC {kind}; give Item or ItemCollection JSON files (e.g. a search result)")
     raise InputError(path, f"not a STAC Item or ItemCollection (type is {kind!r})")

@@ -19,7 +19,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline.errors import ConfigError, InputError
 from pipeline.ingest.scene import Scene, SearchContext
-from pipeline.ingest.stac import item_scene
+from pipeline.ingest.stac import collection_features, item_scene
 from pipeline.settings import IngestSpec, StacApiInput
 
 #: Items asked per page: small enough for every server's maximum (Earth Search allows 250 at most by default).
@@ -140,13 +140,7 @@ def _features(url: str, page: Any) -> list[dict[str, Any]]:
     if not isinstance(page, dict) or page.get("type") != "FeatureCollection":
         kind = page.get("type") if isinstance(page, dict) else type(page).__name__
         raise InputError(url, f"STAC API answer is not a GeoJSON FeatureCollection (type {kind!r})")
-    features = page.get("features")
-    if not isinstance(features, list):
-        raise InputError(url, "STAC API FeatureCollection has no 'features' list")
-    for i, feature in enumerate(features):
-        if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            raise InputError(url, f"features[{i}] is not a STAC Item (a JSON object with type 'Feature')")
-    return features
+    return collection_features(url, page, "STAC API FeatureCollection")
 
 
 def _self_href(item: dict[str, Any]) -> str | None:
