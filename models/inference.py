@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import ctypes
+import platform
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -12,10 +15,34 @@ import xarray as xr
 from models.presto import Encoder
 from models.presto_inputs import cube_to_pixels, presto_inputs
 
-# A 12-month pixel carries ~50 KB of fp32 activations at the MLP. On CPU, batches of a few hundred pixels keep
-# them in cache and ran 1.3-2.5x faster than 4096 in our timings; a GPU needs large batches to fill the device.
-CPU_BATCH = 512
+# A 12-month pixel carries ~125 KB of fp32 activations at the MLP. On CPU, each thread encodes batches of 32
+# pixels (4 MB: they stay in L2/L3; benchmarks/encoder.py sweeps the size); a GPU needs large batches to fill it.
+CPU_BATCH = 32
 GPU_BATCH = 65536
+CUBE_READ_PIXELS = 65536  # encode_cube reads about this many pixels at a time: bounded memory, busy threads
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> None:
+    """Keep freed activation buffers inside the process (glibc only; once per process).
+
+    glibc serves each allocation over its mmap threshold with fresh pages from the kernel and unmaps it on free,
+    so every MB-sized activation of every batch page-faulted again: 160,000 faults per 1,024 pixels, 40% of the
+    encoder's time in our measurements. Raising the thresholds to 64/128 MB lets the heap reuse them; resident
+    memory grows by at most the trim threshold.
+    """
+    global _allocator_tuned
+    if _allocator_tuned or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    except (OSError, AttributeError):
+        return
+    _allocator_tuned = True
 
 
 def default_device() -> str:
@@ -41,33 +68,69 @@ def encode_pixels(
     """Embeddings ``(N, D)`` float32 of ``N`` pixels (inputs as returned by ``presto_inputs``).
 
     The encoder is moved to ``device`` (default: CUDA if available). On CUDA the encoder runs under bf16
-    autocast; ``fast=True`` does so on CPU too (about 1e-2 error on the embeddings instead of 1e-6).
+    autocast. On CPU it runs its CPU kernels on every usable torch thread (one batch per thread), and
+    ``fast=True`` makes their matmuls bf16 (about 2e-2 error on the embeddings instead of 3e-6).
     """
     device = torch.device(device or default_device())
     cuda = device.type == "cuda"
     batch_size = batch_size or (GPU_BATCH if cuda else CPU_BATCH)
     n = len(x)
-    month_arr = np.broadcast_to(np.asarray(month, dtype=np.int64), (n,))
+    month_arr = np.array(np.broadcast_to(np.asarray(month, dtype=np.int64), (n,)))
     encoder = encoder.to(device).eval()
     out = np.empty((n, encoder.config.embedding_size), dtype=np.float32)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if (cuda or fast) else contextlib.nullcontext()
+    # GPU: bf16 autocast over the plain modules. CPU: the encoder's CPU kernels, in bf16 matmuls when fast.
+    autocast = cuda
+    compute_dtype = torch.bfloat16 if (fast and not cuda) else torch.float32
 
     def move(a: np.ndarray, dtype: np.dtype) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
         # from pinned host memory the copy is one DMA that does not block the host thread
         return t.pin_memory().to(device, non_blocking=True) if cuda else t
 
-    with torch.inference_mode(), autocast:
-        for sl in _batches(n, batch_size):
+    def encode(sl: slice) -> None:
+        # inference mode and autocast are per thread: each batch sets its own
+        context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with torch.inference_mode(), context:
             emb = encoder(
                 move(x[sl], np.float32),
                 move(mask[sl], np.bool_),
                 move(dw[sl], np.int64),
                 move(latlons[sl], np.float32),
                 move(month_arr[sl], np.int64),
+                compute_dtype=compute_dtype,
             )
             out[sl] = emb.float().cpu().numpy()
+
+    if cuda:
+        for sl in _batches(n, batch_size):
+            encode(sl)
+    else:
+        tune_cpu_allocator()
+        _each_on_own_core(encode, list(_batches(n, batch_size)))
     return out
+
+
+def _each_on_own_core(fn: Callable[[slice], None], slices: list[slice]) -> None:
+    """Run ``fn`` on every slice, spread over torch's intra-op threads as one single-threaded worker each.
+
+    With 16-dim attention heads and 128-wide layers, splitting every op over threads costs more in
+    synchronisation than it gains (2 threads ran 1.2-1.4x one; 2 workers 1.9-2x). A batch's result does not
+    depend on the thread count, since every batch runs single-threaded either way. The process-wide intra-op
+    thread count is 1 meanwhile and is restored afterwards.
+    """
+    workers = min(torch.get_num_threads(), len(slices))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1:
+            for sl in slices:
+                fn(sl)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="presto") as pool:
+                shares = [slices[i::workers] for i in range(workers)]
+                list(pool.map(lambda share: [fn(sl) for sl in share], shares))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def encode_cube(
@@ -85,7 +148,7 @@ def encode_cube(
     device = torch.device(device or default_device())
     batch_size = batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     ny, nx = cube.sizes["y"], cube.sizes["x"]
-    rows = max(1, batch_size // nx)
+    rows = max(1, CUBE_READ_PIXELS // nx)
     bands = [str(b) for b in cube["band"].values]
     out = np.empty((ny, nx, encoder.config.embedding_size), dtype=np.float32)
     for r in range(0, ny, rows):

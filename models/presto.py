@@ -225,7 +225,16 @@ class Encoder(nn.Module):
         dynamic_world: torch.Tensor | None = None,
         latlons: torch.Tensor | None = None,
         month: torch.Tensor | int = 0,
+        kernels: str | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
+        """Pooled embeddings ``(B, D)`` float32.
+
+        ``kernels="torch"`` runs the blocks as plain modules (autograd, GPU autocast); ``"cpu"`` runs the same
+        math in fewer passes over memory (see ``_transformer_cpu``), for inference only. The default picks "cpu"
+        for CPU tensors with gradients off. ``compute_dtype=torch.bfloat16`` (the "cpu" kernels only) runs the
+        matmuls in bf16 on a float32 residual stream.
+        """
         cfg = self.config
         if x.ndim != 3 or x.shape[-1] != len(cfg.channels):
             raise ValueError(f"x must be (batch, months, {len(cfg.channels)}), got {tuple(x.shape)}")
@@ -286,6 +295,12 @@ class Encoder(nn.Module):
         tokens, keep = torch.cat(tokens, dim=1), torch.cat(keep, dim=1)  # (B, N, D), (B, N)
 
         tokens, keep = self._compact(tokens, keep)
+        if kernels is None:
+            kernels = "cpu" if tokens.device.type == "cpu" and not torch.is_grad_enabled() else "torch"
+        if kernels == "cpu":
+            return self._transformer_cpu(tokens, keep, compute_dtype)
+        if kernels != "torch":
+            raise ValueError(f"kernels must be 'cpu', 'torch' or None, got {kernels!r}")
         full = bool(keep.all())  # no padding left: plain attention, plain mean
         attn_mask = None if full else keep[:, None, None, :]  # blocks masked keys for every head and query
         for block in self.blocks:
@@ -310,6 +325,121 @@ class Encoder(nn.Module):
         order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :n_keep]
         tokens = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
         return tokens, keep.gather(1, order)
+
+    # CPU inference kernels ----------------------------------------------------------------------------------------
+    def _transformer_cpu(self, tokens: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The blocks, mean pool and final norm of the "torch" path, computed in fewer passes for CPU inference.
+
+        Same function (parity within 1e-5 in fp32), computed where it pays on a CPU:
+        - linear layers through oneDNN with the bias and the exact (erf) GELU fused into the matmul;
+        - attention by ``_attention_cpu``: exp2 without a row-max pass, normalizer from the value matmul;
+        - the last block's fc2 runs once on the pooled hidden state instead of on every token: fc2 is linear, so
+          mean(fc2(h)) = fc2(mean(h)). That is a sixth of the model's multiply-adds.
+        The residual stream, norms and softmax stay float32 whatever ``dtype`` the matmuls use.
+        """
+        d = self.config.embedding_size
+        pool = keep.float() / keep.sum(1, keepdim=True)  # (B, N): the masked mean as weights
+        x = tokens.float()
+        weights = self._cpu_weights(dtype)
+        for i, w in enumerate(weights):
+            h = F.layer_norm(x, (d,), w["norm1.w"], w["norm1.b"]).to(dtype)
+            a = _attention_cpu(_linear(h, w["qkv.w"], w["qkv.b"]), keep, self.config.num_heads)
+            x = x + _linear(a.to(dtype), w["proj.w"], w["proj.b"])
+            h = _linear(F.layer_norm(x, (d,), w["norm2.w"], w["norm2.b"]).to(dtype), w["fc1.w"], w["fc1.b"], gelu=True)
+            if i < len(weights) - 1:
+                x = x + _linear(h, w["fc2.w"], w["fc2.b"])
+        x_mean = torch.bmm(pool[:, None], x)[:, 0]
+        h_mean = torch.bmm(pool[:, None].to(dtype), h)[:, 0]
+        return self.norm(x_mean + _linear(h_mean, w["fc2.w"], w["fc2.b"]).float())
+
+    def _cpu_weights(self, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
+        """Per-block weights for ``_transformer_cpu``: matmul weights in ``dtype``, the attention scale folded in.
+
+        Cached; the key holds each parameter's storage and version, so loading or training weights rebuilds it.
+        """
+        params = list(self.blocks.parameters())
+        key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
+        cached = self.__dict__.get("_cpu_weights_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        d = self.config.embedding_size
+        # exp2(s * log2(e)) = exp(s): the scale 1/sqrt(head_dim) and log2(e) go into the query rows of qkv
+        query_scale = torch.ones(3 * d)
+        query_scale[:d] = (d // self.config.num_heads) ** -0.5 / math.log(2)
+        weights = []
+        with torch.no_grad():
+            for block in self.blocks:
+                scale = query_scale.to(block.attn.qkv.weight.device)
+                weights.append({
+                    "norm1.w": block.norm1.weight.float(), "norm1.b": block.norm1.bias.float(),
+                    "qkv.w": (block.attn.qkv.weight * scale[:, None]).to(dtype),
+                    "qkv.b": (block.attn.qkv.bias * scale).to(dtype),
+                    "proj.w": block.attn.proj.weight.to(dtype), "proj.b": block.attn.proj.bias.to(dtype),
+                    "norm2.w": block.norm2.weight.float(), "norm2.b": block.norm2.bias.float(),
+                    "fc1.w": block.mlp.fc1.weight.to(dtype), "fc1.b": block.mlp.fc1.bias.to(dtype),
+                    "fc2.w": block.mlp.fc2.weight.to(dtype), "fc2.b": block.mlp.fc2.bias.to(dtype),
+                })  # fmt: skip
+        self.__dict__["_cpu_weights_cache"] = (key, weights)
+        return weights
+
+
+def _onednn_linear_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """``gelu?(x @ weight.T + bias)``; on x86 the matmul is one oneDNN call with the bias in its epilogue.
+
+    The exact (erf) GELU stays a separate aten pass: in oneDNN's epilogue it cost 4x as much on our CPUs.
+    """
+    if _ONEDNN_LINEAR and x.device.type == "cpu":
+        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    else:
+        y = F.linear(x, weight, bias)
+    return F.gelu(y) if gelu else y
+
+
+_TOP_TERM_FLOOR = 2.0**-100  # a row's largest exp2 term above this is a normal float: the shift lost nothing
+_MASKED_KEY = 2.0**40  # a masked key's extra coordinate: its score becomes hugely negative, its exp2 exactly 0
+
+
+def _attention_cpu(qkv: torch.Tensor, keep: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head softmax attention from a fused ``qkv (B, N, 3D)`` whose query part is pre-scaled to log2 units.
+
+    With 16-dim heads, attention on a CPU is bound by passes over the (B, H, N, N) scores, not by FLOPs, so this
+    makes four instead of six: the score matmul, one in-place exp2, the row sum, the value matmul. A softmax row
+    may be shifted by anything at least its max; the Cauchy-Schwarz bound ``|q| max|k| + 1`` serves, folded into
+    the score matmul as an extra dimension (``[q, -shift] . [k, 1]``), so no max pass is needed. A masked key's
+    extra coordinate is 2^40 instead of 1, which sends its exp2 to exactly 0. A bound can be loose: if a row's
+    normalizer shows its largest term may have left the normal float range, the batch is redone with the usual
+    row-max shift. Returns ``(B, N, D)`` float32.
+    """
+    b, n, three_d = qkv.shape
+    d = three_d // 3
+    dh = d // heads
+    parts = qkv.view(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4)  # (3, B, H, N, dh)
+    qk = torch.empty((2, b, heads, n, dh + 1), dtype=torch.float32, device=qkv.device)
+    qk[..., :dh] = parts[:2]
+    q, k = qk.unbind(0)
+    v = parts[2].to(torch.float32, memory_format=torch.contiguous_format)
+    shift = q[..., :dh].norm(dim=-1) * k[..., :dh].norm(dim=-1).amax(-1, keepdim=True) + 1.0  # (B, H, N)
+    q[..., dh] = -shift
+    k[..., dh] = 1.0 if bool(keep.all()) else torch.where(keep, 1.0, _MASKED_KEY)[:, None]
+    weights = torch.matmul(q, k.transpose(-1, -2)).exp2_()
+    normalizer = weights.sum(-1, keepdim=True)
+    if bool((normalizer < _TOP_TERM_FLOOR * n).any()):
+        q[..., dh] = 0.0
+        scores = torch.matmul(q, k.transpose(-1, -2)).masked_fill_(~keep[:, None, None, :], -math.inf)
+        weights = scores.sub_(scores.amax(-1, keepdim=True)).exp2_()
+        normalizer = weights.sum(-1, keepdim=True)
+    out = torch.matmul(weights, v).div_(normalizer)
+    return out.transpose(1, 2).reshape(b, n, d)
 
 
 # loading --------------------------------------------------------------------------------------------------------
@@ -356,12 +486,15 @@ def load_presto_encoder(path: str | Path = DEFAULT_WEIGHTS, config: PrestoConfig
 # cost -----------------------------------------------------------------------------------------------------------
 
 
-def flops_per_pixel(n_months: int, n_tokens: int | None = None, config: PrestoConfig | None = None) -> int:
+def flops_per_pixel(
+    n_months: int, n_tokens: int | None = None, config: PrestoConfig | None = None, pooled_last_fc2: bool = False
+) -> int:
     """Analytic FLOPs (2 x multiply-adds) to encode one pixel of ``n_months``.
 
     ``n_tokens`` is the sequence length the transformer actually runs on; it defaults to every token, while with
     S2-only input the encoder keeps 5 per month + lat/lon (``5 * n_months + 1``). Elementwise work (norms,
-    softmax, GELU, adds) is left out.
+    softmax, GELU, adds) is left out. ``pooled_last_fc2`` counts what the CPU kernels execute: the last block's
+    fc2 once per pixel instead of once per token.
     """
     cfg = config or PrestoConfig()
     d = cfg.embedding_size
@@ -369,7 +502,8 @@ def flops_per_pixel(n_months: int, n_tokens: int | None = None, config: PrestoCo
     groups = dict(cfg.band_groups)
     embed = sum(len(b) * d * (1 if g == cfg.static_group else n_months) for g, b in groups.items()) + 3 * d
     per_layer = n * (3 * d * d + d * d + 2 * d * cfg.mlp_hidden) + 2 * n * n * d  # qkv, proj, mlp; QK^T and AV
-    return 2 * (embed + cfg.depth * per_layer)
+    saved = (n - 1) * d * cfg.mlp_hidden if pooled_last_fc2 else 0
+    return 2 * (embed + cfg.depth * per_layer - saved)
 
 
 def count_parameters(module: nn.Module) -> int:

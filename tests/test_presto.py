@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from models.presto import (
     DEFAULT_WEIGHTS,
     Encoder,
     PrestoConfig,
+    _attention_cpu,
     count_parameters,
     flops_per_pixel,
     load_presto_encoder,
@@ -253,10 +255,11 @@ def test_cube_to_pixels_order_and_coordinates() -> None:
     assert latlons[0, 0] > latlons[3, 0] and latlons[1, 1] > latlons[0, 1]  # north first, then east
 
 
-def test_encode_cube_matches_encode_pixels(encoder: Encoder) -> None:
+def test_encode_cube_matches_encode_pixels(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     cube = tiny_cube()
-    # batch of 6 pixels = 2 rows per chunk, so the 5 rows take three chunks, the last one short
-    emb = encode_cube(encoder, cube, batch_size=6, device="cpu")
+    # reads of 6 pixels = 2 rows per chunk, so the 5 rows take three chunks, the last one short
+    monkeypatch.setattr("models.inference.CUBE_READ_PIXELS", 6)
+    emb = encode_cube(encoder, cube, batch_size=4, device="cpu")
     assert emb.dims == ("y", "x", "feature") and emb.shape == (5, 3, 128)
     assert np.isfinite(emb.values).all()
     reflectance, latlons, start = cube_to_pixels(cube)
@@ -272,3 +275,86 @@ def test_encode_pixels_bf16_is_close(encoder: Encoder, parity: dict[str, np.ndar
     bf16 = encode_pixels(encoder, *args, batch_size=16, device="cpu", fast=True)
     assert fp32.dtype == np.float32 and np.abs(fp32 - parity["embeddings"][:32]).max() < TOL
     assert np.abs(bf16 - fp32).max() < 0.25
+
+
+# (i) CPU inference kernels: the same function as the plain modules -------------------------------------------------
+
+
+def test_cpu_kernels_equal_plain_modules(encoder: Encoder) -> None:
+    x, mask, dw, ll = random_inputs(40, 12, seed=3)
+    months = np.arange(40) % 12
+    args = [torch.from_numpy(a) for a in (x, mask, dw, ll, months)]
+    with torch.inference_mode():
+        cpu = encoder(*args, kernels="cpu").numpy()
+        plain = encoder(*args, kernels="torch").numpy()
+        bf16 = encoder(*args, kernels="cpu", compute_dtype=torch.bfloat16).numpy()
+    assert len({int(m.sum()) for m in mask}) > 1  # masked keys and padding are exercised
+    np.testing.assert_allclose(cpu, plain, rtol=0, atol=1e-5)
+    assert 1e-3 < np.abs(bf16 - plain).max() < 0.25  # really bf16, and still close
+
+
+def reference_attention(qkv: torch.Tensor, keep: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    b, n, three_d = qkv.shape
+    q, k, v = qkv.view(b, n, 3, heads, three_d // 3 // heads).permute(2, 0, 3, 1, 4)
+    scores = (q @ k.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~keep[:, None, None, :], -torch.inf)
+    return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, three_d // 3)
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 300.0])
+def test_attention_cpu_equals_softmax_attention(magnitude: float) -> None:
+    """At 300 the Cauchy-Schwarz shift is far above the true row max: exp2 underflows and the row-max path runs."""
+    generator = torch.Generator().manual_seed(0)
+    b, n, heads, dh = 6, 9, 2, 4
+    qkv = torch.randn(b, n, 3 * heads * dh, generator=generator)
+    # queries orthogonal to every key (disjoint coordinates), so scores stay small while |q||k| is huge
+    qkv[..., : heads * dh].view(b, n, heads, dh)[..., 2:] = 0
+    qkv[..., heads * dh : 2 * heads * dh].view(b, n, heads, dh)[..., :2] = 0
+    qkv[..., : 2 * heads * dh] *= magnitude
+    qkv[..., : 2 * heads * dh].view(b, n, 2, heads, dh)[:, :, 0, :, 0] += 0.5  # non-zero scores where q.k != 0
+    qkv[..., : 2 * heads * dh].view(b, n, 2, heads, dh)[:, :, 1, :, 0] += 0.5
+    keep = torch.rand(b, n, generator=generator) > 0.3
+    keep[:, 0] = True
+    with torch.inference_mode():
+        log2_units = qkv.clone()
+        log2_units[..., : heads * dh] /= math.log(2)  # the kernels take queries pre-scaled to log2 units
+        ours = _attention_cpu(log2_units, keep, heads)
+        expected = reference_attention(qkv, keep, heads, 1.0)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_kernel_weights_follow_new_weights(encoder: Encoder) -> None:
+    x, mask, dw, ll = random_inputs(8, 6, seed=5)
+    other = load_presto_encoder()
+    args = [torch.from_numpy(a) for a in (x, mask, dw, ll)]
+    with torch.inference_mode():
+        before = other(*args, 2).clone()  # builds and caches the kernels' weights
+    state = other.state_dict()
+    state["blocks.1.mlp.fc2.weight"] = state["blocks.1.mlp.fc2.weight"] * 1.5
+    other.load_state_dict(state)
+    with torch.inference_mode():
+        after = other(*args, 2)
+        plain = other(*args, 2, kernels="torch")
+    assert (after - before).abs().max() > 1e-3
+    torch.testing.assert_close(after, plain, rtol=0, atol=1e-5)
+
+
+def test_encode_pixels_does_not_depend_on_thread_count(encoder: Encoder) -> None:
+    x, mask, dw, ll = random_inputs(100, 12, seed=7)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = encode_pixels(encoder, x, mask, dw, ll, 4, batch_size=16, device="cpu")
+        torch.set_num_threads(3)
+        three = encode_pixels(encoder, x, mask, dw, ll, 4, batch_size=16, device="cpu")
+        assert torch.get_num_threads() == 3  # restored after the batches ran one per thread
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(one, three)
+
+
+def test_flops_of_the_pooled_last_fc2() -> None:
+    cfg = PrestoConfig()
+    full, pooled = flops_per_pixel(12, 61), flops_per_pixel(12, 61, pooled_last_fc2=True)
+    assert full - pooled == 2 * 60 * cfg.embedding_size * cfg.mlp_hidden
