@@ -63,13 +63,14 @@ def encode_pixels(
     month: int | np.ndarray,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
-    fast: bool = False,
+    fast: bool | None = None,
 ) -> np.ndarray:
     """Embeddings ``(N, D)`` float32 of ``N`` pixels (inputs as returned by ``presto_inputs``).
 
-    The encoder is moved to ``device`` (default: CUDA if available). On CUDA the encoder runs under bf16
-    autocast. On CPU it runs its CPU kernels on every usable torch thread (one batch per thread), and
-    ``fast=True`` makes their matmuls bf16 (about 2e-2 error on the embeddings instead of 3e-6).
+    The encoder is moved to ``device`` (default: CUDA if available). ``fast`` picks bf16 (True) or fp32 (False);
+    None means bf16 on CUDA and fp32 on CPU. On CUDA bf16 is autocast over the plain modules. On CPU the encoder
+    runs its CPU kernels on every usable torch thread (one batch per thread), bf16 making their matmuls bf16
+    (about 2e-2 error on the embeddings instead of 3e-6).
     """
     device = torch.device(device or default_device())
     cuda = device.type == "cuda"
@@ -78,9 +79,9 @@ def encode_pixels(
     month_arr = np.array(np.broadcast_to(np.asarray(month, dtype=np.int64), (n,)))
     encoder = encoder.to(device).eval()
     out = np.empty((n, encoder.config.embedding_size), dtype=np.float32)
-    # GPU: bf16 autocast over the plain modules. CPU: the encoder's CPU kernels, in bf16 matmuls when fast.
-    autocast = cuda
-    compute_dtype = torch.bfloat16 if (fast and not cuda) else torch.float32
+    bf16 = cuda if fast is None else fast
+    autocast = cuda and bf16
+    compute_dtype = torch.bfloat16 if (bf16 and not cuda) else torch.float32
 
     def move(a: np.ndarray, dtype: np.dtype) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
@@ -138,7 +139,7 @@ def encode_cube(
     cube: xr.Dataset,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
-    fast: bool = False,
+    fast: bool | None = None,
 ) -> xr.DataArray:
     """Presto embeddings of every pixel of a monthly cube: ``(y, x, feature)`` float32 on the cube's grid.
 

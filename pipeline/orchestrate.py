@@ -294,7 +294,12 @@ def _embeddings(cube: Any, job: JobSpec) -> Any:
     from models.inference import encode_cube
 
     encoder = _cached_model("encoder", "", "")
-    return encode_cube(encoder, cube, job.compute.batch_size, job.compute.device)
+    return encode_cube(encoder, cube, job.compute.batch_size, job.compute.device, _fast(job))
+
+
+def _fast(job: JobSpec) -> bool | None:
+    """``compute.precision`` as ``models.inference``'s ``fast``: None lets the device decide."""
+    return {"auto": None, "fp32": False, "bf16": True}[job.compute.precision]
 
 
 def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any, crop: tuple[slice, slice]) -> Any:
@@ -307,7 +312,7 @@ def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any,
         inner_cube = cube.isel(y=crop[0], x=crop[1])
         prediction = predict_cube(
             artifact, inner_cube, job.compute.batch_size, job.compute.device, "block cube",
-            embeddings.isel(y=crop[0], x=crop[1]),
+            embeddings.isel(y=crop[0], x=crop[1]), _fast(job),
         )  # fmt: skip
         return prediction["posterior"].values
     from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS

@@ -27,18 +27,19 @@ def predict_cube(
     device: str | None = None,
     cube_name: str | Path = "cube",
     embeddings: np.ndarray | xr.DataArray | None = None,
+    fast: bool | None = None,
 ) -> xr.Dataset:
     """``posterior`` (class, y, x) float32 and ``class_code`` (y, x) of every pixel of ``cube``.
 
     ``embeddings`` (y, x, feature) from the pretrained encoder may be passed when another product already computed
     them; they are used only if this model kept the pretrained encoder (a fine-tuned one encodes afresh).
+    ``fast`` is the encoder precision of ``models.inference.encode_pixels`` (None: bf16 on CUDA, fp32 on CPU).
     """
-    from models.inference import CPU_BATCH, GPU_BATCH, default_device, encode_pixels
+    from models.inference import CUBE_READ_PIXELS, default_device, encode_pixels
     from models.presto_inputs import cube_to_pixels, presto_inputs
 
     check_contract(artifact, cube, cube_name)
     device = device or default_device()
-    batch_size = batch_size or (GPU_BATCH if str(device).startswith("cuda") else CPU_BATCH)
     bands = artifact.contract["bands"]
     same_inputs = [str(b) for b in cube["band"].values] == list(bands)  # else shared embeddings saw other bands
     cube = cube.sel(band=bands)
@@ -51,7 +52,7 @@ def predict_cube(
     if embeddings is not None and same_inputs and not artifact.meta.get("finetuned_encoder"):
         shared = np.asarray(embeddings.values if isinstance(embeddings, xr.DataArray) else embeddings)
     ny, nx = cube.sizes["y"], cube.sizes["x"]
-    rows = max(1, batch_size // nx)
+    rows = max(1, CUBE_READ_PIXELS // nx)
     posterior = np.full((len(codes), ny, nx), np.nan, dtype=np.float32)
     code_dtype = np.uint8 if codes.max() < 253 else np.uint16
     class_code = np.full((ny, nx), NODATA_CODE, dtype=code_dtype)
@@ -67,7 +68,7 @@ def predict_cube(
             emb = shared[r : r + h].reshape(h * nx, -1)[has_data]
         else:
             x, mask, dw = presto_inputs(reflectance[has_data], bands, latlons=latlons[has_data])
-            emb = encode_pixels(encoder, x, mask, dw, latlons[has_data], start_month, batch_size, device)
+            emb = encode_pixels(encoder, x, mask, dw, latlons[has_data], start_month, batch_size, device, fast)
         with torch.inference_mode():
             logits = head(torch.from_numpy(emb).to(device)).float().cpu().numpy()
         probs = calibration.apply(logits)

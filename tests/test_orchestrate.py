@@ -142,3 +142,21 @@ def test_composite_cache_serves_a_rerun_without_decoding_inputs(region: Path, tm
     # another threshold: a new plan (--overwrite), every block runs again, its composite from the cache
     rerun = run(tmp_path / "cached", 0.8, True, "--overwrite")
     assert checksums(rerun) == checksums(reference)  # lossless: same maps as from the inputs
+
+
+def test_bf16_precision_keeps_the_classes(region: Path, single_process: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import rasterio
+
+    done = suelo("run", str(job_file(tmp_path, region, scheduler="synchronous", precision="bf16")))
+    assert done.returncode == 0, done.stderr
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["job"]["compute"]["precision"] == "bf16"
+
+    def read(out: Path, suffix: str = "") -> np.ndarray:
+        with rasterio.open(out / "landcover" / f"region{suffix}.tif") as src:
+            return src.read(1)
+
+    fp32_classes, bf16_classes = read(single_process), read(tmp_path / "out")
+    assert (fp32_classes == bf16_classes).mean() >= 0.98
+    assert (read(single_process, "_confidence") != read(tmp_path / "out", "_confidence")).any()  # really bf16
