@@ -2,6 +2,7 @@
 
     python -m benchmarks.pipeline                 # generated 2048 x 2048 x 12 months, CPU
     python -m benchmarks.pipeline --device cuda   # encoder and head on the GPU (bf16 autocast)
+    python -m benchmarks.pipeline --precision bf16   # the CPU encoder in bf16 (compute.precision: bf16)
 
 Each stage runs on the same generated region (``benchmarks.ingest.generate_region``) in this process:
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--encode-pixels", type=int, default=32768)
     parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="encoder precision, as compute.precision"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -80,9 +84,11 @@ def main(argv: list[str] | None = None) -> dict:
         sample = rng.choice(pixels, size=min(args.encode_pixels, pixels), replace=False)
         x, mask, dw = presto_inputs(reflectance[sample], BANDS, latlons=latlons[sample])
         encoder = load_presto_encoder()
-        encode_pixels(encoder, x[:512], mask[:512], dw[:512], latlons[sample][:512], start_month, device=args.device)
+        fast = {"auto": None, "fp32": False, "bf16": True}[args.precision]
+        ll = latlons[sample]
+        encode_pixels(encoder, x[:512], mask[:512], dw[:512], ll[:512], start_month, None, args.device, fast)
         started = time.perf_counter()
-        embeddings = encode_pixels(encoder, x, mask, dw, latlons[sample], start_month, device=args.device)
+        embeddings = encode_pixels(encoder, x, mask, dw, ll, start_month, None, args.device, fast)
         stages["encode"] = _rate(len(sample), time.perf_counter() - started)
 
         import torch

@@ -19,7 +19,7 @@ from models.presto_inputs import cube_to_pixels, presto_inputs
 # pixels (8 MB: they stay in L3; benchmarks/encoder.py sweeps the size); a GPU needs large batches to fill it.
 CPU_BATCH = 64
 GPU_BATCH = 65536
-CUBE_READ_PIXELS = 65536  # encode_cube reads about this many pixels at a time: bounded memory, busy threads
+CUBE_READ_PIXELS = 16384  # cubes are read about this many pixels at a time: ~35 MB of inputs, every thread busy
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _allocator_tuned = False
@@ -30,16 +30,16 @@ def tune_cpu_allocator() -> None:
 
     glibc serves each allocation over its mmap threshold with fresh pages from the kernel and unmaps it on free,
     so every MB-sized activation of every batch page-faulted again: 160,000 faults per 1,024 pixels, 40% of the
-    encoder's time in our measurements. Raising the thresholds to 64/128 MB lets the heap reuse them; resident
-    memory grows by at most the trim threshold.
+    encoder's time in our measurements. Raising the thresholds to 32/64 MB (a 64-pixel batch's largest buffer is
+    8 MB) lets the heap reuse them; resident memory grows by at most the trim threshold.
     """
     global _allocator_tuned
     if _allocator_tuned or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
     except (OSError, AttributeError):
         return
     _allocator_tuned = True

@@ -332,7 +332,7 @@ class Encoder(nn.Module):
 
         Same function (parity within 1e-5 in fp32), computed where it pays on a CPU:
         - linear layers through oneDNN with the bias and the exact (erf) GELU fused into the matmul;
-        - attention by ``_attention_cpu``: exp2 without a row-max pass, normalizer from the value matmul;
+        - attention by ``_attention_cpu``: exp2, with no row-max pass where a bound proves the scores in range;
         - the last block's fc2 runs once on the pooled hidden state instead of on every token: fc2 is linear, so
           mean(fc2(h)) = fc2(mean(h)). That is a sixth of the model's multiply-adds.
         The residual stream, norms and softmax stay float32 whatever ``dtype`` the matmuls use.
