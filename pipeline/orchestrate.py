@@ -238,7 +238,10 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
     paths = block_paths(out_dir, block, plan)
     planes: dict[str, np.ndarray] = {}
     if n_clear_outer.any():
-        embeddings = _embeddings(cube, job)
+        # a raster of the block's embeddings (~130 MB at 512 px) only when the segmenter needs them; land cover
+        # alone encodes a few rows at a time inside predict_cube
+        shared = any(product.name == "urban_atlas" for product in plan.products)
+        embeddings = _embeddings(cube, job) if shared else None
         for product in plan.products:
             posteriors = _posteriors(product, plan, cube, embeddings, crop)
             planes[product.name] = classify_block(
@@ -312,7 +315,7 @@ def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any,
         inner_cube = cube.isel(y=crop[0], x=crop[1])
         prediction = predict_cube(
             artifact, inner_cube, job.compute.batch_size, job.compute.device, "block cube",
-            embeddings.isel(y=crop[0], x=crop[1]), _fast(job),
+            None if embeddings is None else embeddings.isel(y=crop[0], x=crop[1]), _fast(job),
         )  # fmt: skip
         return prediction["posterior"].values
     from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
