@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ref-batch", type=int, help="the reference's batch size (default: a sweep)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the best of each counts")
     parser.add_argument("--threads", type=int, default=cores(), help="torch CPU threads (default: usable cores)")
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast row")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
     parser.add_argument("--agreement", action="store_true", help="fp32 vs bf16 classes on the demo cube (slow)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     import dask
 
     from models.artifact import load_artifact
-    from models.inference import encode_pixels
+    from models.inference import encode_pixels, fast_for_precision
     from models.presto import load_presto_encoder
     from models.presto_inputs import cube_to_pixels, presto_inputs
     from pipeline.calibrate import Calibration
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         sample = rng.choice(pixels, size=min(args.encode_pixels, pixels), replace=False)
         x, mask, dw = presto_inputs(reflectance[sample], BANDS, latlons=latlons[sample])
         encoder = load_presto_encoder()
-        fast = {"auto": None, "fp32": False, "bf16": True}[args.precision]
+        fast = fast_for_precision(args.precision)
         ll = latlons[sample]
         encode_pixels(encoder, x[:512], mask[:512], dw[:512], ll[:512], start_month, None, args.device, fast)
         started = time.perf_counter()

@@ -45,6 +45,11 @@ def tune_cpu_allocator() -> None:
     _allocator_tuned = True
 
 
+def fast_for_precision(precision: str) -> bool | None:
+    """A job's ``compute.precision`` (auto, fp32, bf16) as ``encode_pixels``'s ``fast``: None lets the device decide."""
+    return {"auto": None, "fp32": False, "bf16": True}[precision]
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -143,11 +148,10 @@ def encode_cube(
 ) -> xr.DataArray:
     """Presto embeddings of every pixel of a monthly cube: ``(y, x, feature)`` float32 on the cube's grid.
 
-    The cube is read a few rows at a time (about one batch of pixels), so memory beyond the output stays bounded
-    whatever the cube's size; a lazy (dask) cube is computed chunk by chunk.
+    The cube is read a few rows at a time (about ``CUBE_READ_PIXELS`` pixels), so memory beyond the output stays
+    bounded whatever the cube's size; a lazy (dask) cube is computed chunk by chunk. ``batch_size``, ``device`` and
+    ``fast`` are ``encode_pixels``'s.
     """
-    device = torch.device(device or default_device())
-    batch_size = batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     ny, nx = cube.sizes["y"], cube.sizes["x"]
     rows = max(1, CUBE_READ_PIXELS // nx)
     bands = [str(b) for b in cube["band"].values]

@@ -331,7 +331,7 @@ class Encoder(nn.Module):
         """The blocks, mean pool and final norm of the "torch" path, computed in fewer passes for CPU inference.
 
         Same function (parity within 1e-5 in fp32), computed where it pays on a CPU:
-        - linear layers through oneDNN with the bias and the exact (erf) GELU fused into the matmul;
+        - linear layers through oneDNN with the bias fused into the matmul (the exact GELU stays an aten pass);
         - attention by ``_attention_cpu``: exp2, with no row-max pass where a bound proves the scores in range;
         - the last block's fc2 runs once on the pooled hidden state instead of on every token: fc2 is linear, so
           mean(fc2(h)) = fc2(mean(h)). That is a sixth of the model's multiply-adds.

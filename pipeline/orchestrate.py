@@ -301,8 +301,9 @@ def _embeddings(cube: Any, job: JobSpec) -> Any:
 
 
 def _fast(job: JobSpec) -> bool | None:
-    """``compute.precision`` as ``models.inference``'s ``fast``: None lets the device decide."""
-    return {"auto": None, "fp32": False, "bf16": True}[job.compute.precision]
+    from models.inference import fast_for_precision
+
+    return fast_for_precision(job.compute.precision)
 
 
 def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any, crop: tuple[slice, slice]) -> Any:
