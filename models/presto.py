@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import cpu_kernels
+
 DEFAULT_WEIGHTS = Path(__file__).with_name("presto_default.pt")
 
 CHANNELS: tuple[str, ...] = (
@@ -332,27 +334,33 @@ class Encoder(nn.Module):
 
         Same function (parity within 1e-5 in fp32), computed where it pays on a CPU:
         - linear layers through oneDNN with the bias fused into the matmul (the exact GELU stays an aten pass);
-        - attention by ``_attention_cpu``: exp2, with no row-max pass where a bound proves the scores in range;
+        - attention, each residual add with the LayerNorm after it, and the masked mean by the fused C kernels of
+          ``models.cpu_kernels`` (16-float heads keep eager PyTorch busy moving memory, not computing); where
+          those cannot be built, ``_attention_cpu`` and plain torch ops compute the same;
         - the last block's fc2 runs once on the pooled hidden state instead of on every token: fc2 is linear, so
           mean(fc2(h)) = fc2(mean(h)). That is a sixth of the model's multiply-adds.
         The residual stream, norms and softmax stay float32 whatever ``dtype`` the matmuls use.
         """
-        d = self.config.embedding_size
+        heads = self.config.num_heads
         pool = keep.float() / keep.sum(1, keepdim=True)  # (B, N): the masked mean as weights
-        x = tokens.float()
+        x = tokens.float().contiguous()
+        if x is tokens:  # the residual stream is updated in place: never the caller's tensor
+            x = x.clone()
         weights = self._cpu_weights(dtype)
+        h = _add_layer_norm(x, None, weights[0]["norm1"], dtype)
         for i, w in enumerate(weights):
-            h = F.layer_norm(x, (d,), w["norm1.w"], w["norm1.b"]).to(dtype)
-            a = _attention_cpu(_linear(h, w["qkv.w"], w["qkv.b"]), keep, self.config.num_heads)
-            x = x + _linear(a.to(dtype), w["proj.w"], w["proj.b"])
-            h = _linear(F.layer_norm(x, (d,), w["norm2.w"], w["norm2.b"]).to(dtype), w["fc1.w"], w["fc1.b"], gelu=True)
+            qkv = _linear(h, w["qkv.w"], w["qkv.b"])
+            a = cpu_kernels.attention(qkv, keep, heads, dtype)
+            if a is None:
+                a = _attention_cpu(qkv, keep, heads).to(dtype)
+            h = _add_layer_norm(x, _linear(a, w["proj.w"], w["proj.b"]), w["norm2"], dtype)
+            h = _linear(h, w["fc1.w"], w["fc1.b"], gelu=True)
             if i < len(weights) - 1:
-                x = x + _linear(h, w["fc2.w"], w["fc2.b"])
-        x_mean = torch.bmm(pool[:, None], x)[:, 0]
-        h_mean = torch.bmm(pool[:, None].to(dtype), h)[:, 0]
-        return self.norm(x_mean + _linear(h_mean, w["fc2.w"], w["fc2.b"]).float())
+                h = _add_layer_norm(x, _linear(h, w["fc2.w"], w["fc2.b"]), weights[i + 1]["norm1"], dtype)
+        x_mean, h_mean = _weighted_sum(x, pool), _weighted_sum(h, pool)
+        return self.norm(x_mean + _linear(h_mean.to(dtype), w["fc2.w"], w["fc2.b"]).float())
 
-    def _cpu_weights(self, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
+    def _cpu_weights(self, dtype: torch.dtype) -> list[dict]:
         """Per-block weights for ``_transformer_cpu``: matmul weights in ``dtype``, the attention scale folded in.
 
         Cached; the key holds each parameter's storage and version, so loading or training weights rebuilds it.
@@ -371,11 +379,11 @@ class Encoder(nn.Module):
             for block in self.blocks:
                 scale = query_scale.to(block.attn.qkv.weight.device)
                 weights.append({
-                    "norm1.w": block.norm1.weight.float(), "norm1.b": block.norm1.bias.float(),
+                    "norm1": (block.norm1.weight.float(), block.norm1.bias.float(), block.norm1.eps),
                     "qkv.w": (block.attn.qkv.weight * scale[:, None]).to(dtype),
                     "qkv.b": (block.attn.qkv.bias * scale).to(dtype),
                     "proj.w": block.attn.proj.weight.to(dtype), "proj.b": block.attn.proj.bias.to(dtype),
-                    "norm2.w": block.norm2.weight.float(), "norm2.b": block.norm2.bias.float(),
+                    "norm2": (block.norm2.weight.float(), block.norm2.bias.float(), block.norm2.eps),
                     "fc1.w": block.mlp.fc1.weight.to(dtype), "fc1.b": block.mlp.fc1.bias.to(dtype),
                     "fc2.w": block.mlp.fc2.weight.to(dtype), "fc2.b": block.mlp.fc2.bias.to(dtype),
                 })  # fmt: skip
@@ -403,6 +411,27 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: boo
     else:
         y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
+
+
+def _add_layer_norm(
+    x: torch.Tensor, delta: torch.Tensor | None, norm: tuple[torch.Tensor, torch.Tensor, float], dtype: torch.dtype
+) -> torch.Tensor:
+    """``x += delta`` in place (the residual add), then ``layer_norm(x)`` in the next matmul's ``dtype``."""
+    weight, bias, eps = norm
+    out = cpu_kernels.add_layer_norm(x, delta, weight, bias, eps, dtype)
+    if out is None:
+        if delta is not None:
+            x += delta
+        out = F.layer_norm(x, (x.shape[-1],), weight, bias, eps).to(dtype)
+    return out
+
+
+def _weighted_sum(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(B, D)`` float32: each sample's tokens ``(B, N, D)`` summed with ``weights (B, N)``."""
+    out = cpu_kernels.weighted_sum(values, weights)
+    if out is None:
+        out = torch.bmm(weights[:, None].to(values.dtype), values)[:, 0].float()
+    return out
 
 
 # exp2 without a shift stays exact while every score is within +-100: no overflow, and a row's top term and
