@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         return run
 
     ref_batches = [args.ref_batch] if args.ref_batch else ([GPU_BATCH // 4, GPU_BATCH] if cuda else [64, 128, 256, 512])
-    our_batches = [args.batch] if args.batch else ([GPU_BATCH // 4, GPU_BATCH] if cuda else [16, 32, 64, 128])
+    our_batches = [args.batch] if args.batch else ([GPU_BATCH // 4, GPU_BATCH] if cuda else [32, 64, 128, 256])
     runs: dict[tuple[str, int], Callable[[], None]] = {("reference fp32", b): reference_fn(b) for b in ref_batches}
     runs |= {("ours fp32", b): ours_fn(b, False) for b in our_batches}
     if not args.no_bf16:

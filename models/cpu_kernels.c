@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define HEAD 16 /* floats per head: the kernels serve head_dim == 16 only (Presto's 128 / 8) */
 #define ROWS 4  /* query rows per pass: 4 independent FMA chains, each key/value vector loaded once for 4 rows */
@@ -38,10 +41,19 @@ static inline vf load_bf16(const uint16_t *p) {
 }
 
 static inline void store_bf16(uint16_t *p, vf v) {
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+    __m256bh h = _mm512_cvtneps_pbh((__m512)v); /* one instruction, round to nearest even */
+    memcpy(p, &h, sizeof h);
+#else
     vu bits = (vu)v;
     bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest, ties to even */
+#if defined(__AVX512F__)
+    __m256i h = _mm512_cvtepi32_epi16((__m512i)(bits >> 16)); /* GCC's generic narrowing is a slower permute */
+#else
     vh h = __builtin_convertvector(bits >> 16, vh);
+#endif
     memcpy(p, &h, sizeof h);
+#endif
 }
 
 static inline vf load_any(const void *base, int64_t index, int bf16) {
@@ -107,25 +119,33 @@ static inline void transpose16(vf m[HEAD]) {
 }
 
 /* 2^x for x <= 0 (scores minus their row max, in log2 units); 0 below -126 (and for -inf: masked keys).
- * x = n + f with n an integer and |f| <= 1/2; 2^f by a degree-6 polynomial (relative error < 1e-7), 2^n put
- * straight into the exponent bits. */
+ * x = n + f with n an integer and |f| <= 1/2; 2^f by a degree-5 polynomial (relative error < 2.4e-7 in float32
+ * arithmetic), times 2^n. */
 static inline vf exp2_nonpositive(vf x) {
+#if defined(__AVX512F__)
+    /* max, round, scalef: 2^n and the underflow to 0 in single instructions (x < -150 gives exactly 0) */
+    __m512 clamped = _mm512_max_ps((__m512)x, _mm512_set1_ps(-150.0f));
+    __m512 n = _mm512_roundscale_ps(clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vf f = (vf)_mm512_sub_ps(clamped, n);
+#else
     vi underflow = x < -126.0f;
     x = (vf)(((vi)x & ~underflow) | ((vi)splat(-126.0f) & underflow));
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer, left in the low bits */
     vf t = x + shifter;
-    vf n = t - shifter;
     vi ni = (vi)t - (vi)splat(shifter);
-    vf f = x - n;
-    vf p = splat(1.5347280714195222e-4f);
-    p = p * f + 1.3399943709373474e-3f;
-    p = p * f + 9.618483483791351e-3f;
-    p = p * f + 5.550328642129898e-2f;
-    p = p * f + 2.4022646248340607e-1f;
-    p = p * f + 6.931471824645996e-1f;
-    p = p * f + 1.0f;
-    vi bits = (vi)p + (ni << 23);
-    return (vf)(bits & ~underflow);
+    vf f = x - (t - shifter);
+#endif
+    vf p = splat(1.327697653323412e-3f);
+    p = p * f + 9.675545617938042e-3f;
+    p = p * f + 5.55071160197258e-2f;
+    p = p * f + 2.4022120237350464e-1f;
+    p = p * f + 6.931469440460205e-1f;
+    p = p * f + 1.0000001192092896f;
+#if defined(__AVX512F__)
+    return (vf)_mm512_scalef_ps((__m512)p, n);
+#else
+    return (vf)(((vi)p + (ni << 23)) & ~underflow);
+#endif
 }
 
 /* Attention of up to ROWS query rows of one head (query: [row][dim], log2-scaled) over the head's keys

@@ -15,9 +15,9 @@ import xarray as xr
 from models.presto import Encoder
 from models.presto_inputs import cube_to_pixels, presto_inputs
 
-# A 12-month pixel carries ~125 KB of fp32 activations at the MLP. On CPU, each thread encodes batches of 64
-# pixels (8 MB: they stay in L3; benchmarks/encoder.py sweeps the size); a GPU needs large batches to fill it.
-CPU_BATCH = 64
+# A 12-month pixel carries ~125 KB of fp32 activations at the MLP. On CPU, each thread encodes batches of 128
+# pixels (16 MB: they stay in L3; benchmarks/encoder.py sweeps the size); a GPU needs large batches to fill it.
+CPU_BATCH = 128
 GPU_BATCH = 65536
 CUBE_READ_PIXELS = 16384  # cubes are read about this many pixels at a time: ~35 MB of inputs, every thread busy
 
