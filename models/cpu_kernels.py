@@ -78,6 +78,14 @@ def _build(compiler: str, flags: list[str]) -> Path:
     return target
 
 
+def describe() -> str:
+    """What this process's encoder runs on CPU, for run records: the build's flags, or why the PyTorch forms run."""
+    lib = library()
+    if lib is None:
+        return "unavailable (PyTorch forms)"
+    return f"{Path(lib._name).name} ({lib.build_command})"
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, or None (logged once) where they cannot be built or are switched off."""
@@ -103,6 +111,7 @@ def library() -> ctypes.CDLL | None:
         lib.suelo_add_layer_norm.restype = None
         lib.suelo_weighted_sum.argtypes = [pointer, flag, pointer, pointer, size, size, size]
         lib.suelo_weighted_sum.restype = None
+        lib.build_command = " ".join([compiler, *flags])
         return lib
     log.warning("CPU kernels could not be built (%s): the encoder runs its PyTorch forms", "; ".join(errors))
     return None

@@ -52,16 +52,21 @@ class IngestResult:
 def software_versions() -> dict[str, str]:
     import numpy
     import rasterio
+    import torch
     import xarray
+
+    from models import cpu_kernels
 
     return {
         "suelo": __version__,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
+        "torch": torch.__version__,
         "rasterio": rasterio.__version__,
         "gdal": rasterio.__gdal_version__,
         "xarray": xarray.__version__,
         "dask": dask.__version__,
+        "cpu_kernels": cpu_kernels.describe(),
     }
 
 

@@ -192,3 +192,14 @@ def test_portable_build_computes_the_same(tmp_path: Path, monkeypatch: pytest.Mo
     exact = F.layer_norm(x.double(), (128,), eps=1e-5)
     # rounded to nearest: within half a bf16 step (truncation would be off by up to a whole one)
     np.testing.assert_allclose(as_bf16.float().numpy(), exact.numpy(), rtol=2**-8, atol=0)
+
+
+def test_run_records_say_what_ran(monkeypatch: pytest.MonkeyPatch, library_reset: None) -> None:
+    from pipeline.jobs import software_versions
+
+    if cpu_kernels.library() is not None:
+        assert software_versions()["cpu_kernels"].startswith("cpu_kernels-")
+        assert "-O" in cpu_kernels.describe()
+    monkeypatch.setenv("SUELO_CPU_KERNELS", "0")
+    cpu_kernels.library.cache_clear()
+    assert software_versions()["cpu_kernels"] == "unavailable (PyTorch forms)"
