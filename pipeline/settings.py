@@ -223,7 +223,7 @@ class ComputeSpec(Settings):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="encoder precision: auto is bf16 autocast on GPU and fp32 on CPU; bf16 on a CPU with AVX512-bf16"
-        " ran 1.4-1.6x fp32 and kept 99.7% of the sample's classes (thresholds were certified in fp32)",
+        " ran 1.6-1.9x fp32 and kept 99.7% of the sample's classes (thresholds were certified in fp32)",
     )
 
 
