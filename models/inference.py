@@ -15,9 +15,12 @@ import xarray as xr
 from models.presto import Encoder
 from models.presto_inputs import cube_to_pixels, presto_inputs
 
-# A 12-month pixel carries ~125 KB of fp32 activations at the MLP. On CPU, each thread encodes batches of 128
-# pixels (16 MB: they stay in L3; benchmarks/encoder.py sweeps the size); a GPU needs large batches to fill it.
-CPU_BATCH = 128
+# A 12-month pixel carries ~125 KB of fp32 activations at the MLP. On CPU, each thread encodes batches of 64
+# pixels in fp32 (8 MB: they stay in L3) and 128 in bf16 (half the activation bytes per pixel), the best of
+# benchmarks/encoder.py's sweeps that does not cost memory: fp32 at 128 was no faster and held 40 MB more per
+# thread. A GPU needs large batches to fill it.
+CPU_BATCH = 64
+CPU_BATCH_BF16 = 128
 GPU_BATCH = 65536
 CUBE_READ_PIXELS = 16384  # cubes are read about this many pixels at a time: ~35 MB of inputs, every thread busy
 
@@ -79,12 +82,12 @@ def encode_pixels(
     """
     device = torch.device(device or default_device())
     cuda = device.type == "cuda"
-    batch_size = batch_size or (GPU_BATCH if cuda else CPU_BATCH)
+    bf16 = cuda if fast is None else fast
+    batch_size = batch_size or (GPU_BATCH if cuda else CPU_BATCH_BF16 if bf16 else CPU_BATCH)
     n = len(x)
     month_arr = np.array(np.broadcast_to(np.asarray(month, dtype=np.int64), (n,)))
     encoder = encoder.to(device).eval()
     out = np.empty((n, encoder.config.embedding_size), dtype=np.float32)
-    bf16 = cuda if fast is None else fast
     autocast = cuda and bf16
     compute_dtype = torch.bfloat16 if (bf16 and not cuda) else torch.float32
 

@@ -42,7 +42,6 @@ def predict_cube(
     device = device or default_device()
     bands = artifact.contract["bands"]
     same_inputs = [str(b) for b in cube["band"].values] == list(bands)  # else shared embeddings saw other bands
-    cube = cube.sel(band=bands)
     legend = artifact.legend
     codes = np.asarray(legend.codes)
     encoder, head = artifact.build_encoder(), artifact.build_head().to(device)
@@ -58,7 +57,8 @@ def predict_cube(
     class_code = np.full((ny, nx), NODATA_CODE, dtype=code_dtype)
     started = time.perf_counter()
     for r in range(0, ny, rows):
-        part = cube.isel(y=slice(r, min(r + rows, ny)))
+        # the model's bands chunk by chunk: selecting them from the whole cube would copy it (~110 MB at 512 px)
+        part = cube.isel(y=slice(r, min(r + rows, ny))).sel(band=bands)
         h = part.sizes["y"]
         reflectance, latlons, start_month = cube_to_pixels(part)
         has_data = np.isfinite(reflectance).any(axis=(1, 2))
