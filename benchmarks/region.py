@@ -19,9 +19,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 from benchmarks.ingest import generate_region
@@ -40,6 +42,38 @@ def job_spec(items: Path, out: Path, block_size: int, workers: int, scheduler: s
         "compute": {"block_size": block_size, "workers": workers, "scheduler": scheduler},
         "output": {"dir": str(out), "cube": False},
     }
+
+
+class TreeMemory(threading.Thread):
+    """Peak resident memory of a process and all its descendants together, sampled every half second."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.peak_total_mb = 0.0
+        self.peak_root_mb = 0.0
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(0.5):
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return
+            total = 0.0
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss / 2**20
+                except psutil.Error:  # exited between the listing and the reading
+                    continue
+                total += rss
+                if process.pid == self.root.pid:
+                    self.peak_root_mb = max(self.peak_root_mb, rss)
+            self.peak_total_mb = max(self.peak_total_mb, total)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -71,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
             [sys.executable, "-m", "pipeline.cli", "run", str(job), "--log-format", "json"],
             stdout=subprocess.DEVNULL, stderr=stderr_file, start_new_session=True,
         )  # fmt: skip
+        tree = TreeMemory(process.pid)
+        tree.start()
         try:
             process.wait(timeout=args.max_seconds or None)
             completed = process.returncode == 0
@@ -78,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             completed = False
+        tree.stop()
     wall = time.perf_counter() - started
     stderr = log.read_text()
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
@@ -103,6 +140,11 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds_per_block_median": per_block[len(per_block) // 2] if per_block else None,
         "px_per_second": round(rate * args.block_size**2, 1),
         "peak_rss_mb_per_worker": peaks,
+        # sampled twice a second: the run's command plus every process it started, at the worst moment
+        "peak_rss_mb_whole_run": round(tree.peak_total_mb),
+        "peak_rss_mb_main_process": round(tree.peak_root_mb),
+        # what the default (one worker per core, at most 4) would hold on a machine with 4 or more cores
+        "projected_peak_mb_with_4_workers": round(tree.peak_root_mb + 4 * max(peaks.values())) if peaks else None,
         "projected_hours_for_region": round(total / rate / 3600, 2) if rate else None,
         "completed": completed,
         "generation_seconds": round(generated_in, 1),

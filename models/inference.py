@@ -57,6 +57,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cube_read_pixels(device: str | torch.device | None = None, batch_size: int | None = None) -> int:
+    """Pixels to read from a cube at a time: ``CUBE_READ_PIXELS`` on CPU; on CUDA at least one full batch, so the
+    GPU never gets the small batches a CPU-sized read would cut."""
+    if torch.device(device or default_device()).type != "cuda":
+        return CUBE_READ_PIXELS
+    return max(CUBE_READ_PIXELS, batch_size or GPU_BATCH)
+
+
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -151,12 +159,12 @@ def encode_cube(
 ) -> xr.DataArray:
     """Presto embeddings of every pixel of a monthly cube: ``(y, x, feature)`` float32 on the cube's grid.
 
-    The cube is read a few rows at a time (about ``CUBE_READ_PIXELS`` pixels), so memory beyond the output stays
+    The cube is read a few rows at a time (about ``cube_read_pixels()`` pixels), so memory beyond the output stays
     bounded whatever the cube's size; a lazy (dask) cube is computed chunk by chunk. ``batch_size``, ``device`` and
     ``fast`` are ``encode_pixels``'s.
     """
     ny, nx = cube.sizes["y"], cube.sizes["x"]
-    rows = max(1, CUBE_READ_PIXELS // nx)
+    rows = max(1, cube_read_pixels(device, batch_size) // nx)
     bands = [str(b) for b in cube["band"].values]
     out = np.empty((ny, nx, encoder.config.embedding_size), dtype=np.float32)
     for r in range(0, ny, rows):

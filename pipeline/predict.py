@@ -35,7 +35,7 @@ def predict_cube(
     them; they are used only if this model kept the pretrained encoder (a fine-tuned one encodes afresh).
     ``fast`` is the encoder precision of ``models.inference.encode_pixels`` (None: bf16 on CUDA, fp32 on CPU).
     """
-    from models.inference import CUBE_READ_PIXELS, default_device, encode_pixels
+    from models.inference import cube_read_pixels, default_device, encode_pixels
     from models.presto_inputs import cube_to_pixels, presto_inputs
 
     check_contract(artifact, cube, cube_name)
@@ -51,7 +51,7 @@ def predict_cube(
     if embeddings is not None and same_inputs and not artifact.meta.get("finetuned_encoder"):
         shared = np.asarray(embeddings.values if isinstance(embeddings, xr.DataArray) else embeddings)
     ny, nx = cube.sizes["y"], cube.sizes["x"]
-    rows = max(1, CUBE_READ_PIXELS // nx)
+    rows = max(1, cube_read_pixels(device, batch_size) // nx)
     posterior = np.full((len(codes), ny, nx), np.nan, dtype=np.float32)
     code_dtype = np.uint8 if codes.max() < 253 else np.uint16
     class_code = np.full((ny, nx), NODATA_CODE, dtype=code_dtype)

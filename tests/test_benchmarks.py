@@ -84,3 +84,24 @@ def test_pipeline_stage_benchmark_runs_end_to_end() -> None:
     assert all(stage["px_per_s"] > 0 for stage in result["stages"].values())
     assert abs(sum(stage["share_of_time"] for stage in result["stages"].values()) - 1) < 1e-3
     assert result["projected_tile_hours"] > 0
+
+
+def test_region_benchmark_counts_every_process_of_the_run() -> None:
+    """The whole-run peak adds the children's memory to the command's: a child holding 300 MB must show."""
+    import subprocess
+    import sys
+
+    from benchmarks.region import TreeMemory
+
+    holder = (  # every byte written, so every page is resident
+        "import sys, time; block = b'1' * (300 * 2**20); sys.stdout.write('x'); sys.stdout.flush(); time.sleep(3)"
+    )
+    parent = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1]])"
+    process = subprocess.Popen([sys.executable, "-c", parent, holder], stdout=subprocess.PIPE)
+    tree = TreeMemory(process.pid)
+    tree.start()
+    assert process.stdout.read(1) == b"x"  # the child holds its block now
+    process.wait()
+    tree.stop()
+    assert tree.peak_total_mb >= 300
+    assert 0 < tree.peak_root_mb < 150  # the parent itself holds no block

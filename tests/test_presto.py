@@ -14,7 +14,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
-from models.inference import encode_cube, encode_pixels
+from models.inference import CUBE_READ_PIXELS, GPU_BATCH, cube_read_pixels, encode_cube, encode_pixels
 from models.presto import (
     CHANNELS,
     DEFAULT_WEIGHTS,
@@ -253,6 +253,13 @@ def test_cube_to_pixels_order_and_coordinates() -> None:
     np.testing.assert_array_equal(reflectance[1 * 3 + 2], cube["reflectance"].isel(y=1, x=2).values)
     assert np.all((latlons[:, 0] > 50) & (latlons[:, 0] < 51) & (latlons[:, 1] > 5) & (latlons[:, 1] < 6))
     assert latlons[0, 0] > latlons[3, 0] and latlons[1, 1] > latlons[0, 1]  # north first, then east
+
+
+def test_cube_reads_give_a_gpu_full_batches() -> None:
+    assert cube_read_pixels("cpu") == cube_read_pixels("cpu", 10**6) == CUBE_READ_PIXELS  # memory bound on CPU
+    assert cube_read_pixels("cuda") == GPU_BATCH  # a descriptor only: no GPU needed to ask
+    assert cube_read_pixels("cuda:1", 100) == CUBE_READ_PIXELS
+    assert cube_read_pixels("cuda", 300_000) == 300_000
 
 
 def test_encode_cube_matches_encode_pixels(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
