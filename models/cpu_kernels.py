@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 def cache_dir() -> Path:
     if "SUELO_KERNEL_CACHE" in os.environ:
         return Path(os.environ["SUELO_KERNEL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except (KeyError, RuntimeError):  # no HOME and no passwd entry (some containers): a per-user temp folder
+        base = Path(tempfile.gettempdir()) / f"cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
     return Path(base) / "suelo"
 
 

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,3 +204,25 @@ def test_run_records_say_what_ran(monkeypatch: pytest.MonkeyPatch, library_reset
     monkeypatch.setenv("SUELO_CPU_KERNELS", "0")
     cpu_kernels.library.cache_clear()
     assert software_versions()["cpu_kernels"] == "unavailable (PyTorch forms)"
+
+
+def test_an_unwritable_cache_means_the_pytorch_forms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, library_reset: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("SUELO_KERNEL_CACHE", str(blocker / "suelo"))
+    with caplog.at_level(logging.WARNING, logger="models.cpu_kernels"):
+        assert cpu_kernels.library() is None  # logged, not raised: the encoder still runs
+    assert "could not be built" in caplog.text
+
+
+def test_cache_folder_without_a_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUELO_KERNEL_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert cpu_kernels.cache_dir().parent.parent == Path(tempfile.gettempdir())
