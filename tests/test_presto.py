@@ -365,3 +365,15 @@ def test_flops_of_the_pooled_last_fc2() -> None:
     cfg = PrestoConfig()
     full, pooled = flops_per_pixel(12, 61), flops_per_pixel(12, 61, pooled_last_fc2=True)
     assert full - pooled == 2 * 60 * cfg.embedding_size * cfg.mlp_hidden
+
+
+def test_plain_modules_under_bf16_autocast(encoder: Encoder) -> None:
+    """What the GPU path runs (plain modules, bf16 autocast, SDPA with a key mask), here on the CPU's autocast."""
+    x, mask, dw, ll = random_inputs(24, 12, seed=11)
+    args = [torch.from_numpy(a) for a in (x, mask, dw, ll)]
+    with torch.inference_mode():
+        fp32 = encoder(*args, 3, kernels="torch")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = encoder(*args, 3, kernels="torch")
+    assert bf16.shape == fp32.shape and torch.isfinite(bf16).all()
+    assert 1e-3 < (bf16.float() - fp32).abs().max() < 0.25  # really ran in bf16, and stayed close
