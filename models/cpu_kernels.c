@@ -288,22 +288,19 @@ int suelo_attention(const void *qkv, const uint8_t *keep, void *out, int64_t bat
                     store_f32(query + r * HEAD, q);
                 }
                 void *target = (char *)out + ((first + i0) * width + h * HEAD) * (out_bf16 ? 2 : 4);
-                switch (blocks) { /* up to 64 tokens, the score rows stay in registers */
-                case 1: attend_rows_in_registers(query, head_keys_t, head_values, key_bias, scores, tokens, padded,
-                                                 1, target, width, rows, out_bf16);
-                    break;
-                case 2: attend_rows_in_registers(query, head_keys_t, head_values, key_bias, scores, tokens, padded,
-                                                 2, target, width, rows, out_bf16);
-                    break;
-                case 3: attend_rows_in_registers(query, head_keys_t, head_values, key_bias, scores, tokens, padded,
-                                                 3, target, width, rows, out_bf16);
-                    break;
-                case 4: attend_rows_in_registers(query, head_keys_t, head_values, key_bias, scores, tokens, padded,
-                                                 4, target, width, rows, out_bf16);
-                    break;
+                /* up to 64 tokens the score rows stay in registers: one specialised copy per block count */
+#define IN_REGISTERS(n)                                                                                       \
+    attend_rows_in_registers(query, head_keys_t, head_values, key_bias, scores, tokens, padded, n, target, width, \
+                             rows, out_bf16)
+                switch (blocks) {
+                case 1: IN_REGISTERS(1); break;
+                case 2: IN_REGISTERS(2); break;
+                case 3: IN_REGISTERS(3); break;
+                case 4: IN_REGISTERS(4); break;
                 default: attend_rows(query, head_keys_t, head_values, key_bias, scores, tokens, padded, blocks,
                                      target, width, rows, out_bf16);
                 }
+#undef IN_REGISTERS
             }
         }
     }
