@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         # sampled twice a second: the run's command plus every process it started, at the worst moment
         "peak_rss_mb_whole_run": round(tree.peak_total_mb),
         "peak_rss_mb_main_process": round(tree.peak_root_mb),
-        # what the default (one worker per core, at most 4) would hold on a machine with 4 or more cores
+        # what the default for land cover (one worker per core, at most 4) would hold on 4 or more cores
         "projected_peak_mb_with_4_workers": round(tree.peak_root_mb + 4 * max(peaks.values())) if peaks else None,
         "projected_hours_for_region": round(total / rate / 3600, 2) if rate else None,
         "completed": completed,

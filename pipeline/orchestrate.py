@@ -437,6 +437,16 @@ class BlockFailure:
     attempts: int
 
 
+def default_workers(job: JobSpec) -> int:
+    """Local workers when the job does not say: one per core, at most 4, or 3 with the urban-atlas product.
+
+    Measured with the default 512 px blocks (benchmarks/RESULTS.md): a worker peaks at about 0.85 GB for land
+    cover and 1.1 GB while the segmenter runs, the run's own process at 0.45 GB; so a whole run stays under 4 GB.
+    """
+    cap = 3 if job.products.urban_atlas.enabled else 4
+    return max(1, min(os.cpu_count() or 1, cap))
+
+
 def execute(
     plan: RunPlan,
     blocks: Sequence[Block],
@@ -461,7 +471,7 @@ def execute(
                 raise ConfigError("compute.gpus needs the dask-cuda package (pip install dask-cuda)") from exc
             cluster: Any = LocalCUDACluster(n_workers=compute.gpus, threads_per_worker=compute.threads_per_worker)
         else:
-            workers = compute.workers or min(os.cpu_count() or 1, 4)
+            workers = compute.workers or default_workers(plan.job)
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                 silence_logs=40,

@@ -207,7 +207,13 @@ class ComputeSpec(Settings):
     """Where and how blocks run: in this process, on a local Dask cluster, or on an existing Dask scheduler."""
 
     block_size: int = Field(512, ge=16, le=8192, description="pixels per block side")
-    workers: int | None = Field(None, ge=1, le=1024, description="local worker processes; default: cores (max 4)")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="local worker processes; default: cores, at most 4 (3 with the urban-atlas product), which keeps"
+        " a run under 4 GB with 512 px blocks",
+    )
     threads_per_worker: int = Field(1, ge=1, le=256, description="threads per worker (reading and torch)")
     scheduler: str | None = Field(
         None,

@@ -160,3 +160,20 @@ def test_bf16_precision_keeps_the_classes(region: Path, single_process: Path, tm
     fp32_classes, bf16_classes = read(single_process), read(tmp_path / "out")
     assert (fp32_classes == bf16_classes).mean() >= 0.98
     assert (read(single_process, "_confidence") != read(tmp_path / "out", "_confidence")).any()  # really bf16
+
+
+@pytest.mark.parametrize(
+    ("cores", "urban_atlas", "expected"), [(2, False, 2), (16, False, 4), (16, True, 3), (1, True, 1)]
+)
+def test_default_workers_keep_a_run_under_4_gb(
+    cores: int, urban_atlas: bool, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.orchestrate import default_workers
+    from pipeline.settings import load_job
+
+    job = load_job(Path(__file__).resolve().parents[1] / "workflows" / "demo.yaml")
+    products = job.products.model_copy(
+        update={"urban_atlas": job.products.urban_atlas.model_copy(update={"enabled": urban_atlas})}
+    )
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_workers(job.model_copy(update={"products": products})) == expected
