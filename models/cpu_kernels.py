@@ -2,10 +2,9 @@
 
 The encoder works without them: every kernel here has a PyTorch equivalent in ``models.presto`` that runs when
 the library is unavailable (no C compiler, ``SUELO_CPU_KERNELS=0``, a head size other than 16): each function
-here returns None then. The build is
-cached, keyed by the source, compiler and flags, under ``$SUELO_KERNEL_CACHE`` (default
-``$XDG_CACHE_HOME/suelo`` or ``~/.cache/suelo``); it is written to a temporary file and renamed, so processes
-that build at once never load a half-written library.
+here returns None then. The build is cached, keyed by the source, compiler, flags and CPU, under
+``$SUELO_KERNEL_CACHE`` (default ``$XDG_CACHE_HOME/suelo`` or ``~/.cache/suelo``); it is written to a temporary
+file and renamed, so processes that build at once never load a half-written library.
 """
 
 from __future__ import annotations
@@ -123,6 +122,10 @@ def library() -> ctypes.CDLL | None:
 _DTYPES = (torch.float32, torch.bfloat16)
 
 
+def _serves(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors)
+
+
 def attention(qkv: torch.Tensor, keep: torch.Tensor, heads: int, out_dtype: torch.dtype) -> torch.Tensor | None:
     """Softmax attention of a fused ``qkv (B, N, 3D)`` with log2-scaled queries, as ``(B, N, D)`` ``out_dtype``.
 
@@ -131,13 +134,7 @@ def attention(qkv: torch.Tensor, keep: torch.Tensor, heads: int, out_dtype: torc
     runs the PyTorch form.
     """
     b, n, three_d = qkv.shape
-    if (
-        three_d != 3 * heads * HEAD_DIM
-        or qkv.device.type != "cpu"
-        or qkv.dtype not in _DTYPES
-        or out_dtype not in _DTYPES
-        or (lib := library()) is None
-    ):
+    if three_d != 3 * heads * HEAD_DIM or not _serves(qkv) or out_dtype not in _DTYPES or (lib := library()) is None:
         return None
     qkv = qkv.contiguous()
     keep = keep.to(torch.bool).contiguous()  # a bool tensor's bytes are 0/1, the uint8 the kernel reads
@@ -155,10 +152,6 @@ def attention(qkv: torch.Tensor, keep: torch.Tensor, heads: int, out_dtype: torc
     if status != 0:
         raise MemoryError("suelo_attention could not allocate its scratch buffers")
     return out
-
-
-def _serves(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors)
 
 
 def add_layer_norm(

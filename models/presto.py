@@ -407,12 +407,13 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: boo
     The exact (erf) GELU joins the epilogue in float32 (0.4 ms less per fc1 of 64 pixels than a separate pass); in
     bf16 it stays a separate aten pass, which measured faster there.
     """
-    if _ONEDNN_LINEAR and x.device.type == "cpu":
-        fused_gelu = gelu and x.dtype == torch.float32
+    onednn = _ONEDNN_LINEAR and x.device.type == "cpu"
+    fused_gelu = onednn and gelu and x.dtype == torch.float32
+    if onednn:
         y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if fused_gelu else "none", [], "none")
-        return F.gelu(y) if gelu and not fused_gelu else y
-    y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu else y
+    else:
+        y = F.linear(x, weight, bias)
+    return F.gelu(y) if gelu and not fused_gelu else y
 
 
 def _add_layer_norm(
