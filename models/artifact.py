@@ -6,7 +6,10 @@ Layout (a flat dict, so nothing but tensors and plain values is ever unpickled):
 - ``meta``: a JSON string with the legend, the input contract, the head config, the training config, metrics,
   the software version and the split used,
 - ``head.<name>``: the classifier head's state dict; ``encoder.<name>``: the encoder's, only when fine-tuned
-  (otherwise the shipped pretrained Presto weights are used, identified by their sha256 in the contract).
+  (otherwise the shipped pretrained Presto weights are used, identified by their sha256 in the contract),
+- ``novelty.whiten`` / ``novelty.means``: the novelty gate's matrices (``pipeline.novelty``); its threshold and
+  rejection rate are in ``meta["novelty"]``. Every model has a gate (format 2); format-1 files, made before gates
+  existed, are refused with a message to retrain.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from models.heads import HeadConfig, MLPHead
 from pipeline.atomic import file_sha256
 from pipeline.errors import InputError
 from pipeline.legend import Legend
+from pipeline.novelty import NoveltyGate
 
 FORMAT = "suelo-landcover-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the novelty gate is part of every model
 NORMALIZATION = "presto-l2a-v1"  # models.presto_inputs: reflectance as is, NDVI from B8/B4, absent inputs masked
 PRODUCT_LEVEL = "L2A"  # the level of models whose contract does not say (all artifacts before L1C training)
 PRODUCT_LEVELS = ("L2A", "L1C")
@@ -68,6 +72,7 @@ class ModelArtifact:
     head_state: dict[str, torch.Tensor]
     encoder_state: dict[str, torch.Tensor] | None = None
     path: Path | None = field(default=None)
+    gate: NoveltyGate | None = None  # where the training data lies in embedding space; None only while training
 
     @property
     def legend(self) -> Legend:
@@ -115,6 +120,11 @@ def save_artifact(artifact: ModelArtifact, path: str | Path) -> None:
     payload.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in artifact.head_state.items()})
     if artifact.encoder_state is not None:
         payload.update({f"encoder.{k}": v.detach().cpu().contiguous() for k, v in artifact.encoder_state.items()})
+    if artifact.gate is None:
+        raise ValueError("a model artifact needs a novelty gate (pipeline.novelty.fit_gate)")
+    payload.update(
+        {f"novelty.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in artifact.gate.arrays().items()}
+    )
     with atomic_output(Path(path)) as tmp:
         torch.save(payload, tmp)
 
@@ -143,6 +153,12 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise InputError(path, f"artifact format version {version!r}; this suelo reads up to {FORMAT_VERSION}")
+    if version < 2:
+        raise InputError(
+            path,
+            f"model format {version} was made before novelty gates and cannot say where it does not apply; "
+            "retrain it with `suelo train`",
+        )
     try:
         meta = json.loads(payload["meta"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -151,7 +167,15 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     encoder = {k[8:]: v for k, v in payload.items() if k.startswith("encoder.")} or None
     if not head:
         raise InputError(path, "artifact has no head weights")
-    return ModelArtifact(meta, head, encoder, path)
+    arrays = {k[8:]: v.numpy() for k, v in payload.items() if k.startswith("novelty.") and isinstance(v, torch.Tensor)}
+    try:
+        gate = NoveltyGate.from_parts(meta.get("novelty"), arrays, "model")
+    except ValueError as exc:
+        raise InputError(path, f"artifact has no usable novelty gate ({exc})") from exc
+    features = meta.get("head", {}).get("in_features")
+    if features is not None and gate.whiten.shape[0] != int(features):
+        raise InputError(path, f"novelty gate is {gate.whiten.shape[0]}-dimensional, the head takes {features}")
+    return ModelArtifact(meta, head, encoder, path, gate)
 
 
 def normalize_level(level: Any) -> str | None:

@@ -14,6 +14,8 @@ Design choices that matter downstream:
   state dict is self-contained.
 - Any tile size works: the input is zero-padded at the bottom/right to a multiple of ``2 ** depth`` and the output
   cropped back. Zero is also what a fully missing pixel looks like (all features 0, validity 0).
+- Every saved segmenter carries a novelty gate (``pipeline.novelty``) fitted on its per-pixel input vectors, so a
+  job can say "outside the training data" instead of a confident wrong class (``pipeline.segment``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.novelty import NoveltyGate
 
 PRESTO_EMBEDDING_CHANNELS = 128
 DEFAULT_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -87,11 +91,16 @@ def _conv_block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
 
 
 class UNetSegmenter(nn.Module):
-    """``(N, in_channels, H, W)`` raw features -> ``(N, n_classes, H, W)`` logits, for any ``H, W``."""
+    """``(N, in_channels, H, W)`` raw features -> ``(N, n_classes, H, W)`` logits, for any ``H, W``.
+
+    ``novelty_gate`` is where the training pixels lie in the input space (set by training and by
+    :func:`load_segmenter`); it is no part of the state dict, and :func:`save_segmenter` refuses a model without it.
+    """
 
     def __init__(self, config: SegmenterConfig) -> None:
         super().__init__()
         self.config = config
+        self.novelty_gate: NoveltyGate | None = None
         c = config.base_width
         widths = [c * 2**level for level in range(config.depth + 1)]
         self.register_buffer("input_mean", torch.zeros(config.in_channels))
@@ -253,14 +262,33 @@ def segmenter_inputs(features: np.ndarray, embeddings: Any | None) -> np.ndarray
 # -- saving / loading ----------------------------------------------------------------------------------------------
 
 
+# extras that load_segmenter derives from the model's gate: saving stores the gate itself, never these copies
+_GATE_EXTRAS = ("novelty", "gate")
+
+
 def save_segmenter(model: UNetSegmenter, path: str | Path, **extra: Any) -> None:
-    """A ``weights_only``-loadable file: the state dict under ``state.*`` and JSON strings for the rest."""
+    """A ``weights_only``-loadable file: the state dict under ``state.*``, the novelty gate's matrices under
+    ``novelty.whiten`` / ``novelty.means`` and its scalars as ``novelty_json``, and JSON strings for the rest.
+
+    ``extra`` may be what :func:`load_segmenter` returned (its ``novelty``/``gate`` entries are rewritten from
+    ``model.novelty_gate``), so a loaded file can be re-saved with changed extras.
+    """
     import json
 
+    gate = model.novelty_gate
+    if gate is None:
+        # a file without a gate could not be loaded again: refuse it here rather than at the next job
+        raise ValueError("a segmenter needs a novelty gate (model.novelty_gate, pipeline.novelty.fit_gate)")
+    if gate.whiten.shape[0] != model.config.in_channels:
+        raise ValueError(f"the novelty gate scores {gate.whiten.shape[0]} features, the segmenter takes "
+                         f"{model.config.in_channels} inputs")  # fmt: skip
     payload: dict[str, Any] = {f"state.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload.update({f"novelty.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in gate.arrays().items()})
     payload["config_json"] = json.dumps(model.config.to_dict())
+    payload["novelty_json"] = json.dumps(gate.meta())
     for key, value in extra.items():
-        payload[f"{key}_json"] = json.dumps(value, default=float)
+        if key not in _GATE_EXTRAS:
+            payload[f"{key}_json"] = json.dumps(value, default=float)
     from pipeline.atomic import atomic_output
 
     with atomic_output(path) as tmp:
@@ -268,7 +296,9 @@ def save_segmenter(model: UNetSegmenter, path: str | Path, **extra: Any) -> None
 
 
 def load_segmenter(path: Any) -> tuple[UNetSegmenter, dict[str, Any]]:
-    """The model (eval mode) and the decoded JSON extras of a file written by :func:`save_segmenter`."""
+    """The model (eval mode, ``novelty_gate`` set) and the decoded JSON extras of a file written by
+    :func:`save_segmenter`; the extras hold the gate's scalars under ``novelty`` and the gate itself
+    (:class:`pipeline.novelty.NoveltyGate`) under ``gate``."""
     import json
 
     from pipeline.errors import ModelFileError
@@ -294,4 +324,17 @@ def load_segmenter(path: Any) -> tuple[UNetSegmenter, dict[str, Any]]:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: state dict mismatch
         problem = " ".join(str(exc).split())[:300]
         raise ModelFileError(path, f"not a usable suelo segmenter ({type(exc).__name__}: {problem})") from exc
+    arrays = {k[len("novelty.") :]: v.numpy() for k, v in data.items()
+              if k.startswith("novelty.") and isinstance(v, torch.Tensor)}  # fmt: skip
+    if "novelty" not in extras and not arrays:
+        raise ModelFileError(path, "segmenter made before novelty gates; retrain it with suelo train --model segmenter")
+    try:
+        gate = NoveltyGate.from_parts(extras.get("novelty"), arrays, "segmenter")
+    except ValueError as exc:
+        raise ModelFileError(path, f"no usable novelty gate ({' '.join(str(exc).split())[:300]})") from exc
+    if gate.whiten.shape[0] != config.in_channels:
+        raise ModelFileError(path, f"the novelty gate scores {gate.whiten.shape[0]} features, the segmenter takes "
+                                   f"{config.in_channels} inputs")  # fmt: skip
+    model.novelty_gate = gate
+    extras["gate"] = gate
     return model.eval(), extras

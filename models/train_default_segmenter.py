@@ -8,12 +8,14 @@ How it was made (re-run ``.venv/bin/python models/train_default_segmenter.py`` t
   clouds); both are SYNTHETIC, so the numbers show that the pipeline works, not real-world accuracy;
 - inputs: ``models.segmenter.segmenter_features`` (37 cube summaries) + 128 Presto embeddings
   (``models.inference.encode_cube`` with the shipped ``presto_default.pt``, bf16 ``fast`` mode on CPU);
-- training: ``pipeline.train_segmenter.train_segmenter`` with ``CONFIG`` and ``seed=TRAIN_SEED``;
+- training: ``pipeline.train_segmenter.train_segmenter`` with ``CONFIG`` and ``seed=TRAIN_SEED``; it also fits the
+  novelty gate (``pipeline.novelty``) on the training pixels' input vectors and calibrates its threshold on the
+  validation blocks for a 5 % rejection rate (the held-out city's rejected share is reported too);
 - calibration and confidence threshold: :func:`calibrate` on the held-out city (temperature scaling, threshold
   certified for 95 % accuracy of mapped pixels), stored like the land-cover model's so a job treats both alike.
 
-The file is a ``weights_only`` torch dict: ``state.*`` tensors plus JSON strings (config, feature names, legend
-codes and names, training and held-out metrics, inference speed, provenance). Load with
+The file is a ``weights_only`` torch dict: ``state.*`` and ``novelty.*`` tensors plus JSON strings (config, novelty
+gate, feature names, legend codes and names, training and held-out metrics, inference speed, provenance). Load with
 ``models.segmenter.load_segmenter``. It is a demo/test artifact: train on real Urban Atlas labels for real maps.
 """
 
@@ -128,6 +130,9 @@ def main() -> None:
     target = codes_to_indices(y_test, CLASSES)
     ok = target != 255
     held_out = segmentation_metrics(target[ok], post.argmax(axis=0)[ok], CLASSES, class_names)
+    # the other city is drawn from the same generator: the gate should reject about its calibrated 5 % of it
+    observed = x_test[names.index("valid_fraction")] > 0  # pixels with no clear month are nodata, not novel
+    outside = model.novelty_gate.outside(x_test[:, observed].T)
     speed = inference_speed(x_train.shape[0], len(CLASSES))
     summary = {
         "validation_same_city": {k: metrics[k] for k in ("overall_accuracy", "macro_f1", "kappa", "mean_iou")},
@@ -136,6 +141,11 @@ def main() -> None:
             n: {k: round(v[k], 3) for k in ("precision", "recall", "f1", "iou", "support")}
             for n, v in held_out["per_class"].items()
             if v["support"]
+        },
+        "outside_training": {
+            "validation_same_city": metrics["novelty"]["calibration_rejected"],
+            "held_out_city": round(float(outside.mean()), 4),
+            "rejection_rate": metrics["novelty"]["rejection_rate"],
         },
         "inference_cpu": speed,
         "parameters": count_parameters(model),

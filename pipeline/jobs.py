@@ -181,8 +181,9 @@ def run(job: JobSpec, overwrite: bool = False, log_format: str = "text") -> RunR
 
     started = time.perf_counter()
     scenes, grid = discover(job)
-    cube = write_job_cube(job, scenes, grid, overwrite, started) if job.output.cube else None
+    # the plan first: a model that cannot serve the job (an uncertifiable target, a bad file) stops before any work
     plan = make_plan(job, grid, scenes, job_digest(job, [s.scene_id for s in scenes]))
+    cube = write_job_cube(job, scenes, grid, overwrite, started) if job.output.cube else None
     region = run_region(plan, overwrite, log_format)
     out_dir = Path(job.output.dir)
     skipped = region.up_to_date and (cube is None or cube.skipped) and (out_dir / "run.json").exists()
@@ -221,3 +222,4 @@ def _add_masking(record: dict[str, Any], out_dir: Path) -> None:
         product = entry.get("name", "").split("/")[0]
         if product in record["products"]:
             record["products"][product]["masking"] = entry.get("masking")
+    record["warnings"] = report.get("warnings", [])

@@ -44,6 +44,10 @@ from pipeline.legend import Legend
 from pipeline.settings import JobSpec
 from pipeline.threshold import ReasonCodes, ThresholdPolicy
 
+# Above this share of the imaged pixels rejected by a model's novelty gate (4x the 5% the gate rejects of data like
+# the training data), the run report and run.json warn that the model's certified accuracy does not transfer here.
+NOVELTY_WARNING_PCT = 20.0
+
 MANIFEST = "manifest.jsonl"
 BLOCKS = "blocks"
 CACHE = "cache"
@@ -83,6 +87,7 @@ class ProductPlan:
     policy: ThresholdPolicy
     policy_report: dict[str, Any]
     metrics: dict[str, Any]
+    novelty: dict[str, Any] = field(default_factory=dict)  # the model's novelty gate (pipeline.novelty meta)
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,17 @@ class RunPlan:
 
 def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str) -> RunPlan:
     """Resolve models, legends, reason codes and confidence policies once, before any block runs."""
-    from pipeline.threshold import policy_for_model
+    from pipeline.threshold import certification_problem, policy_for_model
     from pipeline.write import map_dtype, reasons_for
+
+    def certifiable(path: Path, meta: dict[str, Any], report: dict[str, Any], spec: Any, key: str) -> None:
+        """Stop before any work when the target cannot be certified, unless the job accepts an empty map."""
+        problem = certification_problem(meta, report, spec.delta)
+        if problem and not spec.accept_empty_map:
+            raise ConfigError(
+                f"{path}: {problem}; set products.{key}.target_accuracy to a certifiable value, or "
+                f"products.{key}.accept_empty_map: true to map nothing"
+            )
 
     products = []
     halo = 0
@@ -126,6 +140,7 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
             artifact.meta, landcover.target_accuracy, landcover.delta, landcover.threshold, landcover.score,
             landcover.per_class, landcover.min_clear_observations,
         )  # fmt: skip
+        certifiable(path, artifact.meta, report, landcover, "landcover")
         metrics = dict(artifact.meta.get("metrics", {}))
         products.append(
             ProductPlan(
@@ -138,6 +153,7 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
                 policy,
                 report,
                 metrics,
+                artifact.meta["novelty"],
             )
         )
     urban = job.products.urban_atlas
@@ -167,11 +183,14 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
         policy, report = policy_for_model(
             meta, urban.target_accuracy, urban.delta, urban.threshold, None, False, urban.min_clear_observations
         )
+        certifiable(path, meta, report, urban, "urban_atlas")
         metrics = dict(meta.get("metrics", {}).get("summary", {}))
         metrics["calibration"] = meta.get("metrics", {}).get("calibration")
-        products.append(
-            ProductPlan("urban_atlas", path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics)
+        novelty = meta.get("novelty", {})
+        ua_plan = ProductPlan(
+            "urban_atlas", path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics, novelty
         )
+        products.append(ua_plan)
         halo = urban.overlap
     if not products:
         raise ConfigError("no product is enabled (products.landcover / products.urban_atlas)")
@@ -243,10 +262,10 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
         shared = any(product.name == "urban_atlas" for product in plan.products)
         embeddings = _embeddings(cube, job) if shared else None
         for product in plan.products:
-            posteriors = _posteriors(product, plan, cube, embeddings, crop)
+            posteriors, outside = _posteriors(product, plan, cube, embeddings, crop)
             planes[product.name] = classify_block(
                 posteriors, np.asarray(product.legend.codes), product.policy, n_clear, product.reasons,
-                np.dtype(product.dtype),
+                np.dtype(product.dtype), outside,
             )  # fmt: skip
     counts = {}
     for product in plan.products:
@@ -306,8 +325,11 @@ def _fast(job: JobSpec) -> bool | None:
     return fast_for_precision(job.compute.precision)
 
 
-def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any, crop: tuple[slice, slice]) -> Any:
-    """Calibrated posteriors (class, y, x) of the block's inner pixels."""
+def _posteriors(
+    product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any, crop: tuple[slice, slice]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated posteriors (class, y, x) of the block's inner pixels, and where the model's novelty gate rejects
+    them (y, x): outside the model's training data."""
     job = plan.job
     if product.name == "landcover":
         from pipeline.predict import predict_cube
@@ -318,10 +340,10 @@ def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any,
             artifact, inner_cube, job.compute.batch_size, job.compute.device, "block cube",
             None if embeddings is None else embeddings.isel(y=crop[0], x=crop[1]), _fast(job),
         )  # fmt: skip
-        return prediction["posterior"].values
+        return prediction["posterior"].values, prediction["outside_training"].values
     from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
     from pipeline.calibrate import Calibration
-    from pipeline.segment import segment_cube
+    from pipeline.segment import segment_cube, segment_outside_training
 
     model, meta = _cached_model("urban_atlas", str(product.model_path), product.model_sha256)
     spec = job.products.urban_atlas
@@ -331,7 +353,11 @@ def _posteriors(product: ProductPlan, plan: RunPlan, cube: Any, embeddings: Any,
         device=job.compute.device,
     )  # fmt: skip
     values = posteriors.values if hasattr(posteriors, "values") else np.asarray(posteriors)
-    return values[:, crop[0], crop[1]]
+    # the gate scores each pixel's own input vector (no spatial context), so the inner pixels suffice
+    inner = cube.isel(y=crop[0], x=crop[1])
+    inner_embeddings = None if embeddings is None else embeddings.isel(y=crop[0], x=crop[1])
+    outside = segment_outside_training(meta["gate"], inner, inner_embeddings, meta.get("bands", list(SEGMENTER_BANDS)))
+    return values[:, crop[0], crop[1]], outside
 
 
 def _write_block(path: Path, planes: np.ndarray, grid: Grid) -> None:
@@ -743,6 +769,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     inputs = [s.source for s in scenes]
     products: dict[str, list[Path]] = {}
     map_sets, masking, metrics = [], {}, {}
+    warnings: list[str] = []
     with dask.config.set(scheduler="synchronous"):
         for product in plan.products:
             codes = _mosaic(plan, product.name, 1, product.dtype)
@@ -756,9 +783,8 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
                 "THRESHOLDS": product.policy.to_dict(),
                 "INPUT_PRODUCTS": [s.scene_id for s in scenes],
                 "RADIOMETRY": sorted({json.dumps(s.radiometry.to_dict(), sort_keys=True) for s in scenes}),
-                "REASON_CODES": {"nodata": product.reasons.nodata,
-                                 "too_few_observations": product.reasons.too_few_observations,
-                                 "low_confidence": product.reasons.low_confidence},
+                "REASON_CODES": product.reasons.to_dict(),
+                "NOVELTY_GATE": product.novelty,
             }  # fmt: skip
             folder = out_dir / product.name
             if product.name == "urban_atlas":
@@ -787,6 +813,20 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
             else:
                 counts = merge_counts([e["counts"][product.name] for e in entries])
                 report = report_from_counts(counts, class_codes, names)
+            report["outside_training_pct_by_block"] = {
+                e["block"]: _outside_pct(e["counts"][product.name]) for e in entries
+            }
+            report["outside_training_warning_pct"] = NOVELTY_WARNING_PCT
+            if report["outside_training_pct_of_imaged"] > NOVELTY_WARNING_PCT:
+                over = sum(v > NOVELTY_WARNING_PCT for v in report["outside_training_pct_by_block"].values())
+                warnings.append(
+                    f"{product.name}: the model's novelty gate found {report['outside_training_pct_of_imaged']:.1f}% "
+                    f"of the imaged pixels unlike its training data (in {over} of {len(entries)} blocks more than "
+                    f"{NOVELTY_WARNING_PCT:g}%; {product.novelty.get('rejection_rate', 0.05):.0%} is expected on data "
+                    "like the training data): this region is unlike the data the model was trained and certified on, "
+                    "so its certified accuracy does not transfer here. Those pixels are mapped as 'outside the "
+                    "training data'; the mapped ones are the ones that resemble the training data."
+                )
             map_set = write_map_set(
                 folder, job.name, codes, plan.grid, product.legend, (job.period.start, job.period.end),
                 reasons=product.reasons, confidence=confidence, n_clear=n_clear, tags=tags, inputs=inputs,
@@ -796,12 +836,20 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
             masking[f"{product.name}/{map_set.name}"] = report
             metrics[product.name] = {"model": product.metrics, "thresholds": product.policy_report}
             products[product.name] = [*map_set.files, *extra]
-    written = write_run_report(out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"))
+    written = write_run_report(
+        out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"), warnings=warnings
+    )
     report = written.get("html") or next(iter(written.values()), None)
     files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()]
     for product in plan.products:
         products[product.name].sort()
     return products, report, files
+
+
+def _outside_pct(counts: dict[str, Any]) -> float:
+    """The share (percent) of a block's pixels seen by the gate (imaged, enough observations) that it rejected."""
+    seen = counts["pixels"] - counts["nodata"] - counts["too_few_observations"]
+    return round(100.0 * counts.get("outside_training", 0) / seen, 3) if seen else 0.0
 
 
 def iter_block_files(out_dir: Path) -> Iterator[Path]:

@@ -1,7 +1,10 @@
-"""Apply a land-cover model to a monthly cube: posteriors (class, y, x) and the argmax class codes (y, x).
+"""Apply a land-cover model to a monthly cube: posteriors (class, y, x), the novelty gate and the class codes (y, x).
 
 The cube is read in row blocks of about one encoder batch, so memory stays bounded by the block, not the cube.
-Pixels with no valid month get NaN posteriors and code 0 (the nodata reason code of the legend contract).
+Every pixel's embedding is scored by the model's novelty gate (``pipeline.novelty``) before any class is given:
+``outside_training`` marks the pixels unlike the training data, and ``class_code`` carries the model's
+"outside the training data" reason code there instead of a class. Pixels with no valid month get NaN posteriors
+and code 0 (the nodata reason code of the legend contract).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import xarray as xr
 
 from models.artifact import ModelArtifact, check_contract
 from pipeline.calibrate import Calibration
+from pipeline.errors import InputError
+from pipeline.threshold import reasons_for
 
 NODATA_CODE = 0
 
@@ -53,8 +58,13 @@ def predict_cube(
     ny, nx = cube.sizes["y"], cube.sizes["x"]
     rows = max(1, cube_read_pixels(device, batch_size) // nx)
     posterior = np.full((len(codes), ny, nx), np.nan, dtype=np.float32)
-    code_dtype = np.uint8 if codes.max() < 253 else np.uint16
-    class_code = np.full((ny, nx), NODATA_CODE, dtype=code_dtype)
+    novelty = np.full((ny, nx), np.nan, dtype=np.float32)
+    reasons = reasons_for(legend)
+    code_dtype = np.uint8 if max(codes.max(), *reasons.as_tuple()) <= 255 else np.uint16
+    class_code = np.full((ny, nx), reasons.nodata, dtype=code_dtype)
+    gate = artifact.gate
+    if gate is None:
+        raise InputError(artifact.path or "model", "has no novelty gate")
     started = time.perf_counter()
     for r in range(0, ny, rows):
         # the model's bands chunk by chunk: selecting them from the whole cube would copy it (~110 MB at 512 px)
@@ -72,17 +82,23 @@ def predict_cube(
         with torch.inference_mode():
             logits = head(torch.from_numpy(emb).to(device)).float().cpu().numpy()
         probs = calibration.apply(logits)
+        score = gate.score(np.asarray(emb, dtype=np.float32))
         block = np.full((h * nx, len(codes)), np.nan, dtype=np.float32)
         block[has_data] = probs
         posterior[:, r : r + h] = block.T.reshape(len(codes), h, nx)
-        block_codes = np.full(h * nx, NODATA_CODE, dtype=code_dtype)
-        block_codes[has_data] = codes[probs.argmax(axis=1)]
+        block_score = np.full(h * nx, np.nan, dtype=np.float32)
+        block_score[has_data] = score
+        novelty[r : r + h] = block_score.reshape(h, nx)
+        block_codes = np.full(h * nx, reasons.nodata, dtype=code_dtype)
+        block_codes[has_data] = np.where(score <= gate.threshold, codes[probs.argmax(axis=1)], reasons.outside_training)
         class_code[r : r + h] = block_codes.reshape(h, nx)
     seconds = time.perf_counter() - started
     out = xr.Dataset(
         {
             "posterior": (("class", "y", "x"), posterior),
             "class_code": (("y", "x"), class_code),
+            "novelty_score": (("y", "x"), novelty),
+            "outside_training": (("y", "x"), ~(novelty <= gate.threshold) & np.isfinite(novelty)),
         },
         coords={
             "class": codes,
@@ -94,7 +110,9 @@ def predict_cube(
         | {
             "title": "suelo land-cover posteriors",
             "legend": json.dumps(legend.to_list()),
-            "nodata_code": NODATA_CODE,
+            "nodata_code": reasons.nodata,
+            "outside_training_code": reasons.outside_training,
+            "novelty_gate": json.dumps(gate.meta()),
             "model": str(artifact.path or ""),
             "seconds": round(seconds, 3),
             "pixels_per_second": round(ny * nx / max(seconds, 1e-9), 1),
@@ -102,7 +120,15 @@ def predict_cube(
     )
     out["posterior"].attrs.update(long_name="calibrated class posterior probability", units="1")
     out.attrs["calibration"] = json.dumps(calibration.to_dict())
-    out["class_code"].attrs.update(long_name="most probable class code (0 = no valid month)")
+    out["class_code"].attrs.update(
+        long_name=f"most probable class code ({reasons.nodata} = no valid month, {reasons.outside_training} = outside "
+        "the model's training data)"
+    )
+    out["novelty_score"].attrs.update(
+        long_name="novelty score: smallest Mahalanobis distance of the embedding to a training class mean",
+        threshold=gate.threshold,
+    )
+    out["outside_training"].attrs.update(long_name="the novelty gate rejected the pixel (outside the training data)")
     return out
 
 
@@ -110,6 +136,11 @@ def write_prediction(prediction: xr.Dataset, path: Path) -> None:
     """NetCDF, written atomically (temp file beside ``path``, then rename)."""
     from pipeline.atomic import atomic_output
 
-    encoding = {"posterior": {"zlib": True, "complevel": 4}, "class_code": {"zlib": True}}
+    encoding = {
+        "posterior": {"zlib": True, "complevel": 4},
+        "class_code": {"zlib": True},
+        "novelty_score": {"zlib": True},
+        "outside_training": {"zlib": True, "dtype": "uint8"},
+    }
     with atomic_output(Path(path)) as tmp:
         prediction.to_netcdf(tmp, engine="netcdf4", encoding=encoding)

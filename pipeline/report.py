@@ -93,14 +93,18 @@ def write_run_report(
     masking: Mapping[str, Mapping[str, Any]] | None = None,
     metrics: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write the report for ``maps``; ``masking`` maps ``"<product folder>/<map name>"`` (or just the map name) to
-    its :func:`threshold.masking_report`."""
+    its :func:`threshold.masking_report`. ``warnings`` are shown first, prominently (and in report.json)."""
     from pipeline.jobs import software_versions
 
     folder = Path(folder)
     masking, metrics, config = dict(masking or {}), dict(metrics or {}), dict(config or {})
-    summary: dict[str, Any] = {"maps": [], "model_metrics": metrics, "config": config, "versions": software_versions()}
+    summary: dict[str, Any] = {
+        "maps": [], "model_metrics": metrics, "config": config, "versions": software_versions(),
+        "warnings": list(warnings),
+    }  # fmt: skip
     sections = []
     for m in maps:
         # maps of different products share the job's name: the product folder tells them apart
@@ -123,7 +127,7 @@ def write_run_report(
         mask = masking.get(label, masking.get(m.name))
         mask_html = "<p>No masking report.</p>"
         if mask:
-            overall = [{k: v for k, v in mask.items() if k != "classes"}]
+            overall = [{k: v for k, v in mask.items() if k not in ("classes", "outside_training_pct_by_block")}]
             mask_html = _table(overall, list(overall[0])) + _table(
                 mask.get("classes", []), ["code", "name", "predicted_pixels", "retained_pixels", "masked_pct"]
             )
@@ -135,6 +139,9 @@ def write_run_report(
             f"<h3>Files</h3><ul>{''.join(f'<li>{html.escape(f)}</li>' for f in record['files'])}</ul></section>"
         )
     metrics_html = _table(_scalars(metrics), ["metric", "value"]) if metrics else "<p>No model metrics given.</p>"
+    warnings_html = "".join(
+        '<div class="warning" role="alert"><strong>Warning:</strong> ' + html.escape(w) + "</div>" for w in warnings
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>suelo run report</title>
 <style>
@@ -142,9 +149,11 @@ body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: colla
 td, th {{ border: 1px solid #ccc; padding: 2px 6px; font-size: 90%; }} .row {{ display: flex; gap: 2em; }}
 .sw {{ display: inline-block; width: 1.2em; height: 1.2em; border: 1px solid #444; }}
 .nodata {{ background: repeating-linear-gradient(45deg, #fff, #fff 3px, #ccc 3px, #ccc 6px); }}
+.warning {{ background: #fde0e0; border: 2px solid #c00; padding: 0.6em 1em; margin: 0.5em 0; font-size: 110%; }}
 img {{ image-rendering: pixelated; border: 1px solid #ccc; max-width: 512px; }}
 </style></head><body>
 <h1>suelo run report</h1>
+{warnings_html}
 <h2>Model accuracy</h2>{metrics_html}
 {"".join(sections)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>

@@ -195,6 +195,27 @@ def spatial_split(
     return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
 
+def three_way_split(
+    samples: Samples,
+    block_m: float | None = DEFAULT_BLOCK_M,
+    cal_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices ``(train, calibration, test)``, no spatial block on two sides: the test blocks are drawn first
+    (``test_fraction`` of the samples; none when 0), then calibration blocks from the rest. With
+    ``test_fraction=0`` this is exactly :func:`spatial_split` (so models made before the test split existed
+    keep their split)."""
+    if test_fraction <= 0:
+        train, cal = spatial_split(samples, block_m, cal_fraction, seed)
+        return train, cal, np.zeros(0, dtype=np.int64)
+    if cal_fraction + test_fraction >= 1:
+        raise ValueError(f"cal_fraction + test_fraction must be below 1, got {cal_fraction} + {test_fraction}")
+    rest, test = spatial_split(samples, block_m, test_fraction, seed)
+    inner_train, inner_cal = spatial_split(samples.subset(rest), block_m, cal_fraction / (1 - test_fraction), seed)
+    return rest[inner_train], rest[inner_cal], test
+
+
 # WorldCereal extractions ----------------------------------------------------------------------------------------
 
 

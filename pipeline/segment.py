@@ -19,6 +19,8 @@ How a prediction is assembled:
   (including the parts of those windows outside the block) and keeps only its own pixels, so memory is bounded by
   the block and one batch of windows, never by the area. Windows straddling two blocks are run twice; the result
   is identical because every window is a pure function of its position.
+- "Outside the training data" (:func:`segment_outside_training`) is per pixel: the segmenter's novelty gate scores
+  each pixel's input vector (the features ``segment_cube`` feeds the network), tile by tile, with no blending.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 import xarray as xr
 
 from pipeline.calibrate import Calibration
+from pipeline.novelty import NoveltyGate
 
 ReadWindow = Callable[[slice, slice], np.ndarray]  # (rows, cols) -> (C, rows, cols) float32
 
@@ -214,3 +217,47 @@ def segment_cube(
         name="posterior",
         attrs={k: cube.attrs[k] for k in ("grid", "crs") if k in cube.attrs},
     )
+
+
+def _no_clear_observation(cube: xr.Dataset) -> np.ndarray | None:
+    """(y, x) True where a pixel has no clear observation (nodata in every product), None if the cube cannot say."""
+    if "n_clear" in cube:
+        return np.asarray(cube["n_clear"].values) == 0
+    if "valid" in cube:
+        return ~np.asarray(cube["valid"].transpose("time", "y", "x").values).any(axis=0)
+    return None
+
+
+def segment_outside_training(
+    gate: NoveltyGate,
+    cube: xr.Dataset,
+    embeddings: xr.DataArray | np.ndarray | None,
+    bands: Any = None,
+    block: int = 256,
+) -> np.ndarray:
+    """``(y, x)`` bool: True where a pixel's segmenter input vector lies outside the segmenter's training data
+    (``gate.outside``; the gate from ``load_segmenter``). Pixels without a clear observation are False (they are
+    nodata, not "outside").
+
+    The inputs are those :func:`segment_cube` computes (``segmenter_features`` of ``bands`` + ``embeddings``
+    ``(y, x, D)``), here in ``block`` x ``block`` tiles: they are per pixel, so tiling is exact, and memory is
+    bounded by a tile (about 2 KB per pixel for 12 months of 10 bands plus 165 inputs: ~130 MB at 256 px).
+    """
+    from models.segmenter import DEFAULT_BANDS, segmenter_features, segmenter_inputs
+
+    if block <= 0:
+        raise ValueError(f"block must be positive, got {block}")
+    bands = tuple(bands or DEFAULT_BANDS)
+    height, width = cube.sizes["y"], cube.sizes["x"]
+    emb = None if embeddings is None else getattr(embeddings, "values", embeddings)
+    outside = np.zeros((height, width), dtype=bool)
+    for r0 in range(0, height, block):
+        for c0 in range(0, width, block):
+            rows, cols = slice(r0, min(r0 + block, height)), slice(c0, min(c0 + block, width))
+            feats = segmenter_features(cube.isel(y=rows, x=cols), bands)
+            x = segmenter_inputs(feats, None if emb is None else np.asarray(emb[rows, cols]))
+            outside[rows, cols] = gate.outside(x.reshape(x.shape[0], -1).T).reshape(x.shape[1:])
+    no_clear = _no_clear_observation(cube)
+    if no_clear is not None:
+        outside[no_clear] = False
+    return outside

@@ -244,6 +244,11 @@ class ConfidenceSpec(Settings):
     min_clear_observations: int = Field(
         1, ge=0, le=10000, description="fewer clear observations: the 'too few observations' reason code"
     )
+    accept_empty_map: bool = Field(
+        False,
+        description="run even when the target cannot be certified (the map is then all 'unclassified'); "
+        "otherwise such a run stops before any work",
+    )
 
     @model_validator(mode="after")
     def _one_rule(self) -> ConfidenceSpec:

@@ -4,6 +4,8 @@ Every map pixel ends up as exactly one of: a class code, or a reason code that i
 
 - ``nodata``: no imagery (no clear observation at all, or no posterior),
 - ``too_few_observations``: fewer clear observations than ``min_clear_observations``,
+- ``outside_training``: the novelty gate (``pipeline.novelty``) found the pixel unlike the model's training data;
+  decided before, and whatever, the confidence (out-of-distribution inputs often get *high* posteriors),
 - ``low_confidence``: the model's calibrated confidence is below the threshold.
 
 Thresholds are given directly or chosen for a target accuracy of the retained pixels with a finite-sample
@@ -29,6 +31,9 @@ from pipeline.atomic import atomic_output, write_json_atomic
 
 Score = Literal["top1", "margin"]
 CONFIDENCE_NODATA = 255
+# The stored score of calibration points the novelty gate rejected: never a threshold, never retained, but still
+# counted in the coverage (they are not mapped).
+REJECTED_SCORE = -1.0
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,38 @@ class ReasonCodes:
     nodata: int = 0
     too_few_observations: int = 253
     low_confidence: int = 254
+    outside_training: int = 252
 
-    def as_tuple(self) -> tuple[int, int, int]:
-        return (self.nodata, self.too_few_observations, self.low_confidence)
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.nodata, self.too_few_observations, self.outside_training, self.low_confidence)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "nodata": self.nodata,
+            "too_few_observations": self.too_few_observations,
+            "outside_training": self.outside_training,
+            "low_confidence": self.low_confidence,
+        }
 
 
-LANDCOVER_REASONS = ReasonCodes(0, 253, 254)
+LANDCOVER_REASONS = ReasonCodes(0, 253, 254, 252)
+
+# Urban Atlas (and any legend with codes above 255) maps are uint16. Urban Atlas' own no-data codes (91000
+# clouds/shadows, 92000 missing imagery) do not fit in uint16, so the top two uint16 values mark the reasons and
+# 0 (not an Urban Atlas code) is nodata; 65533 marks pixels outside the model's training data.
+UINT16_REASONS = ReasonCodes(nodata=0, too_few_observations=65534, low_confidence=65535, outside_training=65533)
+URBAN_ATLAS_REASONS = UINT16_REASONS
+# For uint8 legends that use 0 as a class (Dynamic World: 0 = water), nodata moves to 255.
+ZERO_CLASS_REASONS = ReasonCodes(nodata=255, too_few_observations=253, low_confidence=254, outside_training=252)
+
+
+def reasons_for(legend: Any) -> ReasonCodes:
+    """Default reason codes for a legend: 0/253/254 for uint8 legends, 255 as nodata when 0 is a class, and
+    :data:`UINT16_REASONS` when a code exceeds 252 (CORINE, Urban Atlas)."""
+    codes = set(legend.codes)
+    if max(codes) <= 252:
+        return ZERO_CLASS_REASONS if 0 in codes else LANDCOVER_REASONS
+    return UINT16_REASONS
 
 
 @dataclass(frozen=True)
@@ -188,6 +219,8 @@ def choose_threshold(
     sequence = ends_of_ties(np.arange(n))
     min_retained = int(np.ceil(np.log(half) / np.log1p(-risk)))
     sequence = sequence[sequence + 1 >= min_retained]
+    eligible = sorted_scores > REJECTED_SCORE  # a gate-rejected point is never retained, whatever the threshold
+    sequence = sequence[eligible[sequence]]
     bounds = error_upper_bound(errors_cum[sequence], sequence + 1, half)
     failed = np.flatnonzero(bounds > risk)
     passed = sequence[: failed[0]] if failed.size else sequence
@@ -195,6 +228,7 @@ def choose_threshold(
         best = (int(passed[-1]), float(bounds[len(passed) - 1]))
     # grid of quantile candidates with a union bound
     grid = ends_of_ties(np.ceil(np.arange(1, candidates + 1) * n / candidates).astype(int) - 1)
+    grid = grid[eligible[grid]]
     grid_bounds = error_upper_bound(errors_cum[grid], grid + 1, half / candidates)
     ok = np.flatnonzero(grid_bounds <= risk)
     if ok.size and (best is None or grid[ok[-1]] > best[0]):
@@ -223,13 +257,15 @@ def choose_policy(
     score: Score = "top1",
     per_class: bool = False,
     min_clear_observations: int = 1,
+    scores: np.ndarray | None = None,
 ) -> tuple[ThresholdPolicy, dict[str, Any]]:
     """A policy meeting ``target_accuracy`` on validation ``posteriors`` (N, C) with labels as class indices.
 
     Per class, the guarantee is on the precision of each predicted class, with ``delta`` split over the classes
-    (Bonferroni) so all of them hold together.
+    (Bonferroni) so all of them hold together. ``scores`` overrides the confidence score of each point (the
+    novelty gate's rejected points score :data:`REJECTED_SCORE`).
     """
-    scores = confidence_score(posteriors, score)
+    scores = confidence_score(posteriors, score) if scores is None else np.asarray(scores, dtype=np.float64)
     predicted = posteriors.argmax(axis=1)
     correct = predicted == labels
     overall = choose_threshold(scores, correct, target_accuracy, delta)
@@ -292,6 +328,52 @@ def policy_for_model(
     return policy, report
 
 
+def certification_problem(meta: dict[str, Any], report: dict[str, Any], delta: float = 0.05) -> str | None:
+    """Why a policy from :func:`policy_for_model` maps nothing, or None when it certifies its target.
+
+    The message names the number of calibration points and the highest target they certify, with its coverage,
+    so the user can choose a target that works.
+    """
+    choice = report.get("global")
+    if not choice or choice.get("feasible", True):
+        return None
+    validation = meta.get("validation_scores") or {}
+    score = report.get("policy", {}).get("score", "top1")
+    n = len(validation.get(score, []))
+    target = choice.get("target_accuracy")
+    best = None
+    if n:
+        scores = np.asarray(validation[score], dtype=np.float64)
+        best = highest_certifiable(scores, np.asarray(validation["correct"], dtype=bool), choice.get("delta", delta))
+    if best is None:
+        return f"target accuracy {target} is not certifiable on its {n} calibration points, nor is any target"
+    return (
+        f"target accuracy {target} is not certifiable on its {n} calibration points; the highest certifiable is "
+        f"{best.target_accuracy:g} (coverage {best.coverage:.1%})"
+    )
+
+
+#: Targets a model may store as its default, highest first: training keeps the highest one its calibration data
+#: certifies (at or below the one asked for), so a run that does not set a target never maps nothing by surprise.
+TARGET_LADDER: tuple[float, ...] = (0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.90, 0.89, 0.88, 0.87, 0.86,
+                                    0.85, 0.84, 0.83, 0.82, 0.81, 0.80, 0.78, 0.76, 0.74, 0.72, 0.70, 0.65, 0.60,
+                                    0.55, 0.50)  # fmt: skip
+
+
+def highest_certifiable(
+    scores: np.ndarray, correct: np.ndarray, delta: float = 0.05, at_most: float = 1.0
+) -> ThresholdChoice | None:
+    """The choice for the highest :data:`TARGET_LADDER` target (at most ``at_most``) that ``scores``/``correct``
+    certify, or None when not even the lowest one is certifiable."""
+    for target in TARGET_LADDER:
+        if target > at_most + 1e-12:
+            continue
+        choice = choose_threshold(scores, correct, target, delta)
+        if choice.feasible:
+            return choice
+    return None
+
+
 def calibrate_and_certify(
     logits: np.ndarray,
     targets: np.ndarray,
@@ -299,12 +381,19 @@ def calibrate_and_certify(
     target_accuracy: float = 0.95,
     delta: float = 0.05,
     score: Score = "top1",
+    inside: np.ndarray | None = None,
+    honest_target: bool = False,
 ) -> dict[str, Any]:
     """Everything a model stores about its confidence, from held-out logits (N, C) and target class indices.
 
     Calibration fitted on the held-out logits, its ECE and NLL before and after, the policy certified for
     ``target_accuracy``, and the held-out scores (calibrated top-1 and margin, correctness, prediction) that let
     :func:`policy_for_model` certify any other target at run time without the data.
+
+    ``inside`` (N,) bool marks the held-out points the novelty gate lets through; the others get the score
+    :data:`REJECTED_SCORE`, so they are never retained and the certified coverage is a share of *all* held-out
+    points (what a map gets), not only of those inside the gate. With ``honest_target`` a target the data cannot
+    certify is lowered to the highest certifiable one on :data:`TARGET_LADDER` (the report says so).
     """
     from pipeline.calibrate import expected_calibration_error, fit_calibration, negative_log_likelihood
 
@@ -312,8 +401,27 @@ def calibrate_and_certify(
     uncalibrated = softmax(logits, axis=1)
     calibration = fit_calibration(logits, targets, method)  # type: ignore[arg-type]
     calibrated = calibration.apply(logits)
-    policy, report = choose_policy(calibrated, targets, target_accuracy, delta, score)
+    inside = np.ones(len(targets), dtype=bool) if inside is None else np.asarray(inside, dtype=bool)
+    gated = np.where(inside[:, None], calibrated, np.nan)
+
+    def gated_score(kind: Score) -> np.ndarray:
+        return np.where(inside, confidence_score(calibrated, kind), REJECTED_SCORE)
+
     correct = calibrated.argmax(1) == targets
+    requested = target_accuracy
+    note = "as asked"
+    if honest_target:
+        best = highest_certifiable(gated_score(score), correct, delta, at_most=target_accuracy)
+        if best is None:
+            note = f"nothing down to {TARGET_LADDER[-1]} is certifiable: the model maps nothing at its default"
+        elif best.target_accuracy < target_accuracy:
+            target_accuracy = best.target_accuracy
+            note = f"{requested} is not certifiable on {len(targets)} held-out points; lowered to {target_accuracy}"
+    policy, report = choose_policy(
+        np.where(np.isnan(gated), 0.0, gated), targets, target_accuracy, delta, score, scores=gated_score(score)
+    )
+    report["requested_target"] = requested
+    report["target_note"] = note
     return {
         "calibration": calibration.to_dict(),
         "metrics": {
@@ -324,13 +432,15 @@ def calibrate_and_certify(
             "nll_before": negative_log_likelihood(np.log(np.clip(uncalibrated, 1e-12, 1)), targets),
             "nll_after": negative_log_likelihood(np.log(np.clip(calibrated, 1e-12, 1)), targets),
             "n": len(targets),
+            "n_inside_gate": int(inside.sum()),
         },
         "thresholds": {"policy": policy.to_dict(), "report": report},
         "validation_scores": {
-            "top1": np.round(confidence_score(calibrated, "top1"), 6).tolist(),
-            "margin": np.round(confidence_score(calibrated, "margin"), 6).tolist(),
+            "top1": np.round(gated_score("top1"), 6).tolist(),
+            "margin": np.round(gated_score("margin"), 6).tolist(),
             "correct": correct.astype(int).tolist(),
             "predicted": calibrated.argmax(1).astype(int).tolist(),
+            "inside_gate": inside.astype(int).tolist(),
         },
     }
 
@@ -345,12 +455,14 @@ def classify_block(
     n_clear: np.ndarray | None = None,
     reasons: ReasonCodes = LANDCOVER_REASONS,
     dtype: np.dtype | type = np.uint8,
+    outside: np.ndarray | None = None,
 ) -> np.ndarray:
     """Map codes, confidence and unmasked prediction for one block of calibrated ``posteriors`` (class, y, x).
 
-    Returns ``(3, y, x)`` of ``dtype``: final code (class or reason), confidence 0-100 (255 = none) and the
-    argmax class code before masking (``reasons.nodata`` where there is no posterior), which the area statistics
-    need. Precedence: nodata, then too few observations, then low confidence.
+    ``outside`` (y, x) bool marks the pixels the novelty gate rejected. Returns ``(3, y, x)`` of ``dtype``: final
+    code (class or reason), confidence 0-100 (255 = none) and the argmax class code before masking
+    (``reasons.nodata`` where there is no posterior), which the area statistics need. Precedence: nodata, then too
+    few observations, then outside the training data, then low confidence.
     """
     class_codes = np.asarray(class_codes)
     no_posterior = ~np.isfinite(posteriors).all(axis=0)
@@ -361,6 +473,8 @@ def classify_block(
     predicted = np.where(no_posterior, reasons.nodata, class_codes[winner])
     codes = predicted.copy()
     codes[score < policy.thresholds_for(len(class_codes))[winner]] = reasons.low_confidence
+    if outside is not None:
+        codes[np.asarray(outside, dtype=bool)] = reasons.outside_training
     if n_clear is not None:
         codes[n_clear < policy.min_clear_observations] = reasons.too_few_observations
         no_posterior |= n_clear == 0
@@ -414,18 +528,19 @@ def masking_counts(
         "nodata": int((codes == reasons.nodata).sum()),
         "too_few_observations": int((codes == reasons.too_few_observations).sum()),
         "low_confidence": int((codes == reasons.low_confidence).sum()),
+        "outside_training": int((codes == reasons.outside_training).sum()),
         "predicted": [int((predicted == c).sum()) for c in class_codes],
         "retained": [int(((predicted == c) & (codes == c)).sum()) for c in class_codes],
     }
 
 
 def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    total = {key: 0 for key in ("pixels", "nodata", "too_few_observations", "low_confidence")}
+    total = {key: 0 for key in ("pixels", "nodata", "too_few_observations", "low_confidence", "outside_training")}
     predicted: np.ndarray | None = None
     retained: np.ndarray | None = None
     for part in parts:
         for key in total:
-            total[key] += part[key]
+            total[key] += part.get(key, 0)
         predicted = np.asarray(part["predicted"]) + (0 if predicted is None else predicted)
         retained = np.asarray(part["retained"]) + (0 if retained is None else retained)
     return {**total, "predicted": [] if predicted is None else predicted.tolist(),
@@ -435,13 +550,18 @@ def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 def report_from_counts(counts: dict[str, Any], class_codes: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Share of area masked, overall and per predicted class (percent of that class's pixels)."""
     total = counts["pixels"]
-    masked = counts["low_confidence"] + counts["too_few_observations"]
+    outside = counts.get("outside_training", 0)
+    masked = counts["low_confidence"] + counts["too_few_observations"] + outside
+    imaged = total - counts["nodata"]
     report: dict[str, Any] = {
         "pixels": total,
         "nodata_pct": _pct(counts["nodata"], total),
         "too_few_observations_pct": _pct(counts["too_few_observations"], total),
+        "outside_training_pct": _pct(outside, total),
         "low_confidence_pct": _pct(counts["low_confidence"], total),
-        "masked_pct_of_imaged": _pct(masked, total - counts["nodata"]),
+        "masked_pct_of_imaged": _pct(masked, imaged),
+        # the share the novelty gate rejected among pixels it saw (imaged pixels with enough observations)
+        "outside_training_pct_of_imaged": _pct(outside, imaged - counts["too_few_observations"]),
         "classes": [],
     }
     for code, name, was, kept in zip(class_codes, names, counts["predicted"], counts["retained"], strict=True):

@@ -11,10 +11,14 @@ without the head giving up the common ones) for a fixed number of epochs. The sp
 is never used to choose the epoch (``patience`` > 0 enables early stopping on it, making its metrics optimistic).
 Everything is seeded.
 
-After training, on the validation split: the posteriors are calibrated (temperature scaling by default), the
-expected calibration error is measured before and after, and a confidence threshold is certified for
-``target_accuracy`` (pipeline.threshold). The validation scores are stored in the artifact so a job can ask for
-another target at run time without retraining.
+Splits are spatial (whole blocks on one side): train / calibration / test (``test_fraction`` > 0; the shipped
+model uses no test split and takes its accuracy figures from the seed-averaged procedure of
+``pipeline.model_card``). Training fits only on the train split. On the calibration split ("validation" in the
+metrics): the novelty gate's threshold (``pipeline.novelty``, its Gaussians fitted on the train embeddings), the
+temperature, and the confidence threshold certified for ``target_accuracy`` (pipeline.threshold) on the points the
+gate lets through, as a share of all of them. A target the calibration data cannot certify is lowered to the
+highest one it does certify. The calibration scores are stored in the artifact so a job can ask for another target
+at run time without retraining. With a test split, everything is then scored once on it (``metrics["test"]``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from pipeline.atomic import file_sha256
 from pipeline.errors import ConfigError
 from pipeline.evaluate import classification_metrics, rf_baseline
 from pipeline.legend import Legend
-from pipeline.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, spatial_split
+from pipeline.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
+from pipeline.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, three_way_split
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,18 @@ class TrainConfig:
     finetune_patience: int = 5
     seed: int = 0
     block_m: float = DEFAULT_BLOCK_M
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # the calibration split
+    test_fraction: float = 0.0  # > 0: a third, untouched split scored once at the end (metrics["test"])
     min_class_samples: int = 5  # classes with fewer training samples are left out of the model
     rf_baseline: bool = True
+    novelty_rejection_rate: float = DEFAULT_REJECTION_RATE  # share of in-distribution points the gate may reject
+    honest_target: bool = True  # lower an uncertifiable target_accuracy to the highest certifiable one
+    card_targets: tuple[float, ...] = (0.80, 0.85, 0.90, 0.95)  # targets scored on the test split
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bands"] = list(self.bands)
+        d["card_targets"] = list(self.card_targets)
         return d
 
 
@@ -82,6 +92,9 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     val_logits: np.ndarray | None = None  # (n_val, n_classes), for the calibration and risk-coverage figures
     val_targets: np.ndarray | None = None  # class index of each validation sample
+    test: Samples | None = None
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # "train" / "val" / "test" embeddings
+    head: MLPHead | None = None
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -181,7 +194,9 @@ def train_model(
     if unknown:
         raise ConfigError(f"sample labels {unknown[:10]} are not in the legend {list(legend.codes)}")
     # the split is made on all samples, before rare classes are dropped, so `suelo evaluate` can redo it exactly
-    train_idx, val_idx = spatial_split(samples, config.block_m, config.val_fraction, config.seed)
+    train_idx, val_idx, test_idx = three_way_split(
+        samples, config.block_m, config.val_fraction, config.test_fraction, config.seed
+    )
     counts = np.bincount(np.searchsorted(legend.codes, samples.labels[train_idx]), minlength=len(legend))
     kept_codes = [c for c, n in zip(legend.codes, counts, strict=False) if n >= config.min_class_samples]
     dropped = {
@@ -196,6 +211,7 @@ def train_model(
     model_legend = legend.subset(kept_codes)
     train = samples.subset(train_idx[np.isin(samples.labels[train_idx], kept_codes)])
     val = samples.subset(val_idx[np.isin(samples.labels[val_idx], kept_codes)])
+    test = samples.subset(test_idx[np.isin(samples.labels[test_idx], kept_codes)]) if len(test_idx) else None
     if len(val) == 0:
         raise ConfigError("the validation split holds no sample of the model's classes; change seed or block size")
     code_index = {c: i for i, c in enumerate(kept_codes)}
@@ -280,11 +296,21 @@ def train_model(
         val_logits = head(emb_val).double().numpy()
     pred = np.asarray(kept_codes)[val_logits.argmax(1)]
     metrics: dict[str, Any] = {"validation": classification_metrics(val.labels, pred, model_legend)}
-    confidence = calibrate_and_threshold(val_logits, y_val, config)
+    gate = fit_gate(
+        emb_train.numpy(), y_train, emb_val.numpy(), config.novelty_rejection_rate,
+        "Presto embedding (128, mean-pooled tokens after the final LayerNorm)",
+    )  # fmt: skip
+    inside_val = ~gate.outside(emb_val.numpy())
+    log(
+        f"novelty gate: {gate.meta()['method']}, threshold {gate.threshold:.3f} for {config.novelty_rejection_rate:.0%}"
+        f" rejection; rejects {1 - inside_val.mean():.1%} of the calibration points"
+    )
+    confidence = calibrate_and_threshold(val_logits, y_val, config, inside_val)
     metrics["calibration"] = confidence["metrics"]
     log(
         f"calibration ({config.calibration}): ECE {confidence['metrics']['ece_before']:.3f} -> "
-        f"{confidence['metrics']['ece_after']:.3f}; threshold for {config.target_accuracy:.0%} retained accuracy: "
+        f"{confidence['metrics']['ece_after']:.3f}; threshold for "
+        f"{confidence['thresholds']['report']['global']['target_accuracy']:.0%} retained accuracy: "
         f"{confidence['thresholds']['report']['global']['threshold']:.3f} "
         f"(coverage {confidence['thresholds']['report']['global']['coverage']:.1%})"
     )
@@ -300,6 +326,12 @@ def train_model(
             else ""
         )
     )
+    test_emb = None
+    if test is not None and len(test):
+        test_emb = embed(_presto_arrays(test, bands)).numpy()
+        metrics["test"] = score_test_split(
+            head, gate, confidence, test, test_emb, kept_codes, model_legend, config, train
+        )
     meta = {
         "legend": model_legend.to_list(),
         "input_contract": input_contract(
@@ -320,12 +352,16 @@ def train_model(
             "method": "spatial blocks (pipeline.samples.spatial_split)",
             "block_m": config.block_m,
             "val_fraction": config.val_fraction,
+            "test_fraction": config.test_fraction,
             "seed": config.seed,
             "n_train": len(train),
             "n_val": len(val),
+            "n_test": 0 if test is None else len(test),
             "train_ids_sha256": ids_digest(train.sample_ids),
             "val_ids_sha256": ids_digest(val.sample_ids),
+            "test_ids_sha256": ids_digest(test.sample_ids) if test is not None else None,
         },
+        "novelty": gate.meta(),
         "metrics": metrics,
         "calibration": confidence["calibration"],
         "thresholds": confidence["thresholds"],
@@ -333,17 +369,80 @@ def train_model(
         "software": {"suelo": __version__, "torch": torch.__version__},
     }
     head_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-    artifact = ModelArtifact(meta, head_state, encoder_state)
-    return TrainResult(artifact, train, val, history, val_logits, y_val)
+    artifact = ModelArtifact(meta, head_state, encoder_state, gate=gate)
+    embeddings = {"train": emb_train.numpy(), "val": emb_val.numpy()}
+    if test_emb is not None:
+        embeddings["test"] = test_emb
+    return TrainResult(artifact, train, val, history, val_logits, y_val, test, embeddings, head)
 
 
-def calibrate_and_threshold(logits: np.ndarray, targets: np.ndarray, config: TrainConfig) -> dict[str, Any]:
-    """Calibration, ECE/NLL and the certified threshold of the validation logits (pipeline.threshold)."""
+def calibrate_and_threshold(
+    logits: np.ndarray, targets: np.ndarray, config: TrainConfig, inside: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Calibration, ECE/NLL and the certified threshold of the validation logits (pipeline.threshold); ``inside``
+    marks the points the novelty gate lets through."""
     from pipeline.threshold import calibrate_and_certify
 
     return calibrate_and_certify(
-        logits, targets, config.calibration, config.target_accuracy, config.delta, config.threshold_score
-    )
+        logits, targets, config.calibration, config.target_accuracy, config.delta, config.threshold_score, inside,
+        config.honest_target,
+    )  # fmt: skip
+
+
+def score_test_split(
+    head: MLPHead,
+    gate: NoveltyGate,
+    confidence: dict[str, Any],
+    test: Samples,
+    test_emb: np.ndarray,
+    kept_codes: Sequence[int],
+    legend: Legend,
+    config: TrainConfig,
+    train: Samples,
+) -> dict[str, Any]:
+    """Everything fitted on train and calibration, scored once on the untouched test split: macro-F1 of the head
+    and of the RandomForest (same train split, same inputs), ECE before/after calibration, the gate's rejection
+    rate, and for each of ``config.card_targets`` the threshold certified on the calibration split with what it
+    gives on test (coverage of all test points, accuracy of the mapped ones)."""
+    from pipeline.calibrate import Calibration, expected_calibration_error
+    from pipeline.threshold import choose_threshold, confidence_score
+
+    code_index = {c: i for i, c in enumerate(kept_codes)}
+    y_test = np.array([code_index[c] for c in test.labels], dtype=np.int64)
+    with torch.no_grad():
+        logits = head(torch.from_numpy(test_emb)).double().numpy()
+    calibrated = Calibration.from_dict(confidence["calibration"]).apply(logits)
+    predicted = calibrated.argmax(1)
+    correct = predicted == y_test
+    inside = ~gate.outside(test_emb)
+    score_kind = confidence["thresholds"]["policy"]["score"]
+    test_scores = confidence_score(calibrated, score_kind)
+    stored = confidence["validation_scores"]
+    cal_scores = np.asarray(stored[score_kind], dtype=np.float64)
+    cal_correct = np.asarray(stored["correct"], dtype=bool)
+    certified = {}
+    for target in config.card_targets:
+        choice = choose_threshold(cal_scores, cal_correct, target, config.delta)
+        mapped = inside & (test_scores >= choice.threshold)
+        certified[f"{target:.2f}"] = {
+            "feasible": choice.feasible,
+            "threshold": choice.threshold,
+            "calibration_coverage": choice.coverage,
+            "test_coverage": float(mapped.mean()),
+            "test_accuracy_of_mapped": float(correct[mapped].mean()) if mapped.any() else None,
+            "test_mapped": int(mapped.sum()),
+        }
+    out: dict[str, Any] = {
+        "n": len(test),
+        "model": classification_metrics(test.labels, np.asarray(kept_codes)[predicted], legend),
+        "ece_before": expected_calibration_error(softmax(logits, axis=1), y_test),
+        "ece_after": expected_calibration_error(calibrated, y_test),
+        "novelty_rejected": float(1 - inside.mean()),
+        "certified": certified,
+    }
+    if config.rf_baseline:
+        out["random_forest"] = rf_baseline(train, test, legend, config.seed)
+    return out
 
 
 def write_training_figures(result: TrainResult, folder: Path) -> list[Path]:

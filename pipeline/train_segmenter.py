@@ -12,6 +12,9 @@
   only, once each.
 - Metrics as for the land-cover model (OA, macro F1, kappa, per-class precision/recall/F1, confusion matrix, via
   ``pipeline.evaluate.classification_metrics``) plus per-class and mean IoU.
+- Novelty gate (``pipeline.novelty``): class-conditional Gaussians fitted on the per-pixel input vectors of (at
+  most ``GATE_MAX_PIXELS``) labelled training pixels, its threshold calibrated on the validation pixels' lattice
+  for a 5 % rejection rate; it travels with the model (``model.novelty_gate``) and its scalars are in the metrics.
 - Deterministic for a seed on CPU (seeded numpy and torch generators, single-process data).
 """
 
@@ -36,8 +39,11 @@ from models.segmenter import SegmenterConfig, UNetSegmenter
 from pipeline.atomic import file_sha256
 from pipeline.grid import Grid
 from pipeline.legend import Legend, LegendClass
+from pipeline.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
 
 IGNORE_INDEX = 255
+# training pixels the gate's Gaussians are fitted on: ~165 dimensions need a few thousand, neighbours add little
+GATE_MAX_PIXELS = 20_000
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,59 @@ def segmentation_metrics(
     return metrics
 
 
+# -- novelty gate -------------------------------------------------------------------------------------------------
+
+
+def gate_features_name(feature_names: Sequence[str], channels: int) -> str:
+    """What the segmenter's gate scores, for its meta (the land-cover gate scores the embedding alone)."""
+    if any(name.startswith("presto_") for name in feature_names):
+        return "segmenter inputs: cube summaries + Presto embedding"
+    return f"segmenter inputs ({channels} channels per pixel)"
+
+
+def fit_input_gate(
+    model: UNetSegmenter,
+    features: np.ndarray,
+    train_labels: np.ndarray,
+    val_pixels: np.ndarray,
+    seed: int,
+    features_name: str,
+    rejection_rate: float = DEFAULT_REJECTION_RATE,
+    max_pixels: int = GATE_MAX_PIXELS,
+) -> NoveltyGate:
+    """The novelty gate of a trained segmenter: Gaussians on the inputs ``features`` (C, y, x) of the labelled
+    training pixels (class indices in ``train_labels``, IGNORE_INDEX elsewhere; a seeded sample of at most
+    ``max_pixels``), threshold calibrated on the ``val_pixels`` lattice (:func:`_calibration_pixels`).
+
+    The Gaussians are fitted on the inputs as the network normalizes them (its ``input_mean``/``input_std``):
+    Ledoit-Wolf shrinks towards a multiple of the identity, which on raw inputs (reflectances ~0.01 apart,
+    embeddings ~1) would drown the reflectance channels. The normalization is then folded into the gate's
+    matrices, so the gate scores raw inputs, and the threshold is calibrated on raw inputs as it will be applied.
+    """
+    channels = features.shape[0]
+    flat = features.reshape(channels, -1)
+    labelled = np.flatnonzero(train_labels.reshape(-1) != IGNORE_INDEX)
+    if len(labelled) > max_pixels:
+        labelled = np.sort(np.random.default_rng(seed).choice(labelled, size=max_pixels, replace=False))
+    calibration, _ = _calibration_pixels(val_pixels)
+    mean = model.input_mean.detach().cpu().numpy().astype(np.float64)
+    std = model.input_std.detach().cpu().numpy().astype(np.float64)
+    x_fit = flat[:, labelled].T
+    x_cal = features[:, calibration].T
+    standardized = fit_gate(
+        (x_fit - mean) / std, train_labels.reshape(-1)[labelled], (x_cal - mean) / std, rejection_rate, features_name
+    )
+    # score(z) = ||((z - mean) / std) W - M|| = ||z (W / std[:, None]) - (M + (mean / std) W)||
+    whiten = standardized.whiten.astype(np.float64)
+    folded = NoveltyGate(
+        (whiten / std[:, None]).astype(np.float32),
+        (standardized.means + (mean / std) @ whiten).astype(np.float32),
+        standardized.threshold, rejection_rate, standardized.n_fit, 0, float("nan"), standardized.shrinkage,
+        features_name,
+    )  # fmt: skip
+    return folded.with_threshold(folded.score(x_cal), rejection_rate)
+
+
 # -- training -----------------------------------------------------------------------------------------------------
 
 
@@ -175,7 +234,8 @@ def train_segmenter(
     verbose: bool = False,
 ) -> tuple[UNetSegmenter, dict[str, Any]]:
     """Train on ``features`` ``(C, y, x)`` and a label raster of class *codes* ``(y, x)`` (codes not in
-    ``class_codes``, e.g. 0, are ignored). Returns the model (eval mode, best validation loss) and metrics."""
+    ``class_codes``, e.g. 0, are ignored). Returns the model (eval mode, best validation loss, ``novelty_gate``
+    fitted by :func:`fit_input_gate`) and metrics (the gate's scalars under ``novelty``)."""
     from pipeline.segment import predict_array
 
     cfg = config or SegmenterTrainConfig()
@@ -254,7 +314,10 @@ def train_segmenter(
     model.eval()
     _, predicted = validate()
     metrics = segmentation_metrics(target[val_pixels], predicted[val_pixels], class_codes, names)
+    gate_name = gate_features_name(feature_names, features.shape[0])
+    model.novelty_gate = fit_input_gate(model, features, train_labels, val_pixels, seed, gate_name)
     metrics.update(
+        novelty=model.novelty_gate.meta(),
         split={
             "method": f"random {cfg.block}px blocks as validation ({cfg.val_fraction:.0%}), {cfg.guard}px guard",
             "train_pixels": int((train_labels != IGNORE_INDEX).sum()),
@@ -370,8 +433,8 @@ def train_segmenter_from_files(
 
     Features are :func:`models.segmenter.segmenter_features` of the cube's Presto bands plus the Presto embeddings
     (:func:`models.inference.encode_cube`, as a job computes them); :func:`train_segmenter` trains with its spatial
-    block split; the validation pixels (on a lattice) fit the temperature and certify the confidence threshold
-    (:func:`pipeline.threshold.calibrate_and_certify`). Writes ``output`` (``save_segmenter``) and
+    block split and fits the novelty gate; the validation pixels (on a lattice) calibrate the gate's threshold, fit
+    the temperature and certify the confidence threshold (:func:`pipeline.threshold.calibrate_and_certify`). Writes ``output`` (``save_segmenter``) and
     ``<stem>_report/`` (metrics.json, confusion.png, reliability.png, risk_coverage.json/png). Returns a summary.
     """
     from models.artifact import cube_product_level
@@ -432,6 +495,10 @@ def train_segmenter_from_files(
                           f"block {cfg.block}, guard {cfg.guard})") from exc  # fmt: skip
     log(f"trained {cfg.steps} steps in {metrics['train_seconds']} s: validation OA {metrics['overall_accuracy']:.3f}, "
         f"macro F1 {metrics['macro_f1']:.3f}, mIoU {metrics['mean_iou']:.3f}")  # fmt: skip
+    gate = metrics["novelty"]
+    log(f"novelty gate: {gate['n_fit']} training px, threshold {gate['threshold']:.2f} for a "
+        f"{gate['rejection_rate']:.0%} rate; {gate['calibration_rejected']:.1%} of {gate['n_calibration']} "
+        f"validation px outside the training data")  # fmt: skip
 
     # calibration and threshold on the (spatially held-out) validation pixels, on a lattice
     target = codes_to_indices(target_codes, codes)
@@ -451,6 +518,8 @@ def train_segmenter_from_files(
             for n, v in metrics["per_class"].items()
         },
         "train_seconds": metrics["train_seconds"],
+        # share of the validation lattice the gate calls "outside the training data" (calibrated for ~5 %)
+        "validation_outside_training": gate["calibration_rejected"],
     }
     all_metrics = {"validation": metrics, "summary": summary, "calibration": calibration_metrics}
     provenance = {

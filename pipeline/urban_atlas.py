@@ -41,12 +41,15 @@ from pipeline.write import URBAN_ATLAS_REASONS
 URBAN_ATLAS_LEGEND = Path(__file__).resolve().parent.parent / "data" / "legends" / "urban_atlas_2018.yaml"
 
 # Reason codes of the uint16 urban-atlas map: the map writer's (0 nodata, 65534 too few clear observations, i.e.
-# Urban Atlas' "clouds, shadows", 65535 unclassified (low confidence)); UA's own 91000/92000 do not fit uint16.
+# Urban Atlas' "clouds, shadows", 65535 unclassified (low confidence), 65533 outside the segmenter's training
+# data); UA's own 91000/92000 do not fit uint16.
 UA_REASONS = URBAN_ATLAS_REASONS
 UA_NODATA = UA_REASONS.nodata
 UA_TOO_FEW_OBSERVATIONS = UA_REASONS.too_few_observations
 UA_LOW_CONFIDENCE = UA_REASONS.low_confidence
+UA_OUTSIDE_TRAINING = UA_REASONS.outside_training
 UA_REASON_NAMES: dict[int, str] = {
+    UA_OUTSIDE_TRAINING: "not mapped (outside the segmenter's training data)",
     UA_NODATA: "no data (no imagery)",
     UA_TOO_FEW_OBSERVATIONS: "no data (clouds, shadows: too few clear observations)",
     UA_LOW_CONFIDENCE: "unclassified (low confidence)",

@@ -40,23 +40,26 @@ from rasterio.windows import Window
 
 from pipeline.atomic import atomic_output
 from pipeline.legend import Legend
-from pipeline.threshold import CONFIDENCE_NODATA, LANDCOVER_REASONS, ReasonCodes
+from pipeline.threshold import (  # noqa: F401  (reason codes are re-exported: the map writer is where users look)
+    CONFIDENCE_NODATA,
+    LANDCOVER_REASONS,
+    UINT16_REASONS,
+    URBAN_ATLAS_REASONS,
+    ZERO_CLASS_REASONS,
+    ReasonCodes,
+    reasons_for,
+)
 
 BLOCK = 512
 COUNT_NODATA = 65535
-
-# Urban Atlas (and any legend with codes above 255) maps are uint16. Urban Atlas' own no-data codes (91000
-# clouds/shadows, 92000 missing imagery) do not fit in uint16, so the top two uint16 values mark the reasons and
-# 0 (not an Urban Atlas code) is nodata.
-UINT16_REASONS = ReasonCodes(nodata=0, too_few_observations=65534, low_confidence=65535)
-URBAN_ATLAS_REASONS = UINT16_REASONS
-# For uint8 legends that use 0 as a class (Dynamic World: 0 = water), nodata moves to 255.
-ZERO_CLASS_REASONS = ReasonCodes(nodata=255, too_few_observations=253, low_confidence=254)
 
 TOO_FEW_NAME = "Not classified (too few clear observations)"
 TOO_FEW_COLOR = "#bdbdbd"
 LOW_CONFIDENCE_NAME = "Unclassified (low confidence)"
 LOW_CONFIDENCE_COLOR = "#808080"
+OUTSIDE_TRAINING_NAME = "Not mapped (outside the model's training data)"
+# magenta: no legend uses it, it is no natural surface colour, and it reads as "flagged", not as a class
+OUTSIDE_TRAINING_COLOR = "#ff00ff"
 NODATA_NAME = "No data"
 
 COG_OPTIONS = {
@@ -95,24 +98,16 @@ class WrittenRaster:
 # legend + reasons ---------------------------------------------------------------------------------------------
 
 
-def reasons_for(legend: Legend) -> ReasonCodes:
-    """Default reason codes for a legend: 0/253/254 for uint8 legends, 255 as nodata when 0 is a class, and
-    :data:`UINT16_REASONS` when a code exceeds 252 (CORINE, Urban Atlas)."""
-    codes = set(legend.codes)
-    if max(codes) <= 252:
-        return ZERO_CLASS_REASONS if 0 in codes else LANDCOVER_REASONS
-    return UINT16_REASONS
-
-
 def map_legend(legend: Legend, reasons: ReasonCodes) -> list[MapEntry]:
     """The legend's classes followed by the reason classes; nodata has no color (drawn transparent)."""
     collide = set(legend.codes) & set(reasons.as_tuple())
     if collide:
         raise ValueError(f"reason codes {sorted(collide)} collide with legend classes; choose other reason codes")
-    if len(set(reasons.as_tuple())) != 3:
+    if len(set(reasons.as_tuple())) != len(reasons.as_tuple()):
         raise ValueError(f"reason codes must differ from each other, got {reasons}")
     entries = [MapEntry(c.code, c.name, c.color) for c in legend]
     entries.append(MapEntry(reasons.too_few_observations, TOO_FEW_NAME, TOO_FEW_COLOR))
+    entries.append(MapEntry(reasons.outside_training, OUTSIDE_TRAINING_NAME, OUTSIDE_TRAINING_COLOR))
     entries.append(MapEntry(reasons.low_confidence, LOW_CONFIDENCE_NAME, LOW_CONFIDENCE_COLOR))
     entries.append(MapEntry(reasons.nodata, NODATA_NAME, None))
     return entries
@@ -173,11 +168,7 @@ def write_class_map(
     all_tags = {
         **_provenance_tags(tags),
         "LEGEND": [{"code": e.code, "name": e.name, "color": e.color} for e in entries],
-        "REASON_CODES": {
-            "nodata": reasons.nodata,
-            "too_few_observations": reasons.too_few_observations,
-            "low_confidence": reasons.low_confidence,
-        },
+        "REASON_CODES": reasons.to_dict(),
     }
     _write_cog(path, codes, grid, dtype, reasons.nodata, check, Resampling.mode, all_tags, description, colormap)
     hist = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
