@@ -106,7 +106,10 @@ def calibrate(path: Path = OUT) -> dict:
     lattice[::CALIBRATION_STRIDE, ::CALIBRATION_STRIDE] = True
     keep = lattice & (target != 255)
     logits = np.log(np.clip(post[:, keep].T, 1e-12, 1.0))
-    confidence = calibrate_and_certify(logits, target[keep], "temperature", TARGET_ACCURACY)
+    inside = ~model.novelty_gate.outside(x_test[:, keep].T)  # gate-rejected pixels are never mapped
+    confidence = calibrate_and_certify(
+        logits, target[keep], "temperature", TARGET_ACCURACY, inside=inside, honest_target=True
+    )
     extras.update({key: value for key, value in confidence.items() if key != "metrics"})
     extras["metrics"]["calibration"] = confidence["metrics"]
     save_segmenter(model, path, **extras)

@@ -234,7 +234,18 @@ def _load_training_samples(
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--block-m", default=10_000.0, show_default=True, type=float, help="Spatial block size for the split.")
 @click.option(
-    "--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True)
+    "--val-fraction",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Calibration split: temperature, novelty-gate and confidence thresholds are fitted on it.",
+)
+@click.option(
+    "--test-fraction",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Also hold out this share of the samples (whole spatial blocks) as an untouched test split.",
 )
 @click.option(
     "--model",
@@ -267,6 +278,7 @@ def train(
     seed: int,
     block_m: float,
     val_fraction: float,
+    test_fraction: float,
     model_kind: str,
     steps: int,
     chip: int,
@@ -299,7 +311,9 @@ def train(
     from pipeline.train import TrainConfig, train_model, write_training_figures
 
     legend, data = _load_training_samples(samples, legend_path, cube, class_column)
-    config = TrainConfig(finetune=finetune, seed=seed, block_m=block_m, val_fraction=val_fraction)
+    config = TrainConfig(
+        finetune=finetune, seed=seed, block_m=block_m, val_fraction=val_fraction, test_fraction=test_fraction
+    )
     result = train_model(data, legend, config, sources=[str(s) for s in samples], log=click.echo)
     save_artifact(result.artifact, output)
     figures = write_training_figures(result, output.with_name(f"{output.stem}_report"))
@@ -333,7 +347,17 @@ def evaluate(model: Path, samples: tuple[Path, ...], output: Path, cube: Path | 
     for key, title in (("model", "Presto + head"), ("random_forest", "RandomForest")):
         m = report[key]
         click.echo(f"{title:>14}: OA {m['overall_accuracy']:.3f}  macro F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
-    click.echo(f"  {report['n_train']} train / {report['n_val']} validation samples; wrote {output}")
+    mapped = report["mapped"]
+    accuracy = mapped["accuracy_of_mapped"]
+    click.echo(
+        f"  as mapped (calibrated, novelty gate, certified threshold): coverage {mapped['coverage']:.1%}, accuracy "
+        f"{'n/a' if accuracy is None else f'{accuracy:.3f}'}, outside the training data "
+        f"{mapped['outside_training_share']:.1%}"
+    )
+    click.echo(
+        f"  {report['n_train']} train / {report['n_val']} {report['scored_split']} samples (the split stored in the "
+        f"model{'' if report['split_matches_training'] else '; NOT the same samples as in training'}); wrote {output}"
+    )
 
 
 @main.command()
@@ -343,14 +367,23 @@ def evaluate(model: Path, samples: tuple[Path, ...], output: Path, cube: Path | 
 @click.option("--device", help="torch device (default: cuda if available, else cpu).")
 @reports_errors
 def predict(model: Path, cube: Path, output: Path, device: str | None) -> None:
-    """Apply MODEL to CUBE: class posteriors and codes as NetCDF."""
+    """Apply MODEL to CUBE: calibrated class posteriors, the novelty gate's score and verdict, and class codes
+    (the "outside the training data" code where the gate rejects a pixel) as NetCDF."""
+    import numpy as np
+
     from models.artifact import load_artifact
     from pipeline.composite import open_cube
     from pipeline.predict import predict_cube, write_prediction
 
     prediction = predict_cube(load_artifact(model), open_cube(cube), device=device, cube_name=cube)
     write_prediction(prediction, output)
-    click.echo(f"wrote {output} ({prediction.attrs['pixels_per_second']:.0f} px/s)")
+    imaged = int(np.isfinite(prediction["novelty_score"].values).sum())
+    outside = int(prediction["outside_training"].values.sum())
+    share = f"{outside / imaged:.1%}" if imaged else "n/a"
+    click.echo(
+        f"wrote {output} ({prediction.attrs['pixels_per_second']:.0f} px/s); outside the model's training data: "
+        f"{outside} of {imaged} imaged pixels ({share})"
+    )
 
 
 if __name__ == "__main__":

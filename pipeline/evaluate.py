@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.legend import Legend
-from pipeline.samples import Samples, spatial_split
+from pipeline.samples import Samples
 
 # A missing month enters the RandomForest as this value: no real reflectance is negative below -0.1 (the baseline
 # 04.00 offset gives at most -0.1), so trees can split "missing" off cleanly without imputing.
@@ -85,12 +85,16 @@ def rf_baseline(
     return out
 
 
-def predict_samples(artifact: Any, samples: Samples, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Posteriors ``(N, classes)`` and predicted codes ``(N,)`` of a model artifact on samples."""
+def predict_samples(
+    artifact: Any, samples: Samples, device: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated posteriors ``(N, classes)``, predicted codes ``(N,)`` and the novelty gate's verdict ``(N,)``
+    (True = outside the training data) of a model artifact on samples: what a map would get."""
     import torch
 
     from models.inference import encode_pixels
     from models.presto_inputs import presto_inputs
+    from pipeline.calibrate import Calibration
 
     bands = artifact.contract["bands"]
     s = samples.select_bands(bands)
@@ -98,36 +102,59 @@ def predict_samples(artifact: Any, samples: Samples, device: str | None = None) 
     emb = encode_pixels(artifact.build_encoder(), x, mask, dw, s.latlons, s.start_month, device=device or "cpu")
     head = artifact.build_head()
     with torch.inference_mode():
-        probs = torch.softmax(head(torch.from_numpy(emb)), dim=-1).numpy()
+        logits = head(torch.from_numpy(emb)).double().numpy()
+    probs = Calibration.from_dict(artifact.meta.get("calibration", {})).apply(logits)
     codes = np.asarray(artifact.legend.codes)[probs.argmax(axis=1)]
-    return probs, codes
+    return probs, codes, artifact.gate.outside(emb)
 
 
 def evaluate_model(artifact: Any, samples: Samples, device: str | None = None) -> dict[str, Any]:
-    """Score a model artifact on the validation part of ``samples`` (split with the artifact's recorded split
-    settings) and the RandomForest baseline trained on the training part, side by side."""
+    """Score a model artifact on its held-out split of ``samples`` (redone with the artifact's recorded split
+    settings: the test split when the model has one, else the calibration split), with the calibrated posteriors,
+    the novelty gate and the model's certified policy applied as a map would, next to the RandomForest baseline
+    trained on the training part."""
+    from pipeline.samples import three_way_split
+    from pipeline.threshold import ThresholdPolicy, confidence_score
+
     split = artifact.meta["split"]
     legend = artifact.legend
     bands = artifact.contract["bands"]
     # classes the model does not know cannot be scored fairly; they are left out of both sides and counted
     # (split first, as training does, so the same samples land on the same side)
-    train_idx, val_idx = spatial_split(samples, split["block_m"], split["val_fraction"], split["seed"])
+    train_idx, cal_idx, test_idx = three_way_split(
+        samples, split["block_m"], split["val_fraction"], split.get("test_fraction", 0.0), split["seed"]
+    )
+    scored_split = "test" if len(test_idx) else "calibration"
+    held_idx = test_idx if len(test_idx) else cal_idx
     known = np.isin(samples.labels, legend.codes)
     dropped = int((~known).sum())
     train = samples.subset(train_idx[known[train_idx]])
-    val = samples.subset(val_idx[known[val_idx]])
-    _, pred = predict_samples(artifact, val, device)
+    val = samples.subset(held_idx[known[held_idx]])
+    probs, pred, outside = predict_samples(artifact, val, device)
     from pipeline.train import ids_digest
 
+    policy = ThresholdPolicy.from_dict(artifact.meta.get("thresholds", {}).get("policy", {}))
+    winner = probs.argmax(axis=1)
+    mapped = ~outside & (confidence_score(probs, policy.score) >= policy.thresholds_for(len(legend))[winner])
+    correct = pred == val.labels
+    digest_key = "test_ids_sha256" if scored_split == "test" else "val_ids_sha256"
     return {
         "model": classification_metrics(val.labels, pred, legend),
         "random_forest": rf_baseline(train, val, legend, split["seed"], bands),
+        "scored_split": scored_split,
+        "mapped": {
+            "policy": policy.to_dict(),
+            "outside_training_share": float(outside.mean()) if len(val) else None,
+            "coverage": float(mapped.mean()) if len(val) else None,
+            "accuracy_of_mapped": float(correct[mapped].mean()) if mapped.any() else None,
+            "n_mapped": int(mapped.sum()),
+        },
         "n_train": len(train),
         "n_val": len(val),
         "dropped_unknown_class": dropped,
         "split": split,
         "split_matches_training": ids_digest(train.sample_ids) == split.get("train_ids_sha256")
-        and ids_digest(val.sample_ids) == split.get("val_ids_sha256"),
+        and ids_digest(val.sample_ids) == split.get(digest_key),
     }
 
 

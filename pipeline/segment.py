@@ -241,7 +241,7 @@ def segment_outside_training(
 
     The inputs are those :func:`segment_cube` computes (``segmenter_features`` of ``bands`` + ``embeddings``
     ``(y, x, D)``), here in ``block`` x ``block`` tiles: they are per pixel, so tiling is exact, and memory is
-    bounded by a tile (about 2 KB per pixel for 12 months of 10 bands plus 165 inputs: ~130 MB at 256 px).
+    bounded by a tile (about 3 KB per pixel for 12 months of 10 bands and 165 inputs: ~180 MB at 256 px).
     """
     from models.segmenter import DEFAULT_BANDS, segmenter_features, segmenter_inputs
 

@@ -434,8 +434,9 @@ def train_segmenter_from_files(
     Features are :func:`models.segmenter.segmenter_features` of the cube's Presto bands plus the Presto embeddings
     (:func:`models.inference.encode_cube`, as a job computes them); :func:`train_segmenter` trains with its spatial
     block split and fits the novelty gate; the validation pixels (on a lattice) calibrate the gate's threshold, fit
-    the temperature and certify the confidence threshold (:func:`pipeline.threshold.calibrate_and_certify`). Writes ``output`` (``save_segmenter``) and
-    ``<stem>_report/`` (metrics.json, confusion.png, reliability.png, risk_coverage.json/png). Returns a summary.
+    the temperature and certify the confidence threshold (:func:`pipeline.threshold.calibrate_and_certify`).
+    Writes ``output`` (``save_segmenter``) and ``<stem>_report/`` (metrics.json, confusion.png, reliability.png,
+    risk_coverage.json/png). Returns a summary.
     """
     from models.artifact import cube_product_level
     from models.inference import encode_cube
@@ -505,7 +506,11 @@ def train_segmenter_from_files(
     _, val_mask = spatial_split(target.shape, cfg.block, cfg.val_fraction, cfg.guard, seed)
     keep, stride = _calibration_pixels(val_mask & (target != IGNORE_INDEX))
     logits = predict_array(model, x, window=256, overlap=64, output="logits", device="cpu")
-    confidence = calibrate_and_certify(logits[:, keep].T, target[keep], "temperature", target_accuracy)
+    # pixels the gate rejects are never mapped: the certified coverage counts them as not retained
+    inside = ~model.novelty_gate.outside(x[:, keep].T)
+    confidence = calibrate_and_certify(
+        logits[:, keep].T, target[keep], "temperature", target_accuracy, inside=inside, honest_target=True
+    )
     calibration_metrics = confidence["metrics"] | {
         "pixels": "validation blocks",
         "lattice_stride": stride,

@@ -167,3 +167,37 @@ def test_run_writes_the_urban_atlas_map_and_polygons(demo_maps: Path) -> None:
         sizes = np.bincount(labels.ravel())[1:]
         assert sizes.min() >= (25 if code < 20000 else 100), (code, sizes.min())
     assert (demo_maps / "report" / "quicklooks" / "urban_atlas_demo-belgium.png").exists()
+
+
+def _demo_job(tmp_path: Path, **landcover: object) -> Path:
+    """The demo job with absolute inputs, land cover only, and ``landcover`` settings changed."""
+    import yaml
+
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["inputs"][0]["paths"] = [str(SAMPLE / "items.json")]
+    spec["output"]["dir"] = str(tmp_path / "out")
+    spec["products"]["urban_atlas"]["enabled"] = False
+    spec["products"]["landcover"].update(landcover)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_an_uncertifiable_target_stops_before_any_work(tmp_path: Path) -> None:
+    from models.artifact import load_artifact
+
+    n = load_artifact(PROJECT / "models" / "landcover_default.pt").meta["novelty"]["n_calibration"]
+    result = CliRunner().invoke(main, ["run", str(_demo_job(tmp_path, target_accuracy=0.995))])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "landcover_default.pt" in lines[0] and f"on its {n} calibration points" in lines[0]
+    assert "the highest certifiable is 0." in lines[0] and "coverage" in lines[0] and "accept_empty_map" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.nc"))  # no cube, no block
+
+
+def test_an_empty_map_is_made_only_when_the_job_accepts_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", str(_demo_job(tmp_path, target_accuracy=0.995, accept_empty_map=True))])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "landcover" / "demo-belgium.tif") as src:
+        assert set(np.unique(src.read(1))) <= {0, 252, 253, 254}

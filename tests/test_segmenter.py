@@ -1,6 +1,9 @@
-"""U-Net segmenter: shapes on any tile size, features from the cube, FLOP/parameter helpers, save/load."""
+"""U-Net segmenter: shapes on any tile size, features from the cube, FLOP/parameter helpers, save/load (with the
+novelty gate every segmenter file carries)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,8 @@ from models.segmenter import (
     segmenter_features,
     segmenter_inputs,
 )
+from pipeline.errors import ModelFileError
+from pipeline.novelty import NoveltyGate, fit_gate
 from pipeline.synthetic_city import make_synthetic_city
 
 
@@ -72,14 +77,93 @@ def test_quantiles_match_numpy() -> None:
     assert np.allclose(got, want, equal_nan=True, atol=1e-6)
 
 
-def test_save_load_weights_only(tmp_path) -> None:
-    cfg = SegmenterConfig(in_channels=3, n_classes=2, depth=2, base_width=4, feature_names=("a", "b", "c"))
-    model = UNetSegmenter(cfg).eval()
+def _gated_model(in_channels: int = 3) -> UNetSegmenter:
+    names = tuple("abcdefgh"[:in_channels])
+    model = UNetSegmenter(SegmenterConfig(in_channels, n_classes=2, depth=2, base_width=4, feature_names=names)).eval()
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(200, in_channels))
+    model.novelty_gate = fit_gate(train, np.arange(200) % 2, rng.normal(size=(100, in_channels)), 0.05, "test inputs")
+    return model
+
+
+def test_save_load_weights_only(tmp_path: Path) -> None:
+    model = _gated_model()
     model.set_normalization(np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 2.0]))
     save_segmenter(model, tmp_path / "m.pt", legend_codes=[1, 2])
     loaded, extras = load_segmenter(tmp_path / "m.pt")
-    assert loaded.config == cfg
+    assert loaded.config == model.config
     assert extras["legend_codes"] == [1, 2]
     x = torch.randn(1, 3, 9, 9)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+def test_gate_saved_and_loaded_with_the_segmenter(tmp_path: Path) -> None:
+    model = _gated_model()
+    gate = model.novelty_gate
+    assert gate is not None
+    save_segmenter(model, tmp_path / "m.pt", legend_codes=[1, 2])
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert payload["novelty.whiten"].shape == (3, 3) and payload["novelty.means"].shape == (2, 3)
+    loaded, extras = load_segmenter(tmp_path / "m.pt")
+    assert isinstance(extras["gate"], NoveltyGate) and loaded.novelty_gate is extras["gate"]
+    assert extras["novelty"] == gate.meta() and extras["novelty"]["features"] == "test inputs"
+    assert extras["gate"].threshold == gate.threshold and extras["gate"].n_calibration == 100
+    assert np.array_equal(extras["gate"].whiten, gate.whiten) and np.array_equal(extras["gate"].means, gate.means)
+    probe = np.random.default_rng(1).normal(size=(50, 3)) * 3
+    assert np.array_equal(extras["gate"].outside(probe), gate.outside(probe))
+    # what load_segmenter returned can be saved again (the gate's extras are rewritten from the model's gate)
+    save_segmenter(loaded, tmp_path / "again.pt", **extras)
+    _, again = load_segmenter(tmp_path / "again.pt")
+    assert again["novelty"] == gate.meta() and again["legend_codes"] == [1, 2]
+
+
+def test_segmenter_without_gate_is_not_saved(tmp_path: Path) -> None:
+    model = UNetSegmenter(SegmenterConfig(3, 2, depth=1, base_width=4))
+    with pytest.raises(ValueError, match="novelty gate"):
+        save_segmenter(model, tmp_path / "m.pt")
+    model.novelty_gate = _gated_model(4).novelty_gate  # a gate of another input contract
+    with pytest.raises(ValueError, match="scores 4 features, the segmenter takes 3"):
+        save_segmenter(model, tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def _rewrite(path: Path, drop: tuple[str, ...] = (), **replace: object) -> Path:
+    payload = torch.load(path, weights_only=True)
+    payload = {k: v for k, v in payload.items() if k not in drop} | replace
+    out = path.with_name(f"edited_{path.name}")
+    torch.save(payload, out)
+    return out
+
+
+def test_file_without_gate_is_refused(tmp_path: Path) -> None:
+    save_segmenter(_gated_model(), tmp_path / "m.pt", legend_codes=[1, 2])
+    # what a file written before gates holds: state, config and JSON extras, no novelty entries
+    old = _rewrite(tmp_path / "m.pt", drop=("novelty_json", "novelty.whiten", "novelty.means"))
+    with pytest.raises(ModelFileError) as info:
+        load_segmenter(old)
+    assert str(info.value) == (
+        f"{old}: segmenter made before novelty gates; retrain it with suelo train --model segmenter"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        ({"drop": ("novelty.means",)}, "novelty gate incomplete"),
+        ({"drop": ("novelty_json",)}, "novelty gate method None"),
+        ({"novelty.whiten": torch.ones(3, 2)}, "novelty gate matrices have shapes (3, 2) and (2, 3)"),
+        ({"novelty.means": torch.full((2, 3), float("nan"))}, "non-finite"),
+        (
+            {"novelty.whiten": torch.eye(2), "novelty.means": torch.zeros(2, 2)},
+            "scores 2 features, the segmenter takes 3",
+        ),
+    ],
+)
+def test_inconsistent_gate_is_refused(tmp_path: Path, edit: dict, problem: str) -> None:
+    save_segmenter(_gated_model(), tmp_path / "m.pt")
+    edited = _rewrite(tmp_path / "m.pt", **edit)
+    with pytest.raises(ModelFileError, match="novelty gate") as info:
+        load_segmenter(edited)
+    message = str(info.value)
+    assert problem in message and "\n" not in message and message.startswith(f"{edited}: ")

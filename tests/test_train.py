@@ -79,7 +79,7 @@ def test_predict_tiny_cube(trained: Path) -> None:
 
 def test_artifact_is_weights_only_and_refuses_others(trained: Path, tmp_path: Path) -> None:
     payload = torch.load(trained, weights_only=True)
-    assert payload["format"] == "suelo-landcover-model" and payload["format_version"] == 1
+    assert payload["format"] == "suelo-landcover-model" and payload["format_version"] == 2
     bad = tmp_path / "pickle.pt"
     bad.write_bytes(pickle.dumps(Samples))  # a class reference: refused by weights_only
     with pytest.raises(InputError, match="not a suelo model artifact"):
@@ -122,3 +122,68 @@ def test_default_model_on_demo_cube(tmp_path: Path) -> None:
     assert valid.any()
     np.testing.assert_allclose(post.sum(axis=0)[valid], 1, atol=1e-5)
     assert set(np.unique(pred["class_code"].values[valid])) <= set(art.legend.codes)
+
+
+def test_every_model_has_a_calibrated_novelty_gate(trained: Path, tmp_path: Path) -> None:
+    art = load_artifact(trained)
+    gate = art.gate
+    assert gate is not None and gate.whiten.shape == (128, 128) and gate.means.shape == (2, 128)
+    meta = art.meta["novelty"]
+    assert meta["method"] == "class-gaussian-mahalanobis" and meta["rejection_rate"] == 0.05
+    assert meta["n_calibration"] == art.meta["split"]["n_val"] and meta["n_fit"] == art.meta["split"]["n_train"]
+    assert 0 <= meta["calibration_rejected"] <= 0.05
+    # stored scores: gate-rejected calibration points can never be retained
+    stored = art.meta["validation_scores"]
+    assert all(s == -1.0 for s, inside in zip(stored["top1"], stored["inside_gate"], strict=True) if not inside)
+    payload = torch.load(trained, weights_only=True)
+    old = {k: v for k, v in payload.items() if not k.startswith("novelty.")}
+    torch.save(old, tmp_path / "no_gate.pt")
+    with pytest.raises(InputError, match="no usable novelty gate"):
+        load_artifact(tmp_path / "no_gate.pt")
+    torch.save(old | {"format_version": 1}, tmp_path / "v1.pt")
+    with pytest.raises(InputError, match="made before novelty gates.*retrain"):
+        load_artifact(tmp_path / "v1.pt")
+
+
+def test_stored_default_target_is_certifiable(trained: Path) -> None:
+    report = load_artifact(trained).meta["thresholds"]["report"]
+    assert report["global"]["feasible"] and report["global"]["target_accuracy"] <= report["requested_target"]
+
+
+def test_predict_rejects_what_the_model_never_saw(trained: Path) -> None:
+    values = np.empty((12, 9, 4, 5), np.float32)
+    values[:, :, :, :3] = VEG[None, :, None, None]
+    values[:, :, :, 3:] = WATER[None, :, None, None]
+    values[:, :, 3, :] = 0.6  # bright and flat in every band and month: neither trees nor water
+    pred = predict_cube(load_artifact(trained), tiny_cube(values), device="cpu")
+    outside = pred["outside_training"].values
+    assert outside[3].all() and not outside[:3].any()
+    assert (pred["class_code"].values[3] == 252).all()
+    assert (pred["novelty_score"].values[3] > load_artifact(trained).gate.threshold).all()
+    assert np.isfinite(pred["posterior"].values[:, 3]).all()  # the posteriors stay (they are data), the code says why
+
+
+def test_evaluate_scores_calibrated_posteriors_as_mapped(trained: Path) -> None:
+    art = load_artifact(trained)
+    report = evaluate_model(art, synthetic(), device="cpu")
+    assert report["scored_split"] == "calibration" and report["split_matches_training"]
+    mapped = report["mapped"]
+    assert 0 < mapped["coverage"] <= 1 and mapped["accuracy_of_mapped"] >= 0.95
+    assert mapped["policy"] == art.meta["thresholds"]["policy"]
+
+
+def test_three_way_split_scores_an_untouched_test_split() -> None:
+    result = train_model(
+        synthetic(240), load_legend(), TrainConfig(max_epochs=30, block_m=20_000, test_fraction=0.2, seed=1)
+    )
+    split = result.artifact.meta["split"]
+    ids = [set(s.sample_ids) for s in (result.train, result.val, result.test)]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert split["n_test"] == len(ids[2]) > 0
+    test = result.artifact.meta["metrics"]["test"]
+    assert test["n"] == split["n_test"] and "random_forest" in test
+    assert set(test["certified"]) == {"0.80", "0.85", "0.90", "0.95"}
+    for cell in test["certified"].values():
+        assert 0 <= cell["test_coverage"] <= 1
+    report = evaluate_model(result.artifact, synthetic(240), device="cpu")
+    assert report["scored_split"] == "test" and report["n_val"] == split["n_test"]

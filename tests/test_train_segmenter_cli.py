@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from models.segmenter import load_segmenter
 from pipeline.cli import main
 from pipeline.composite import write_cube
+from pipeline.novelty import NoveltyGate
 from pipeline.synthetic_city import make_synthetic_city
 
 # tiny and quick: 40 x 40 px, 16 px chips and blocks, a 2-level U-Net 4 channels wide, a few steps
@@ -72,6 +73,16 @@ def test_train_segmenter_cli(city: dict, source: str, tmp_path: Path) -> None:
     assert {"policy", "report"} <= set(extras["thresholds"])
     assert len(extras["validation_scores"]["top1"]) == extras["metrics"]["calibration"]["n"]
     assert extras["provenance"]["labels_kind"] == source and extras["provenance"]["train_config"]["steps"] == 4
+    # the novelty gate: fitted on the labelled training pixels, calibrated on the same lattice as the confidence
+    gate, novelty = extras["gate"], extras["novelty"]
+    assert isinstance(gate, NoveltyGate) and model.novelty_gate is gate
+    assert gate.whiten.shape == (model.config.in_channels, model.config.in_channels)
+    assert novelty["features"] == "segmenter inputs: cube summaries + Presto embedding"
+    assert novelty["rejection_rate"] == 0.05 and novelty == validation["novelty"]
+    assert novelty["n_fit"] == validation["split"]["train_pixels"]  # fewer than GATE_MAX_PIXELS: all of them
+    assert novelty["n_calibration"] == extras["metrics"]["calibration"]["n"]
+    assert extras["metrics"]["summary"]["validation_outside_training"] == novelty["calibration_rejected"]
+    assert f"{novelty['calibration_rejected']:.1%} of {novelty['n_calibration']} validation px outside" in result.output
     report = tmp_path / f"seg_{source}_report"
     for name in ("metrics.json", "confusion.png", "reliability.png", "risk_coverage.png"):
         assert (report / name).is_file()
