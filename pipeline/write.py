@@ -106,8 +106,8 @@ def map_legend(legend: Legend, reasons: ReasonCodes) -> list[MapEntry]:
     if len(set(reasons.as_tuple())) != len(reasons.as_tuple()):
         raise ValueError(f"reason codes must differ from each other, got {reasons}")
     entries = [MapEntry(c.code, c.name, c.color) for c in legend]
-    entries.append(MapEntry(reasons.too_few_observations, TOO_FEW_NAME, TOO_FEW_COLOR))
     entries.append(MapEntry(reasons.outside_training, OUTSIDE_TRAINING_NAME, OUTSIDE_TRAINING_COLOR))
+    entries.append(MapEntry(reasons.too_few_observations, TOO_FEW_NAME, TOO_FEW_COLOR))
     entries.append(MapEntry(reasons.low_confidence, LOW_CONFIDENCE_NAME, LOW_CONFIDENCE_COLOR))
     entries.append(MapEntry(reasons.nodata, NODATA_NAME, None))
     return entries

@@ -115,7 +115,9 @@ def test_predict_on_l1c_cube_and_level_mismatch(trained: dict, cube_path: Path, 
     cube = open_cube(cube_path)
     pred = predict_cube(art, cube, device="cpu")
     valid = cube["valid"].values.any(axis=0)
-    assert set(np.unique(pred["class_code"].values[valid])) <= set(art.legend.codes)
+    assert set(np.unique(pred["class_code"].values[valid])) <= {*art.legend.codes, 252}
+    # the patch the model was trained on is mostly inside its training data (the gate rejects ~5% of such data)
+    assert pred["outside_training"].values[valid].mean() < 0.2
     assert (pred["class_code"].values[~valid] == 0).all()
     np.testing.assert_allclose(pred["posterior"].values.sum(axis=0)[valid], 1, atol=1e-5)
 

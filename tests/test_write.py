@@ -61,7 +61,7 @@ def test_shipped_legends_load(name: str, n_classes: int, dtype: str) -> None:
     assert len(legend) == n_classes
     reasons = reasons_for(legend)
     entries = map_legend(legend, reasons)  # raises on a collision
-    assert len({e.code for e in entries}) == n_classes + 3
+    assert len({e.code for e in entries}) == n_classes + 4  # 3 reason codes and nodata
     assert map_dtype(legend, reasons) == dtype
 
 
@@ -82,7 +82,8 @@ def test_reason_codes_per_legend() -> None:
     with pytest.raises(ValueError, match="collide"):
         map_legend(load_legend(LEGENDS / "dynamic_world.yaml"), LANDCOVER_REASONS)
     entries = map_legend(load_legend(), LANDCOVER_REASONS)
-    assert entries[-3:] == [
+    assert entries[-4:] == [
+        (252, "Not mapped (outside the model's training data)", "#ff00ff"),
         (253, "Not classified (too few clear observations)", "#bdbdbd"),
         (254, "Unclassified (low confidence)", "#808080"),
         (0, "No data", None),
@@ -208,6 +209,7 @@ def test_qml_content(tmp_path: Path) -> None:
     assert renderer is not None and renderer.get("type") == "paletted"
     entries = [(int(e.get("value")), e.get("color"), e.get("label"), e.get("alpha")) for e in root.iter("paletteEntry")]
     expected = [(c.code, c.color, c.name, "255") for c in legend]
+    expected += [(252, "#ff00ff", "Not mapped (outside the model's training data)", "255")]
     expected += [(253, "#bdbdbd", "Not classified (too few clear observations)", "255")]
     expected += [(254, "#808080", "Unclassified (low confidence)", "255")]
     assert entries == expected  # nodata (0) deliberately absent: transparent
