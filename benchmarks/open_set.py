@@ -829,6 +829,8 @@ relevant question for a map. No AUROC for sets under {MIN_AUROC_POINTS} points.
 ## How each evaluation set was labelled
 
 {notes}
+
+Which novelty score, and why this one: `benchmarks/NOVELTY_METHODS.md`.
 """
 
 

@@ -17,6 +17,9 @@ B05 B06 B07 B08 B11 B12 (the data have no B8A), the pretrained Presto encoder fr
    all the data; the calibration split fits the temperature, the novelty gate's threshold and the certified
    confidence threshold (default target: the highest certifiable at or below 0.95). The seed-averaged card is
    stored in its ``meta["model_card"]`` and written to ``models/landcover_default_report/MODEL_CARD.md``.
+3. The open-set evaluation: the summary of ``benchmarks/open_set_results.json`` (``python -m benchmarks.open_set
+   --json benchmarks/open_set_results.json``, the same procedure as this model on the same data) goes into the
+   card too (``meta["model_card"]["open_set"]`` and a section of MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,30 @@ from pipeline.train import TrainConfig, train_model, write_training_figures  # n
 from pipeline.write import write_text_atomic  # noqa: E402
 
 EXTRACTIONS = sorted((ROOT / "data" / "worldcereal").glob("*parquet"))
+OPEN_SET = ROOT / "benchmarks" / "open_set_results.json"
+
+
+def open_set_section(path: Path = OPEN_SET) -> tuple[dict, str]:
+    """The open-set benchmark's aggregates (no per-seed rows) and its tables as Markdown; empty when not run."""
+    if not path.exists():
+        return {}, ""
+    from benchmarks.open_set import EXTERNAL_HEADER, FOLD_HEADER, external_rows, fold_rows, markdown_table
+
+    results = json.loads(path.read_text(encoding="utf-8"))
+    keep = ("operating_point", "seeds", "loco", "loro", "external", "in_distribution", "goals", "throughput")
+    summary = {k: results[k] for k in keep if k in results}
+    text = "\n".join([
+        "## Open-set evaluation (`benchmarks/OPEN_SET.md`)",
+        "",
+        f"{results['seeds']} spatial split seeds, target 0.80 (delta 0.05), gate rejection rate 5 %. Mapped = gets a "
+        "class in a map; before = confidence threshold only, after = novelty gate + confidence threshold.",
+        "",
+        "### Leave one class out", "", markdown_table(FOLD_HEADER, fold_rows(results, "loco")), "",
+        "### Leave one region out", "", markdown_table(FOLD_HEADER, fold_rows(results, "loro")), "",
+        "### Water, built-up and other land (model trained on all regions)", "",
+        markdown_table(EXTERNAL_HEADER, external_rows(results)), "",
+    ])  # fmt: skip
+    return summary, text
 
 
 def main() -> None:
@@ -53,6 +80,7 @@ def main() -> None:
     started = time.perf_counter()
     card = seed_averaged_card(samples, legend, TrainConfig(), seeds=range(args.card_seeds), log=print)
     print(f"model card: {args.card_seeds} seeds in {time.perf_counter() - started:.0f} s")
+    card["open_set"], open_set_text = open_set_section()
     result = train_model(
         samples, legend, TrainConfig(seed=args.seed), sources=[p.name for p in args.extractions], log=print
     )
@@ -61,7 +89,8 @@ def main() -> None:
     folder = args.output.with_name(f"{args.output.stem}_report")
     figures = write_training_figures(result, folder)
     write_json_atomic(folder / "model_card.json", card)
-    write_text_atomic(folder / "MODEL_CARD.md", card_markdown(card, "Model card: models/landcover_default.pt"))
+    text = card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + open_set_text
+    write_text_atomic(folder / "MODEL_CARD.md", text)
     print(card_markdown(card))
     print("shipped model thresholds:", json.dumps(result.artifact.meta["thresholds"]["report"]["global"]))
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB) and {[f.name for f in figures]}")

@@ -99,9 +99,26 @@ def validate(job_file: Path) -> None:
     grid = job_grid(job, scenes)
     scenes = scenes_on_grid(scenes, grid)
     check_remote_access(scenes)
+    # the models, their certificates and novelty gates are checked as a run would, before any work
+    from pipeline.orchestrate import make_plan
+
+    plan = make_plan(job, grid, scenes, "")
     click.echo(f"{job_file}: valid")
     click.echo(f"  scenes on the grid: {len(scenes)} ({scenes[0].acquired:%Y-%m-%d} .. {scenes[-1].acquired:%Y-%m-%d})")
     click.echo(f"  grid: {grid.crs.to_string()} {grid.width} x {grid.height} px at {grid.resolution[0]:g} m")
+    for product in plan.products:
+        choice = product.policy_report.get("global")
+        rule = (
+            f"certified accuracy {choice['target_accuracy']:g} at {choice['coverage']:.1%} of its "
+            f"{choice['n_validation']} calibration points"
+            if choice
+            else f"fixed threshold {product.policy.threshold:g}"
+        )
+        gate = product.novelty
+        click.echo(
+            f"  {product.name}: {product.model_path.name}, {rule}; novelty gate rejects "
+            f"{gate.get('rejection_rate', float('nan')):.0%} of data like its training data"
+        )
 
 
 @main.command()

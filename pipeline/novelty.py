@@ -11,8 +11,8 @@ detecting out-of-distribution samples"); the score of a feature vector ``z`` is 
 to a class mean, ``min_c sqrt((z - mu_c)^T S^-1 (z - mu_c))``. The covariance is the Ledoit-Wolf shrinkage estimate
 of the within-class residuals (scikit-learn), so 128 dimensions are stable with a few hundred samples. Chosen by
 measurement on the real WorldCereal samples and the Slovenia patch (``benchmarks/novelty_methods.py``, tables in
-``benchmarks/OPEN_SET.md``) against k-nearest-neighbour distances (cosine and L2, k = 1..50), one Gaussian for all
-classes, per-class covariances and relative Mahalanobis: leave-one-region-out AUROC 0.995 (one Gaussian 0.996,
+``benchmarks/NOVELTY_METHODS.md``) against k-nearest-neighbour distances (cosine and L2, k = 1..50), one Gaussian
+for all classes, per-class covariances and relative Mahalanobis: leave-one-region-out AUROC 0.995 (one Gaussian 0.996,
 kNN at most 0.947; held-out regions are where certificates failed to transfer), within 0.005 of the best mean over
 leave-one-class-out and leave-one-region-out (one Gaussian, which has no separate modes for well separated
 classes), built-up land at 0.999, and it stores only class means and one matrix (kNN would ship the training

@@ -95,6 +95,13 @@ def test_validate_reports_grid_and_scenes() -> None:
     result = CliRunner().invoke(main, ["validate", str(DEMO)])
     assert result.exit_code == 0, result.output
     assert "scenes on the grid: 10" in result.output and "100 x 100 px" in result.output
+    assert "landcover: landcover_default.pt, certified accuracy 0.8 at " in result.output
+    assert "novelty gate rejects 5% of data like its training data" in result.output
+
+
+def test_validate_refuses_an_uncertifiable_target(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(_demo_job(tmp_path, target_accuracy=0.995))])
+    assert result.exit_code == 2 and "is not certifiable on its" in result.output
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,7 @@ def test_score_is_the_smallest_mahalanobis_distance() -> None:
     means = np.stack([x[y == c].mean(0) for c in (0, 1)]).astype(np.float64)
     precision = gate.whiten.astype(np.float64) @ gate.whiten.T.astype(np.float64)
     probe = np.array([[0, 0, 0, 0], [6, 6, 6, 6], [3, 3, 3, 3], [30, -30, 0, 0]], dtype=np.float32)
-    expected = [
-        min(np.sqrt((p - m) @ precision @ (p - m)) for m in means) for p in probe.astype(np.float64)
-    ]
+    expected = [min(np.sqrt((p - m) @ precision @ (p - m)) for m in means) for p in probe.astype(np.float64)]
     np.testing.assert_allclose(gate.score(probe), expected, rtol=1e-4)
     # the shared covariance is the within-class one (about the identity), not the total one
     np.testing.assert_allclose(np.linalg.inv(precision), np.eye(4), atol=0.25)

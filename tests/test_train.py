@@ -141,7 +141,7 @@ def test_every_model_has_a_calibrated_novelty_gate(trained: Path, tmp_path: Path
     with pytest.raises(InputError, match="no usable novelty gate"):
         load_artifact(tmp_path / "no_gate.pt")
     torch.save(old | {"format_version": 1}, tmp_path / "v1.pt")
-    with pytest.raises(InputError, match="made before novelty gates.*retrain"):
+    with pytest.raises(InputError, match=r"made before novelty gates.*retrain"):
         load_artifact(tmp_path / "v1.pt")
 
 
