@@ -65,7 +65,7 @@ def test_class_maps_in_qgis(legend_file: str, tmp_path: Path) -> None:
     legend = load_legend(LEGENDS / legend_file)
     out = tmp_path / "maps"
     # Write with the map writer first to learn the entries (classes + reason codes, nodata last).
-    width = (len(legend) + 3) * BAND
+    width = (len(legend) + 4) * BAND  # classes, 3 reason codes and nodata
     grid = Grid(CRS.from_epsg(32631), Affine(10, 0, 600000, 0, -10, 5600000), ROWS, width)
     from pipeline.write import map_dtype, map_legend, reasons_for
 
@@ -111,6 +111,7 @@ def test_class_maps_in_qgis(legend_file: str, tmp_path: Path) -> None:
     if m.classes.dtype == "uint8":
         assert g["category_names"][entries[0].code] == entries[0].name
         assert g["category_names"][reasons.low_confidence] == "Unclassified (low confidence)"
+        assert g["category_names"][reasons.outside_training] == "Not mapped (outside the model's training data)"
     assert json.loads(g["metadata"]["LEGEND"])[0]["name"] == entries[0].name
 
     # Confidence and count: pseudocolor ramps from their own .qml, nodata transparent.
