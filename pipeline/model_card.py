@@ -106,6 +106,26 @@ def seed_averaged_card(
     }
 
 
+def card_summary(card: dict[str, Any]) -> dict[str, str]:
+    """The card's headline figures as short "mean ± sd" strings, for run reports (no per-seed rows)."""
+    n = len(card.get("seeds", []))
+    out = {
+        "seeds": f"{n} spatial splits, scored on their test points",
+        "macro_f1": _pm(card["macro_f1"]),
+        "random_forest_macro_f1": _pm(card["rf_macro_f1"]),
+        "macro_f1_minus_random_forest_points": _pm(card["macro_f1_minus_rf"], 100, 1),
+        "ece_before_calibration": _pm(card["ece_before"]),
+        "ece_after_calibration": _pm(card["ece_after"]),
+        "novelty_gate_rejected_test_pct": _pm(card["novelty_rejected_test"], 100, 1),
+    }
+    for target, cell in card.get("certified", {}).items():
+        out[f"certified_{target}"] = (
+            f"test coverage {_pm(cell['test_coverage'], 100, 1)} %, test accuracy of mapped "
+            f"{_pm(cell['test_accuracy_of_mapped'])}, target reached in {cell['seeds_meeting_target_on_test']} of {n}"
+        )
+    return out
+
+
 def _pm(cell: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
     if cell.get("mean") is None:
         return "n/a"

@@ -141,7 +141,13 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
             landcover.per_class, landcover.min_clear_observations,
         )  # fmt: skip
         certifiable(path, artifact.meta, report, landcover, "landcover")
-        metrics = dict(artifact.meta.get("metrics", {}))
+        metrics: dict[str, Any] = {}
+        if artifact.meta.get("model_card"):
+            from pipeline.model_card import card_summary
+
+            # the seed-averaged figures first: the single calibration split below says little on its own
+            metrics["model_card"] = card_summary(artifact.meta["model_card"])
+        metrics |= dict(artifact.meta.get("metrics", {}))
         products.append(
             ProductPlan(
                 "landcover",

@@ -148,6 +148,10 @@ def test_run_writes_a_masked_land_cover_map_set(demo_maps: Path) -> None:
     assert any(w.startswith("landcover: the model's novelty gate found") for w in run["warnings"])
     html = (demo_maps / "report" / "report.html").read_text()
     assert 'class="warning"' in html and "does not transfer here" in html
+    # the report's model accuracy leads with the seed-averaged model card, not one split
+    card = json.loads((demo_maps / "report" / "report.json").read_text())["model_metrics"]["landcover"]["model"]
+    assert card["model_card"]["seeds"] == "10 spatial splits, scored on their test points"
+    assert " ± " in card["model_card"]["macro_f1"] and " ± " in card["model_card"]["random_forest_macro_f1"]
     # the village, its road and the farmyard (hand-labelled built-up land) get no class, least of all a crop
     import geopandas as gpd
     from rasterio import features

@@ -187,3 +187,25 @@ def test_three_way_split_scores_an_untouched_test_split() -> None:
         assert 0 <= cell["test_coverage"] <= 1
     report = evaluate_model(result.artifact, synthetic(240), device="cpu")
     assert report["scored_split"] == "test" and report["n_val"] == split["n_test"]
+
+
+def test_model_card_averages_the_whole_procedure_over_split_seeds() -> None:
+    from pipeline.model_card import card_markdown, card_summary, seed_averaged_card
+
+    config = TrainConfig(max_epochs=20, block_m=20_000)
+    card = seed_averaged_card(synthetic(240), load_legend(), config, seeds=(0, 1, 2), test_fraction=0.2)
+    rows = card["per_seed"]
+    assert [r["seed"] for r in rows] == [0, 1, 2] and card["macro_f1"]["n"] == 3
+    f1 = [r["macro_f1"] for r in rows]
+    assert card["macro_f1"]["mean"] == pytest.approx(np.mean(f1))
+    assert card["macro_f1"]["sd"] == pytest.approx(np.std(f1, ddof=1))
+    diffs = [r["macro_f1"] - r["rf_macro_f1"] for r in rows]
+    assert card["macro_f1_minus_rf"]["mean"] == pytest.approx(np.mean(diffs))
+    for r in rows:  # every seed is a different three-way split, scored on its own test points
+        assert r["n_train"] + r["n_calibration"] + r["n_test"] == 240 and r["n_test"] > 0
+    assert len({(r["n_train"], r["n_test"]) for r in rows} | {(rows[0]["macro_f1"],)}) > 1
+    assert set(card["certified"]) == {"0.80", "0.85", "0.90", "0.95"}
+    text = card_markdown(card)
+    assert "| macro-F1 | " in text and "of 3 |" in text
+    summary = card_summary(card)
+    assert summary["seeds"].startswith("3 spatial splits") and " ± " in summary["macro_f1"]
