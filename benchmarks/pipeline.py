@@ -13,6 +13,9 @@ Each stage runs on the same generated region (``benchmarks.ingest.generate_regio
 - threshold: certified confidence mask with reason codes (pipeline.threshold.classify_block),
 - write: the COG map set (class map, confidence, clear counts, styles, STAC item).
 
+Then the cost of verifying every write before it is published (pipeline.atomic): the write stage and the block
+rasters of the same region, each with verification off and on in the same run, as px/s and a time ratio.
+
 The table gives px/s per stage (grid pixels, all months), the share of the time each stage would take on the whole
 region, the peak RSS of the process, and the projected time for one Sentinel-2 tile (10980 x 10980 px, 12 months)
 at the measured rates.
@@ -25,6 +28,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="encoder precision, as compute.precision"
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="write-verification cost: timings with verification off/on, best kept"
+    )
     args = parser.parse_args(argv)
 
     import dask
@@ -113,12 +120,16 @@ def main(argv: list[str] | None = None) -> dict:
         planes = classify_block(posteriors, np.asarray(legend.codes), policy, n_clear, reasons)
         stages["threshold"] = _rate(pixels, time.perf_counter() - started)
 
+        def write(folder: Path) -> None:
+            write_map_set(
+                folder, "bench", planes[0], grid, legend, ("2021-01-01", "2021-12-31"),
+                reasons=reasons, confidence=planes[1], n_clear=n_clear,
+            )  # fmt: skip
+
         started = time.perf_counter()
-        write_map_set(
-            Path(tmp) / "out" / "landcover", "bench", planes[0], grid, legend, ("2021-01-01", "2021-12-31"),
-            reasons=reasons, confidence=planes[1], n_clear=n_clear,
-        )  # fmt: skip
+        write(Path(tmp) / "out" / "landcover")
         stages["write"] = _rate(pixels, time.perf_counter() - started)
+        verification = _verification_cost(Path(tmp) / "verify", write, planes, n_clear, grid, args.repeats)
 
     seconds_per_px = {name: 1 / s["px_per_s"] for name, s in stages.items()}
     total = sum(seconds_per_px.values())
@@ -131,14 +142,64 @@ def main(argv: list[str] | None = None) -> dict:
         "end_to_end_px_per_s": round(1 / total, 1),
         "peak_rss_mb": round(memory.peak_mb, 0),
         "projected_tile_hours": round(TILE_PIXELS * total / 3600, 2),
+        "write_verification": verification,
     }
     print(f"{'stage':<10}{'px/s':>14}{'share':>8}")
     for name, stage in stages.items():
         print(f"{name:<10}{stage['px_per_s']:>14,.0f}{stage['share_of_time']:>8.1%}")
     print(f"end to end {result['end_to_end_px_per_s']:,.0f} px/s; peak RSS {result['peak_rss_mb']:.0f} MB; "
           f"one 10980 x 10980 tile: {result['projected_tile_hours']} h")  # fmt: skip
+    for name, row in verification.items():
+        print(f"write verification, {name}: {row['off_px_per_s']:,.0f} px/s unverified, {row['on_px_per_s']:,.0f} px/s "
+              f"verified: {row['cost_ratio']:.3f}x the time")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _verification_cost(
+    folder: Path, write_maps: Any, planes: np.ndarray, n_clear: np.ndarray, grid: Any, repeats: int
+) -> dict[str, dict[str, float]]:
+    """What verifying every write before it is published costs (pipeline.atomic.VERIFY_WRITES on vs off).
+
+    Two writes: the COG map set of the write stage (COGs read back in part, styles, STAC item), and the block
+    rasters a run writes for the same region (512 px blocks, each read back in full and compared). Each is timed
+    with verification off and on, alternating, ``repeats`` times; the best of each is kept. ``cost_ratio`` is
+    verified time / unverified time.
+    """
+    from pipeline import atomic
+    from pipeline.orchestrate import _write_block
+
+    height, width = n_clear.shape
+    pixels = height * width
+    counts = np.minimum(n_clear, 65534).astype(np.uint16)[None]
+
+    def write_blocks(out: Path) -> None:
+        for row in range(0, height, 512):
+            for col in range(0, width, 512):
+                inner = grid.window(row, min(row + 512, height), col, min(col + 512, width))
+                rows, cols, name = slice(row, row + 512), slice(col, col + 512), f"r{row}_c{col}.tif"
+                _write_block(out / "landcover" / name, np.ascontiguousarray(planes[:, rows, cols]), inner)
+                _write_block(out / "nclear" / name, np.ascontiguousarray(counts[:, rows, cols]), inner)
+
+    result = {}
+    for name, writer in (("map set (COGs)", write_maps), ("block rasters", write_blocks)):
+        seconds: dict[bool, list[float]] = {True: [], False: []}
+        for attempt in range(max(repeats, 1)):
+            for verify in (False, True):
+                atomic.VERIFY_WRITES = verify
+                try:
+                    started = time.perf_counter()
+                    writer(folder / f"{name.split()[0]}_{attempt}_{verify}")
+                    seconds[verify].append(time.perf_counter() - started)
+                finally:
+                    atomic.VERIFY_WRITES = True
+        on, off = min(seconds[True]), min(seconds[False])
+        result[name] = {
+            "on_px_per_s": round(pixels / on, 1),
+            "off_px_per_s": round(pixels / off, 1),
+            "cost_ratio": round(on / off, 3),
+        }
     return result
 
 

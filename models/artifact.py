@@ -15,6 +15,7 @@ Layout (a flat dict, so nothing but tensors and plain values is ever unpickled):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,31 +205,64 @@ def cube_product_level(cube: Any, cube_name: str | Path = "cube") -> str:
     return levels[0]
 
 
-def check_contract(artifact: ModelArtifact, cube: Any, cube_name: str | Path = "cube") -> None:
-    """Raise InputError naming ``cube_name`` when the cube cannot feed the model (bands, months, level)."""
-    contract = artifact.contract
+def contract_problems(
+    contract: dict[str, Any], bands: Sequence[str], n_months: int, consecutive: bool, levels: Sequence[str]
+) -> list[str]:
+    """What keeps inputs of ``bands`` x ``n_months`` months of ``levels`` scenes from feeding a model with this
+    input ``contract`` (empty when they fit). Shared by the plan-time check of a job and the load-time check of a
+    cube, so both say the same thing."""
     problems = []
     if contract.get("normalization") != NORMALIZATION:
         problems.append(f"model normalization {contract.get('normalization')!r} is not supported ({NORMALIZATION})")
-    if "reflectance" not in cube or "band" not in cube.coords or "time" not in cube.coords:
-        raise InputError(cube_name, "not a monthly cube (needs reflectance (time, band, y, x))")
-    have = [str(b) for b in cube["band"].values]
-    missing = [b for b in contract["bands"] if b not in have]
+    missing = [b for b in contract["bands"] if b not in bands]
     if missing:
-        problems.append(f"lacks bands {missing} the model needs (cube has {have})")
-    n_months = int(cube.sizes["time"])
+        problems.append(f"lacks bands {missing} the model needs (cube has {list(bands)})")
     if n_months != int(contract["months"]):
         problems.append(f"has {n_months} months, the model needs {contract['months']}")
-    times = cube["time"].values.astype("datetime64[M]").astype(np.int64)
-    if len(times) > 1 and not (np.diff(times) == 1).all():
+    if not consecutive:
         problems.append("months are not consecutive")
     wanted = normalize_level(contract.get("product_level", PRODUCT_LEVEL)) or str(contract.get("product_level"))
-    bad_levels = [lv for lv in cube_levels(cube) if lv != wanted]
+    bad_levels = [lv for lv in levels if lv != wanted]
     if bad_levels:
         what = {"L2A": "L2A (surface reflectance)", "L1C": "L1C (top-of-atmosphere reflectance)"}
         problems.append(
             f"was made from {', '.join(what.get(lv, lv) for lv in bad_levels)} scenes but the model was trained on "
             f"{what.get(wanted, wanted)}; use a cube of that level or a model trained on this one"
         )
+    return problems
+
+
+def check_contract(artifact: ModelArtifact, cube: Any, cube_name: str | Path = "cube") -> None:
+    """Raise InputError naming ``cube_name`` when the cube cannot feed the model (bands, months, level)."""
+    if "reflectance" not in cube or "band" not in cube.coords or "time" not in cube.coords:
+        raise InputError(cube_name, "not a monthly cube (needs reflectance (time, band, y, x))")
+    times = cube["time"].values.astype("datetime64[M]").astype(np.int64)
+    consecutive = len(times) < 2 or bool((np.diff(times) == 1).all())
+    have = [str(b) for b in cube["band"].values]
+    problems = contract_problems(artifact.contract, have, int(cube.sizes["time"]), consecutive, cube_levels(cube))
     if problems:
         raise InputError(cube_name, "does not match the model's input contract: " + "; ".join(problems))
+
+
+def check_artifact_for_job(
+    artifact: ModelArtifact, bands: Sequence[str], n_months: int, levels: Sequence[str], path: str | Path
+) -> None:
+    """Plan-time check of a model file against the job it is to serve, naming the model file: a complete input
+    contract, head weights that build and match the legend, and a contract the job's cube will meet (its
+    ``bands``, ``n_months`` consecutive months and the scenes' product ``levels``)."""
+    contract = artifact.meta.get("input_contract")
+    required = ("bands", "months", "normalization")
+    if not isinstance(contract, dict) or any(k not in contract for k in required):
+        raise InputError(path, f"model has no complete input contract (needs {', '.join(required)})")
+    try:
+        legend = artifact.legend
+        head = artifact.build_head()
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: state dict of the wrong shape
+        raise InputError(path, f"model head does not build: {' '.join(str(exc).split())[:300]}") from exc
+    if head.config.n_classes != len(legend):
+        raise InputError(path, f"model legend has {len(legend)} classes, its head {head.config.n_classes} outputs")
+    levels = sorted({normalize_level(lv) or str(lv) for lv in levels})
+    problems = contract_problems(contract, bands, n_months, True, levels)
+    if problems:
+        raise InputError(path, "does not fit this job (" + "; ".join(problems).replace("cube has", "ingest.bands")
+                         + ")")  # fmt: skip

@@ -51,7 +51,9 @@ def reports_errors(command: F) -> F:
     """Turn :class:`SueloError` into a one-line message and exit status 2.
 
     A full disk (or quota, or read-only file system) is no user error but needs no traceback either: one line and
-    exit status 1, like a failed block; outputs are atomic, so re-running after freeing space resumes.
+    exit status 1, like a failed block; outputs are atomic and verified before they are published (a write that
+    does not read back is removed, pipeline.atomic), so re-running after freeing space resumes. So is an output
+    that failed that verification for another reason, or a block raster found damaged: one line, exit status 1.
     """
 
     @functools.wraps(command)
@@ -62,12 +64,25 @@ def reports_errors(command: F) -> F:
             click.echo(f"suelo: error: {one_line(exc)}", err=True)
             sys.exit(2)
         except Exception as exc:
+            from pipeline.atomic import DamagedOutputError, WriteVerificationError
+
             problem = _out_of_space(exc)
-            if problem is None:
+            if problem is not None:
+                click.echo(
+                    f"suelo: error: {problem}; nothing partial was published, free space and re-run to resume",
+                    err=True,
+                )
+                sys.exit(1)
+            damaged: BaseException | None = exc
+            for _ in range(10):  # a written file that did not verify, or a block raster found damaged, maybe wrapped
+                if damaged is None or isinstance(damaged, DamagedOutputError):
+                    break
+                damaged = damaged.__cause__ or damaged.__context__
+            if not isinstance(damaged, DamagedOutputError):
                 raise
-            click.echo(
-                f"suelo: error: {problem}; nothing partial was published, free space and re-run to resume", err=True
-            )
+            verified = isinstance(damaged, WriteVerificationError)
+            tail = "nothing partial was published, re-run to resume" if verified else "re-run to redo it"
+            click.echo(f"suelo: error: {one_line(damaged)}; {tail}", err=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -75,6 +90,9 @@ def reports_errors(command: F) -> F:
 
 job_argument = click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace outputs made from a different job.")
+force_option = click.option(
+    "--force", is_flag=True, help="Write into an output folder that holds files suelo did not write."
+)
 output_option = click.option(
     "--output", "-o", type=click.Path(file_okay=False, path_type=Path), help="Override output.dir of the job."
 )
@@ -91,13 +109,14 @@ def main() -> None:
 @reports_errors
 def validate(job_file: Path) -> None:
     """Check a job spec and its inputs without processing anything."""
-    from pipeline.ingest import check_remote_access, discover_scenes, job_grid, scenes_on_grid
+    from pipeline.ingest import check_band_headers, check_remote_access, discover_scenes, job_grid, scenes_on_grid
     from pipeline.settings import load_job
 
     job = load_job(job_file)
-    scenes = discover_scenes(job)
+    scenes = discover_scenes(job)  # also checks every href and input path against the job's access rules
     grid = job_grid(job, scenes)
     scenes = scenes_on_grid(scenes, grid)
+    check_band_headers(scenes, job.ingest.bands)  # every local band file opens (a corrupt JP2 is found now)
     check_remote_access(scenes)
     # the models, their certificates and novelty gates are checked as a run would, before any work
     from pipeline.orchestrate import make_plan
@@ -125,6 +144,7 @@ def validate(job_file: Path) -> None:
 @job_argument
 @output_option
 @overwrite_option
+@force_option
 @click.option("--device", help="torch device (default: cuda if available, else cpu).")
 @click.option("--workers", type=click.IntRange(1, 1024), help="Local Dask worker processes.")
 @click.option("--scheduler", help="'local' (default), 'synchronous' (this process) or a Dask scheduler address.")
@@ -135,6 +155,7 @@ def run(
     job_file: Path,
     output: Path | None,
     overwrite: bool,
+    force: bool,
     device: str | None,
     workers: int | None,
     scheduler: str | None,
@@ -157,7 +178,7 @@ def run(
         updates["compute"] = job.compute.model_validate(job.compute.model_dump() | compute)
     if updates:
         job = job.model_copy(update=updates)
-    result = run_job(job, overwrite=overwrite, log_format=log_format)
+    result = run_job(job, overwrite=overwrite, log_format=log_format, force=force)
     if result.failures:
         click.echo(
             f"suelo: {len(result.failures)} block(s) failed; finished blocks are kept, re-run to resume:", err=True
@@ -184,9 +205,10 @@ def run(
 @job_argument
 @output_option
 @overwrite_option
+@force_option
 @click.option("--workers", type=click.IntRange(1, 1024), help="Threads for reading and compositing.")
 @reports_errors
-def ingest(job_file: Path, output: Path | None, overwrite: bool, workers: int | None) -> None:
+def ingest(job_file: Path, output: Path | None, overwrite: bool, force: bool, workers: int | None) -> None:
     """Ingest the job's Sentinel-2 inputs into a cloud-masked monthly cube (NetCDF)."""
     from pipeline.jobs import ingest as run_ingest
     from pipeline.settings import load_job
@@ -199,7 +221,7 @@ def ingest(job_file: Path, output: Path | None, overwrite: bool, workers: int | 
         updates["compute"] = job.compute.model_copy(update={"workers": workers})
     if updates:
         job = job.model_copy(update=updates)
-    result = run_ingest(job, overwrite=overwrite)
+    result = run_ingest(job, overwrite=overwrite, force=force)
     grid = result.grid
     if result.skipped:
         click.echo(f"{result.cube_path}: up to date (same job and inputs), nothing to do")

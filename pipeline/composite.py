@@ -227,7 +227,26 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
         "n_clear": {"zlib": True, "chunksizes": (chunk_y, chunk_x)},
         "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int32"},
     }
-    with atomic_output(path) as tmp:
+
+    def read_back(tmp: Path) -> None:
+        """The file reopens with every variable at its shape; the first and last chunk of each read (the last one
+        is near the end of the file: a truncated write loses it); n_clear, when in memory, equal to what was written."""
+        import netCDF4
+
+        with netCDF4.Dataset(tmp) as ds:
+            ds.set_auto_maskandscale(False)
+            for name in ("reflectance", "valid", "clear_count", "n_clear"):
+                var = ds.variables[name]
+                if tuple(var.shape) != tuple(out[name].shape):
+                    raise ValueError(f"{name} has shape {tuple(var.shape)} instead of {tuple(out[name].shape)}")
+                chunks = var.chunking()
+                chunks = chunks if isinstance(chunks, list) else list(var.shape)
+                var[tuple(slice(0, c) for c in chunks)]
+                var[tuple(slice(max(n - c, 0), n) for n, c in zip(var.shape, chunks, strict=True))]
+            if out["n_clear"].chunks is None and not np.array_equal(ds.variables["n_clear"][:], out["n_clear"].values):
+                raise ValueError("n_clear differs from what was written")
+
+    with atomic_output(path, verify=read_back) as tmp:
         out.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
 
 

@@ -59,8 +59,8 @@ class Grid:
         res = float(resolution)
         if (right - left) / res > MAX_GRID_SIDE or (top - bottom) / res > MAX_GRID_SIDE:
             raise ConfigError(
-                f"bounds {bounds} at {res:g} m make a grid above {MAX_GRID_SIDE} pixels per side "
-                "(absurd AOI or input footprint?)"
+                f"grid.resolution {res:g} over bounds {bounds} makes a grid above {MAX_GRID_SIDE} pixels per side "
+                "(a too small resolution, or an absurd AOI or input footprint?)"
             )
         snapped_left = math.floor(left / res + 1e-9) * res
         snapped_top = math.ceil(top / res - 1e-9) * res
@@ -77,10 +77,23 @@ class Grid:
         resolution: float,
     ) -> Grid:
         """Grid covering a GeoJSON-like geometry; with ``crs=None`` the UTM zone of its centroid is used."""
+        from rasterio._err import CPLE_BaseError
+
         source_crs = as_crs(geometry_crs)
         target_crs = as_crs(crs) if crs is not None else utm_crs_for(geometry, source_crs)
-        projected = transform_geom(source_crs, target_crs, geometry)
-        return cls.from_bounds(geometry_bounds(projected), target_crs, resolution)
+        epsg = target_crs.to_epsg()
+        label = crs if isinstance(crs, str) else f"EPSG:{epsg}" if epsg else target_crs.to_proj4()
+        try:
+            projected = transform_geom(source_crs, target_crs, geometry)
+            bounds = geometry_bounds(projected)
+        except (CPLE_BaseError, ValueError, IndexError, TypeError) as exc:
+            # e.g. an orthographic CRS seeing the other side of the Earth: "Point outside of projection domain"
+            raise ConfigError(
+                f"grid.crs {label}: cannot project the area onto it ({' '.join(str(exc).split())})"
+            ) from exc
+        if not all(math.isfinite(v) for v in bounds):
+            raise ConfigError(f"grid.crs {label}: the area projects to non-finite bounds {bounds}")
+        return cls.from_bounds(bounds, target_crs, resolution)
 
     # geometry -----------------------------------------------------------------------------------------------
     @property
@@ -182,7 +195,12 @@ def geometry_bounds(geometry: dict[str, Any]) -> Bounds:
 
 def utm_crs_for(geometry: dict[str, Any], geometry_crs: CRS) -> CRS:
     """The WGS 84 / UTM zone CRS containing the centroid of the geometry's bounds."""
-    left, bottom, right, top = transform_bounds(geometry_crs, CRS.from_epsg(4326), *geometry_bounds(geometry))
+    from rasterio._err import CPLE_BaseError
+
+    try:
+        left, bottom, right, top = transform_bounds(geometry_crs, CRS.from_epsg(4326), *geometry_bounds(geometry))
+    except CPLE_BaseError as exc:
+        raise ConfigError(f"aoi.crs {geometry_crs.to_string()}: cannot find the area's UTM zone ({exc})") from exc
     lon, lat = (left + right) / 2, (bottom + top) / 2
     zone = min(60, max(1, int((lon + 180) // 6) + 1))
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)

@@ -83,13 +83,18 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def ingest(job: JobSpec, overwrite: bool = False) -> IngestResult:
-    """Build and write the monthly cube of ``job`` and its run.json; skip when an identical cube already exists."""
+def ingest(job: JobSpec, overwrite: bool = False, force: bool = False) -> IngestResult:
+    """Build and write the monthly cube of ``job`` and its run.json; skip when an identical cube already exists.
+
+    The output folder is claimed and locked first (``pipeline.outdir``), before anything is read or written."""
+    from pipeline.outdir import claimed_output
+
     started = time.perf_counter()
-    scenes, grid = discover(job)
-    result = write_job_cube(job, scenes, grid, overwrite, started)
-    if not result.skipped or not (Path(job.output.dir) / "run.json").exists():
-        write_json_atomic(Path(job.output.dir) / "run.json", run_record(job, scenes, grid, result))
+    with claimed_output(Path(job.output.dir), force):
+        scenes, grid = discover(job)
+        result = write_job_cube(job, scenes, grid, overwrite, started)
+        if not result.skipped or not (Path(job.output.dir) / "run.json").exists():
+            write_json_atomic(Path(job.output.dir) / "run.json", run_record(job, scenes, grid, result))
     return result
 
 
@@ -172,17 +177,25 @@ class RunResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def run(job: JobSpec, overwrite: bool = False, log_format: str = "text") -> RunResult:
+def run(job: JobSpec, overwrite: bool = False, log_format: str = "text", force: bool = False) -> RunResult:
     """The whole job: the cube (if ``output.cube``), every block of every enabled product, the final maps and report.
 
-    Blocks run on Dask (pipeline.orchestrate); a finished job re-run does nothing, an interrupted one resumes.
+    Blocks run on Dask (pipeline.orchestrate); a finished job re-run does nothing, an interrupted one resumes. The
+    output folder is claimed and locked before anything else (``pipeline.outdir``).
     """
+    from pipeline.outdir import claimed_output
+
+    with claimed_output(Path(job.output.dir), force) as token:
+        return _run(job, overwrite, log_format, token)
+
+
+def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = None) -> RunResult:
     from pipeline.orchestrate import make_plan, run_region
 
     started = time.perf_counter()
     scenes, grid = discover(job)
     # the plan first: a model that cannot serve the job (an uncertifiable target, a bad file) stops before any work
-    plan = make_plan(job, grid, scenes, job_digest(job, [s.scene_id for s in scenes]))
+    plan = make_plan(job, grid, scenes, job_digest(job, [s.scene_id for s in scenes]), token)
     cube = write_job_cube(job, scenes, grid, overwrite, started) if job.output.cube else None
     region = run_region(plan, overwrite, log_format)
     out_dir = Path(job.output.dir)

@@ -7,7 +7,9 @@ writer, never stored here, so a model can never predict one of them.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import yaml
 from pipeline.errors import ConfigError
 
 DEFAULT_LEGEND = Path(__file__).resolve().parent.parent / "data" / "legends" / "worldcereal_landcover10.yaml"
+MAX_LEGEND_BYTES = 16 * 2**20  # the largest shipped legend is ~5 KB; Urban Atlas + CORINE together are far below
 MAX_CODE = 65535  # the widest map dtype is uint16
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -119,6 +122,15 @@ def load_legend(path: str | Path = DEFAULT_LEGEND) -> Legend:
     """Read a legend from YAML (``.yaml``/``.yml``) or JSON: a list of ``{code, name, color}``."""
     path = Path(path)
     try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read legend: {exc.strerror or exc}") from exc
+    # /dev/zero or a FIFO would be read forever: only regular files of a legend's size
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: cannot read legend: not a regular file")
+    if info.st_size > MAX_LEGEND_BYTES:
+        raise ConfigError(f"{path}: cannot read legend: {info.st_size} bytes, above the {MAX_LEGEND_BYTES}-byte limit")
+    try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read legend: {exc.strerror or exc}") from exc
@@ -135,4 +147,19 @@ def load_legend(path: str | Path = DEFAULT_LEGEND) -> Legend:
         raise ConfigError(f"{path}: not valid {kind}: {type(exc).__name__}: {exc}") from exc
     if isinstance(data, dict) and "classes" in data:
         data = data["classes"]
-    return Legend.from_list(data, path)
+    legend = Legend.from_list(data, path)
+    check_reason_codes(legend, path)
+    return legend
+
+
+def check_reason_codes(legend: Legend, source: str | Path) -> None:
+    """A legend whose codes collide with the reason codes of its maps (no data, too few observations, outside the
+    training data, low confidence) is refused when it is loaded, not after a whole run at assembly."""
+    from pipeline.threshold import reason_code_collisions, reasons_for
+
+    collide = reason_code_collisions(legend)
+    if collide:
+        reserved = reasons_for(legend).to_dict()
+        raise ConfigError(
+            f"{source}: class codes {collide} are reserved for the maps' reason codes {reserved}; renumber them"
+        )

@@ -19,6 +19,7 @@ retries is reported and the run exits non-zero, never silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -29,7 +30,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,7 @@ class RunPlan:
     halo: int  # extra pixels around a block for the segmenter's spatial context
     digest: str
     cube_digest: str = ""  # what the composites depend on (inputs, grid, period, ingest): keys the composite cache
+    run_token: str | None = None  # names this run's temporaries in every worker (pipeline.outdir); not in the digest
 
     def blocks(self) -> list[Block]:
         size = self.job.compute.block_size
@@ -112,10 +113,14 @@ class RunPlan:
         return next((p for p in self.products if p.name == name), None)
 
 
-def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str) -> RunPlan:
+def make_plan(
+    job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str, run_token: str | None = None
+) -> RunPlan:
     """Resolve models, legends, reason codes and confidence policies once, before any block runs."""
     from pipeline.threshold import certification_problem, policy_for_model
-    from pipeline.write import map_dtype, reasons_for
+    from pipeline.write import map_dtype, map_legend, reasons_for
+
+    check_device(job)
 
     def certifiable(path: Path, meta: dict[str, Any], report: dict[str, Any], spec: Any, key: str) -> None:
         """Stop before any work when the target cannot be certified, unless the job accepts an empty map."""
@@ -130,12 +135,21 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
     halo = 0
     landcover = job.products.landcover
     if landcover.enabled:
-        from models.artifact import load_artifact
+        from models.artifact import check_artifact_for_job, load_artifact
+        from pipeline.composite import month_starts
 
         path = Path(landcover.model or DEFAULT_MODELS["landcover"])
         artifact = load_artifact(path)
+        # everything a block would find out about the model, found here, once, naming the model file
+        check_artifact_for_job(
+            artifact, job.ingest.bands, len(month_starts(job.period)), [s.level for s in scenes], path
+        )
         legend = artifact.legend
         reasons = reasons_for(legend)
+        try:
+            map_legend(legend, reasons)
+        except ValueError as exc:
+            raise InputError(path, f"model legend: {exc}") from exc
         policy, report = policy_for_model(
             artifact.meta, landcover.target_accuracy, landcover.delta, landcover.threshold, landcover.score,
             landcover.per_class, landcover.min_clear_observations,
@@ -204,7 +218,48 @@ def make_plan(job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: st
         MANIFEST_VERSION, cube_digest, job.name, job.compute.block_size,
         job.products.model_dump(mode="json"), [(p.name, p.model_sha256) for p in products],
     )  # fmt: skip
-    return RunPlan(job, grid, tuple(scenes), tuple(products), halo, digest, cube_digest)
+    return RunPlan(job, grid, tuple(scenes), tuple(products), halo, digest, cube_digest, run_token)
+
+
+def check_device(job: JobSpec) -> None:
+    """``compute.device: cuda`` (or ``compute.gpus``) on a machine without a usable CUDA GPU is a plan-time error,
+    not a failure of every block. Not checked for a remote scheduler, whose workers may have GPUs this driver lacks."""
+    compute = job.compute
+    check_scheduler(compute.scheduler)
+    wants_cuda = (compute.device or "").startswith("cuda") or compute.gpus > 0
+    if not wants_cuda or (compute.scheduler or "").startswith("tcp://"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        key = "compute.device" if (compute.device or "").startswith("cuda") else "compute.gpus"
+        raise ConfigError(f"{key} asks for CUDA but no CUDA GPU is usable here (torch {torch.__version__})")
+    if compute.device and ":" in compute.device:
+        index = int(compute.device.split(":", 1)[1])
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"compute.device {compute.device}: only {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_scheduler(address: str | None, timeout: float = 10.0) -> None:
+    """A ``tcp://host:port`` scheduler must accept a connection now (one line, exit 2, before any work) rather than
+    after a 60 s client time-out mid-run."""
+    if not address or not address.startswith("tcp://"):
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port or 8786
+    except ValueError as exc:
+        raise ConfigError(f"compute.scheduler {address!r}: not a tcp://host:port address ({exc})") from None
+    if not host:
+        raise ConfigError(f"compute.scheduler {address!r}: no host")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"compute.scheduler {address}: cannot connect ({exc.strerror or exc})") from None
 
 
 def _digest(*parts: Any) -> str:
@@ -241,10 +296,12 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
     """Everything for one block, written to its block rasters; returns the block's manifest entry."""
     import torch
 
+    from pipeline.atomic import set_run_token
     from pipeline.threshold import classify_block, masking_counts
 
     started = time.perf_counter()
     job = plan.job
+    set_run_token(plan.run_token)  # a Dask worker's temporaries carry the run's token too
     # the same thread count in every mode: float reductions, hence outputs, must not depend on where a block ran
     torch.set_num_threads(job.compute.threads_per_worker)
     inner = plan.grid.window(block.row, block.row + block.height, block.col, block.col + block.width)
@@ -369,20 +426,36 @@ def _posteriors(
 def _write_block(path: Path, planes: np.ndarray, grid: Grid) -> None:
     import rasterio
 
+    from pipeline.atomic import check_raster, gdal_errors_raised
+
     profile = {
         "driver": "GTiff", "height": grid.height, "width": grid.width, "count": planes.shape[0],
         "dtype": planes.dtype.name, "crs": grid.crs, "transform": grid.transform, "compress": "deflate",
         "tiled": grid.width >= 256 and grid.height >= 256, "predictor": 2,
     }  # fmt: skip
-    with atomic_output(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+
+    def read_back(tmp: Path) -> None:  # a block raster is small: all of it, value by value
+        check_raster(tmp, expected=planes, crs=grid.crs, transform=grid.transform)
+
+    with (
+        atomic_output(path, verify=read_back) as tmp,
+        gdal_errors_raised(path),
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
         dst.write(planes)
 
 
 def _read_block(path: Path, band: int) -> np.ndarray:
     import rasterio
 
-    with rasterio.open(path) as src:
-        return src.read(band)
+    from pipeline.atomic import DamagedOutputError
+
+    try:
+        with rasterio.open(path) as src:
+            return src.read(band)
+    except (OSError, rasterio.errors.RasterioError) as exc:
+        # verified when written and re-checked when the run started: damaged since; a re-run redoes that block
+        raise DamagedOutputError(path, f"block raster unreadable ({' '.join(str(exc).split())})") from exc
 
 
 def _peak_rss_mb() -> float:
@@ -391,6 +464,9 @@ def _peak_rss_mb() -> float:
 
 
 # -- the manifest ----------------------------------------------------------------------------------------------------
+
+
+_BLOCK_NAME = re.compile(r"^r\d{6}_c\d{6}\.tif$")  # Block.block_id + ".tif"
 
 
 class Manifest:
@@ -414,12 +490,19 @@ class Manifest:
         if not lines:
             self._reset(plan)
             return {}
+        # what a line claims is checked, not trusted: each file must have its checksum and read back as the block
+        # raster it should be (an earlier version could record an empty file a full disk left); blocks that do not
+        # check out are redone
+        expected = _block_expectations(plan)
         done = {}
         for entry in lines[1:]:
-            if entry.get("type") != "block":
+            files = entry.get("files")
+            if entry.get("type") != "block" or not isinstance(files, dict) or not isinstance(entry.get("block"), str):
                 continue
-            files = entry.get("files", {})
-            if files and all(_file_matches(out_dir / name, sha) for name, sha in files.items()):
+            if files and all(
+                isinstance(sha, str) and _file_matches(out_dir / name, sha, expected.get(name))
+                for name, sha in files.items()
+            ):
                 done[entry["block"]] = entry
         return done
 
@@ -436,9 +519,16 @@ class Manifest:
             os.fsync(handle.fileno())
 
     def _reset(self, plan: RunPlan) -> None:
-        import shutil
-
-        shutil.rmtree(self.path.parent / BLOCKS, ignore_errors=True)
+        # only the block rasters suelo names (blocks/<product>/rNNNNNN_cNNNNNN.tif), never the folder wholesale
+        blocks = self.path.parent / BLOCKS
+        for path in sorted(blocks.glob("*/*.tif")) if blocks.is_dir() else []:
+            if _BLOCK_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink()
+        for folder in sorted(blocks.glob("*")) if blocks.is_dir() else []:
+            with contextlib.suppress(OSError):  # not empty: it holds something suelo did not write
+                folder.rmdir()
+        with contextlib.suppress(OSError):
+            blocks.rmdir()
         header = {"type": "plan", "digest": plan.digest, "version": MANIFEST_VERSION, "blocks": len(plan.blocks())}
         with atomic_output(self.path) as tmp:
             tmp.write_text(json.dumps(header, sort_keys=True) + "\n", encoding="utf-8")
@@ -447,16 +537,39 @@ class Manifest:
         if not self.path.exists():
             return []
         entries = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        # errors="replace": whatever a full disk or a kill left in a torn line, the other lines still count
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                entries.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue  # a line torn by a kill mid-write: that block is simply redone
+            if isinstance(entry, dict):
+                entries.append(entry)
         return entries
 
 
-def _file_matches(path: Path, sha256: str) -> bool:
-    return path.exists() and file_sha256(path) == sha256
+def _block_expectations(plan: RunPlan) -> dict[str, dict[str, Any]]:
+    """What each block raster of ``plan`` must be, by its path in the manifest: bands, dtype and shape."""
+    expected = {}
+    for block in plan.blocks():
+        shape = (block.height, block.width)
+        for product in plan.products:
+            expected[f"{BLOCKS}/{product.name}/{block.block_id}.tif"] = dict(count=3, dtype=product.dtype, shape=shape)
+        expected[f"{BLOCKS}/nclear/{block.block_id}.tif"] = dict(count=1, dtype="uint16", shape=shape)
+    return expected
+
+
+def _file_matches(path: Path, sha256: str, expect: dict[str, Any] | None = None) -> bool:
+    """``path`` has checksum ``sha256`` and, a raster, opens and reads in full (with ``expect``'s bands, dtype and
+    shape when given)."""
+    from pipeline.atomic import raster_readable
+
+    try:
+        if not path.is_file() or path.stat().st_size == 0 or file_sha256(path) != sha256:
+            return False
+    except OSError:
+        return False
+    return path.suffix != ".tif" or raster_readable(path, **(expect or {}))
 
 
 # -- execution backends ----------------------------------------------------------------------------------------------
@@ -512,7 +625,10 @@ def execute(
         backend = f"dask LocalCluster ({len(cluster.workers)} workers)"
     else:
         cluster = None
-        client = Client(compute.scheduler, timeout="60s")
+        try:
+            client = Client(compute.scheduler, timeout="60s")
+        except (OSError, TimeoutError) as exc:  # the probe at plan time passed, but the scheduler went away
+            raise ConfigError(f"compute.scheduler {compute.scheduler}: cannot connect ({exc})") from exc
         backend = f"dask scheduler {compute.scheduler}"
     try:
         futures = {
@@ -626,44 +742,12 @@ class RegionResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-LOCK = ".suelo.lock"
-_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_output's mkstemp names look like
-
-
-@contextmanager
-def output_lock(out_dir: Path) -> Iterator[None]:
-    """Exclusive use of ``out_dir`` by one run (an advisory ``flock``, released by the kernel even on ``kill -9``).
-
-    Two runs writing one manifest would interleave their blocks; the second one is refused instead.
-    """
-    import fcntl
-
-    with open(out_dir / LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError(f"{out_dir}: another suelo run is writing to this folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def remove_stale_temporaries(out_dir: Path) -> int:
-    """Delete temporary files that a killed run left behind (never outputs: those are renamed into place)."""
-    removed = 0
-    for path in out_dir.rglob("*.tmp"):
-        if _TEMPORARY.match(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 def run_region(plan: RunPlan, overwrite: bool = False, log_format: str = "text") -> RegionResult:
     """Run every unfinished block of ``plan``, then (all done) assemble and write the final products."""
+    from pipeline.outdir import claimed_output, remove_stale_temporaries
+
     out_dir = Path(plan.job.output.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with output_lock(out_dir):
+    with claimed_output(out_dir):  # re-entrant: `suelo run` claimed the folder before anything else
         remove_stale_temporaries(out_dir)
         return _run_region(plan, overwrite, log_format)
 

@@ -10,11 +10,12 @@ import datetime as dt
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -115,12 +116,34 @@ class StacApiInput(Settings):
 InputSpec = Annotated[SafeInput | StacInput | GeoTiffInput | StacApiInput, Field(discriminator="kind")]
 
 
+def earth_crs(value: str | None) -> str | None:
+    """Refuse a CRS that PROJ cannot parse or that is not of the Earth (a Mars CRS, a unit sphere): the data could
+    never be projected onto it. Checked with pyproj, which raises instead of printing PROJ's errors."""
+    if value is None:
+        return value
+    import pyproj
+
+    try:
+        crs = pyproj.CRS.from_user_input(value)
+        pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    except pyproj.exceptions.CRSError:
+        raise ValueError(f"{value!r}: not a CRS PROJ knows") from None
+    except pyproj.exceptions.ProjError:
+        raise ValueError(f"{value!r}: no transformation from WGS 84 (not an Earth CRS?)") from None
+    semi_major = crs.ellipsoid.semi_major_metre if crs.ellipsoid is not None else float("nan")
+    if not 6.3e6 < semi_major < 6.4e6:
+        raise ValueError(f"{value!r}: not an Earth CRS (ellipsoid semi-major axis {semi_major:g} m)")
+    return value
+
+
 class AoiSpec(Settings):
     """Area of interest: a vector file (GeoJSON, GeoPackage, ...) or a bbox in any CRS."""
 
     file: Path | None = Field(None, description="vector file (GeoJSON, GeoPackage, ...); all its features")
     bbox: tuple[float, float, float, float] | None = Field(None, description="left, bottom, right, top")
     crs: str = Field("EPSG:4326", description="CRS of bbox (a file carries its own)")
+
+    _earth = field_validator("crs")(classmethod(lambda cls, v: earth_crs(v)))
 
     @model_validator(mode="after")
     def _one_of(self) -> AoiSpec:
@@ -140,6 +163,8 @@ class GridSpec(Settings):
 
     crs: str | None = Field(None, description="e.g. EPSG:32631; default: UTM zone of the AOI centroid")
     resolution: float = Field(10.0, gt=0, le=10000)
+
+    _earth = field_validator("crs")(classmethod(lambda cls, v: earth_crs(v)))
 
 
 class PeriodSpec(Settings):
@@ -308,6 +333,47 @@ class OutputSpec(Settings):
     )
 
 
+#: A remote host name or a ``.suffix`` of host names (lower case letters, digits, ``-``, ``_``, dots); s3: a bucket.
+_HOST_PATTERN = re.compile(r"^\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
+
+
+class AccessSpec(Settings):
+    """Which local folders and remote hosts inputs may be read from (README: "Guarantees and limits").
+
+    Local files (STAC hrefs, files found in input folders) must resolve, symlinks followed, under the job file's
+    folder, the folder of the STAC file naming them, an input's own ``paths`` or ``input_roots``; remote hrefs
+    must be http(s) or s3 URLs, on ``remote_hosts`` when that list is given.
+    """
+
+    input_roots: tuple[Path, ...] = Field(
+        (), description="more folders local inputs may lie in (relative to the job file), e.g. a shared data disk"
+    )
+    remote_hosts: tuple[str, ...] = Field(
+        (),
+        description="if given, the only remote hosts (STAC API URLs and http(s) hrefs; s3 hrefs: bucket names): exact"
+        " names, or '.example.org' for any host under example.org; empty: any host, unless allow_any_remote_host"
+        " is false",
+    )
+    allow_any_remote_host: bool = Field(
+        True, description="with remote_hosts empty: true accepts any http(s)/s3 host; false refuses every remote input"
+    )
+
+    @field_validator("remote_hosts")
+    @classmethod
+    def _host_names(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(h.strip().lower() for h in hosts)
+        bad = [h for h in cleaned if not _HOST_PATTERN.match(h)]
+        if bad:
+            raise ValueError(f"host names only (no scheme, port or path), e.g. data.example.org or .example.org: {bad}")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> AccessSpec:
+        if self.remote_hosts and self.allow_any_remote_host and "allow_any_remote_host" in self.model_fields_set:
+            raise ValueError("give remote_hosts or allow_any_remote_host: true, not both")
+        return self
+
+
 class JobSpec(Settings):
     """One job: what to read, where, when, and where to write."""
 
@@ -323,6 +389,14 @@ class JobSpec(Settings):
     compute: ComputeSpec = ComputeSpec()
     products: ProductsSpec = ProductsSpec()
     output: OutputSpec = OutputSpec()
+    access: AccessSpec = AccessSpec()
+    # The job file's folder (set by load_job): local inputs may lie under it. None for a spec built in code.
+    _folder: Path | None = PrivateAttr(None)
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the job file this spec was loaded from (None when built in code)."""
+        return self._folder
 
     @field_validator("tiles")
     @classmethod
@@ -339,7 +413,7 @@ def _resolve_paths(data: Any, base: Path) -> Any:
     if isinstance(data, dict):
         resolved = {}
         for key, value in data.items():
-            if key in ("paths",) and isinstance(value, list):
+            if key in ("paths", "input_roots") and isinstance(value, list):
                 resolved[key] = [_absolute(v, base) for v in value]
             elif key in ("file", "dir", "model") and isinstance(value, str):
                 resolved[key] = _absolute(value, base)
@@ -384,8 +458,11 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSp
     """Parse and validate a YAML job file (safe loading: no YAML tags execute anything)."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a job spec")
+        info = path.stat()  # symlinks followed; checked before opening: a FIFO blocks, /dev/zero never ends
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: cannot read job spec: {_file_kind(info.st_mode)}, not a regular file")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise ConfigError(f"{path}: {info.st_size} bytes is too large for a job spec")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read job spec ({exc.strerror or exc})") from exc
@@ -410,7 +487,14 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSp
         output.setdefault("dir", str(base / OutputSpec().dir))
     for key, value in (overrides or {}).items():
         data[key] = value
-    return validate_job(data, str(path))
+    job = validate_job(data, str(path))
+    job._folder = base  # local inputs may lie under the job file's folder (pipeline.ingest.confine)
+    return job
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
 
 
 def validate_job(data: dict[str, Any], origin: str = "job spec") -> JobSpec:

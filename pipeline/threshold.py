@@ -69,10 +69,10 @@ ZERO_CLASS_REASONS = ReasonCodes(nodata=255, too_few_observations=253, low_confi
 
 
 def reasons_for(legend: Any) -> ReasonCodes:
-    """Default reason codes for a legend: 0/253/254 for uint8 legends, 255 as nodata when 0 is a class, and
-    :data:`UINT16_REASONS` when a code exceeds 252 (CORINE, Urban Atlas)."""
+    """Default reason codes for a legend: 0/252/253/254 for uint8 legends, 255 as nodata when 0 is a class, and
+    :data:`UINT16_REASONS` when a code exceeds 251 (CORINE, Urban Atlas)."""
     codes = set(legend.codes)
-    if max(codes) <= 252:
+    if max(codes) <= 251:
         return ZERO_CLASS_REASONS if 0 in codes else LANDCOVER_REASONS
     return UINT16_REASONS
 
@@ -358,6 +358,11 @@ def certification_problem(meta: dict[str, Any], report: dict[str, Any], delta: f
 TARGET_LADDER: tuple[float, ...] = (0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.90, 0.89, 0.88, 0.87, 0.86,
                                     0.85, 0.84, 0.83, 0.82, 0.81, 0.80, 0.78, 0.76, 0.74, 0.72, 0.70, 0.65, 0.60,
                                     0.55, 0.50)  # fmt: skip
+
+
+def reason_code_collisions(legend: Any) -> list[int]:
+    """Legend codes that are also one of the reason codes its maps would use (empty when none)."""
+    return sorted(set(legend.codes) & set(reasons_for(legend).as_tuple()))
 
 
 def highest_certifiable(

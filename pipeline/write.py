@@ -9,7 +9,9 @@ Every raster goes the same way, so a region of any size never needs one whole ar
    codes below it, never an average of codes), ``average`` for confidence and counts (continuous values: a
    zoomed-out view should show the local mean; GDAL's average skips nodata);
 3. copy to the final temp file with GDAL's COG driver (tiles 512, DEFLATE + horizontal predictor, the staging
-   overviews reused as they are), validate it with rio-cogeo, then rename it into place (pipeline.atomic).
+   overviews reused as they are), and once it is closed and fsynced verify it (rio-cogeo's validation, size,
+   georeferencing, overviews, and tiles and the smallest overview read back and compared with the staging file;
+   GDAL errors that rasterio only logs are raised), then rename it into place (pipeline.atomic).
 
 DEFLATE rather than ZSTD: equally compact on class maps and readable by every GDAL build users have (QGIS LTR
 packages, ArcGIS, older rasterio wheels).
@@ -23,6 +25,7 @@ alone still carries its class names.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,7 +41,7 @@ import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from pipeline.atomic import atomic_output
+from pipeline.atomic import WriteVerificationError, atomic_output, gdal_errors_raised, temporary_beside
 from pipeline.legend import Legend
 from pipeline.threshold import (  # noqa: F401  (reason codes are re-exported: the map writer is where users look)
     CONFIDENCE_NODATA,
@@ -303,31 +306,38 @@ def _write_cog(
         "zlevel": 1,  # staging only: fast; the COG copy compresses hard
         "bigtiff": "IF_SAFER",
     }
-    with atomic_output(path) as tmp:
-        stage = tmp.with_name(tmp.name + ".stage.tif")
-        try:
-            with rasterio.Env(GDAL_TIFF_OVR_BLOCKSIZE=BLOCK), rasterio.open(stage, "w", **profile) as dst:
-                if _is_dask(data):
-                    import dask.array as da
+    # the staging GeoTIFF is a suelo temporary of its own (pipeline.atomic names it, so a resume after a kill
+    # removes it); it stays until the COG made from it has been checked against it
+    stage = temporary_beside(path, "stage")
+    written_tags = {k: _tag_value(v) for k, v in tags.items()}
+    verify = functools.partial(
+        _verify_cog, name=path.name, profile=profile, stage=stage, tags=written_tags, colormap=bool(colormap)
+    )
+    try:
+        with atomic_output(path, verify=verify) as tmp:
+            with gdal_errors_raised(path):
+                with rasterio.Env(GDAL_TIFF_OVR_BLOCKSIZE=BLOCK), rasterio.open(stage, "w", **profile) as dst:
+                    if _is_dask(data):
+                        import dask.array as da
 
-                    da.store(data, _WindowWriter(dst, check), lock=False, compute=True)
-                else:
-                    for window, block in _blocks(data, grid.height, grid.width):
-                        dst.write(check(block), 1, window=window)
-                if colormap:
-                    dst.write_colormap(1, colormap)
-                dst.set_band_description(1, description)
-                dst.update_tags(**{k: _tag_value(v) for k, v in tags.items()})
-                factors = overview_factors(grid.height, grid.width)
-                if factors:
-                    dst.build_overviews(factors, resampling)
-                dst.update_tags(ns="rio_overview", resampling=resampling.name)
-                dst.update_tags(OVERVIEW_RESAMPLING=resampling.name.upper())
-            rasterio.shutil.copy(stage, tmp, driver="COG", RESAMPLING=resampling.name.upper(), **COG_OPTIONS)
-        finally:
-            for leftover in (stage, stage.with_name(stage.name + ".aux.xml"), tmp.with_name(tmp.name + ".aux.xml")):
-                leftover.unlink(missing_ok=True)
-        _validate_cog(tmp, path.name)
+                        da.store(data, _WindowWriter(dst, check), lock=False, compute=True)
+                    else:
+                        for window, block in _blocks(data, grid.height, grid.width):
+                            dst.write(check(block), 1, window=window)
+                    if colormap:
+                        dst.write_colormap(1, colormap)
+                    dst.set_band_description(1, description)
+                    dst.update_tags(**written_tags)
+                    factors = overview_factors(grid.height, grid.width)
+                    if factors:
+                        dst.build_overviews(factors, resampling)
+                    dst.update_tags(ns="rio_overview", resampling=resampling.name)
+                    dst.update_tags(OVERVIEW_RESAMPLING=resampling.name.upper())
+                rasterio.shutil.copy(stage, tmp, driver="COG", RESAMPLING=resampling.name.upper(), **COG_OPTIONS)
+            tmp.with_name(tmp.name + ".aux.xml").unlink(missing_ok=True)
+    finally:
+        for leftover in (stage, stage.with_name(stage.name + ".aux.xml")):
+            leftover.unlink(missing_ok=True)
 
 
 def _is_dask(data: Any) -> bool:
@@ -340,6 +350,51 @@ def _validate_cog(tmp: Path, name: str) -> None:
     valid, errors, _warnings = cog_validate(str(tmp), quiet=True)
     if not valid:
         raise RuntimeError(f"{name}: GDAL wrote an invalid COG: {errors}")
+
+
+def _verify_cog(
+    tmp: Path, name: str, profile: Mapping[str, Any], stage: Path, tags: Mapping[str, str], colormap: bool
+) -> None:
+    """The COG at ``tmp`` (closed and fsynced) is what the staging file holds, before it is published.
+
+    A valid COG layout (rio-cogeo), the size, dtype, georeferencing and overviews of ``profile``, the tags (legend,
+    provenance) and palette written (a staging file truncated by a full disk loses its metadata first), the same
+    values as the staging file in the first and the last full-resolution tile (the last one is the end of the file
+    in a COG: a truncated write loses it first) and in the smallest overview; not every tile, so that verifying
+    stays cheap next to writing (benchmarks/pipeline.py measures it). Block rasters, which are small, are read back
+    in full and compared with what was written (pipeline.orchestrate).
+    """
+    _validate_cog(tmp, name)
+    height, width = profile["height"], profile["width"]
+    factors = overview_factors(height, width)
+    with rasterio.open(tmp) as cog, rasterio.open(stage) as ref:
+        found = (cog.driver, cog.count, cog.dtypes[0], cog.height, cog.width, cog.nodata)
+        wanted = ("GTiff", 1, profile["dtype"], height, width, profile["nodata"])
+        if found != wanted:
+            raise WriteVerificationError(tmp, f"driver, bands, dtype, size and nodata {found} instead of {wanted}")
+        if cog.crs != profile["crs"] or not cog.transform.almost_equals(profile["transform"]):
+            raise WriteVerificationError(tmp, "the georeferencing differs from the grid")
+        if cog.overviews(1) != factors:
+            raise WriteVerificationError(tmp, f"overviews {cog.overviews(1)} instead of {factors}")
+        found_tags = cog.tags()
+        lost = sorted(k for k, v in tags.items() if found_tags.get(k) != v)
+        if lost:
+            raise WriteVerificationError(tmp, f"tags {lost[:5]} were not written")
+        if colormap:
+            try:
+                cog.colormap(1)
+            except ValueError as exc:
+                raise WriteVerificationError(tmp, "the palette was not written") from exc
+        last_row, last_col = (height - 1) // BLOCK * BLOCK, (width - 1) // BLOCK * BLOCK
+        for row, col in {(0, 0), (last_row, last_col)}:
+            window = Window(col, row, min(BLOCK, width - col), min(BLOCK, height - row))
+            if not np.array_equal(cog.read(1, window=window), ref.read(1, window=window)):
+                raise WriteVerificationError(tmp, f"tile at row {row}, column {col} differs from what was written")
+    if factors:
+        level = len(factors) - 1
+        with rasterio.open(tmp, overview_level=level) as cog, rasterio.open(stage, overview_level=level) as ref:
+            if not np.array_equal(cog.read(1), ref.read(1)):
+                raise WriteVerificationError(tmp, "the smallest overview differs from what was written")
 
 
 def pam_xml(entries: Sequence[MapEntry], counts: Mapping[int, int], dtype: str) -> str:

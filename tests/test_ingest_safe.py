@@ -450,3 +450,32 @@ def test_builder_jp2_is_lossless(tmp_path: Path) -> None:
     with rasterio.open(band_file(safe_dir, "SCL")) as src:
         assert src.dtypes[0] == "uint8"
         np.testing.assert_array_equal(src.read(1), scl)
+
+
+def test_band_headers_checked_for_validate(tmp_path: Path) -> None:
+    """Discovery opens one band per granule; check_band_headers (run by ``suelo validate``) opens every one."""
+    from pipeline.ingest import check_band_headers
+
+    safe_dir = build_safe(tmp_path)
+    scene = only_scene(safe_dir)
+    assert check_band_headers([scene], DEFAULT_BANDS) == len(DEFAULT_BANDS) + 1  # and the SCL
+    jp2 = band_file(safe_dir, "B04")
+    truncate(jp2)
+    with pytest.raises(InputError, match="corrupt, truncated or unreadable") as info:
+        check_band_headers([only_scene(safe_dir)], DEFAULT_BANDS)
+    assert str(info.value).startswith(str(jp2))
+
+
+def test_band_symlinked_out_of_the_product_is_refused_when_confined(tmp_path: Path) -> None:
+    from pipeline.ingest.confine import InputAccess
+
+    safe_dir = build_safe(tmp_path / "in")
+    jp2 = band_file(safe_dir, "B05")
+    target = tmp_path / "elsewhere.jp2"
+    jp2.rename(target)
+    jp2.symlink_to(target)
+    assert only_scene(safe_dir).bands["B05"].path == str(jp2)  # a reader called without a job: not confined
+    rules = InputAccess(roots=(str(safe_dir),))
+    with pytest.raises(InputError, match="outside the folders this job may read") as info:
+        safe.discover(SafeInput(paths=(safe_dir,)), IngestSpec(), access=rules)
+    assert str(info.value).startswith(f"{jp2}: resolves to {target}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +357,31 @@ def test_shipped_sample_matches_the_netcdf() -> None:
     expected = raw.astype(np.float32) / np.float32(10000)
     np.testing.assert_array_equal(out[valid], expected[valid])
     assert np.isnan(out[~valid]).all()
+
+
+def test_file_uris_are_decoded_and_other_schemes_refused(tmp_path: Path) -> None:
+    tif = write_tif(tmp_path / "with space" / "B04.tif", dn(4))
+    base = {"s2:processing_baseline": "04.00", "proj:epsg": 32631, "proj:bbox": [600000, 5699920, 600080, 5700000]}
+    doc = write_json(tmp_path / "uri.json", item(assets={"B04": {"href": tif.as_uri()}}, **base))
+    [scene] = discover(stac(doc), INGEST)
+    assert scene.bands["B04"].path == str(tif)
+    for href, problem in [
+        ("gs://bucket/B04.tif", "unsupported href scheme gs://"),
+        ("/vsigs/bucket/B04.tif", "GDAL virtual file paths (/vsi...) are not accepted"),
+        ("file://host/B04.tif", "a file:// URI must be file:///absolute/path"),
+    ]:
+        write_json(doc, item(assets={"B04": {"href": href}}, **base))
+        with pytest.raises(InputError, match=re.escape(problem)):
+            discover(stac(doc), INGEST)
+
+
+def test_huge_or_deep_documents_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.ingest import stac as stac_module
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(InputError, match=r"not valid JSON \(nested too deeply\)"):
+        discover(stac(deep), INGEST)
+    monkeypatch.setattr(stac_module, "MAX_DOCUMENT_BYTES", 1000)
+    with pytest.raises(InputError, match="larger than the 1000-byte limit"):
+        discover(stac(deep), INGEST)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,46 @@ def test_settings_are_frozen() -> None:
                         "period": {"start": "2021-01-01", "end": "2021-01-31"}})  # fmt: skip
     with pytest.raises(Exception, match="frozen"):
         job.name = "other"  # type: ignore[misc]
+
+
+def test_access_section_resolves_roots_and_records_the_job_folder(tmp_path: Path) -> None:
+    spec = tmp_path / "jobs" / "job.yaml"
+    spec.parent.mkdir()
+    access = "access: {input_roots: [../shared, /data/s2], remote_hosts: [Data.Example.org, .example.net]}\n"
+    spec.write_text(MINIMAL + access)
+    job = load_job(spec)
+    assert job.access.input_roots == (tmp_path / "shared", Path("/data/s2"))
+    assert job.access.remote_hosts == ("data.example.org", ".example.net")
+    assert job.folder == tmp_path / "jobs"
+    assert job.model_copy(update={"name": "other"}).folder == tmp_path / "jobs"  # kept by CLI overrides
+    defaults = validate_job({"inputs": [{"kind": "stac", "paths": ["x.json"]}],
+                             "period": {"start": "2021-01-01", "end": "2021-01-31"}})  # fmt: skip
+    assert defaults.folder is None and defaults.access.input_roots == () and defaults.access.allow_any_remote_host
+
+
+@pytest.mark.parametrize(
+    ("access", "message"),
+    [
+        ("{remote_hosts: ['https://example.org']}", "access.remote_hosts: Value error, host names only"),
+        ("{remote_hosts: ['example.org:443']}", "access.remote_hosts: Value error, host names only"),
+        ("{remote_hosts: [example.org], allow_any_remote_host: true}", "give remote_hosts or allow_any_remote_host"),
+        ("{roots: [x]}", "access.roots: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_access_sections(tmp_path: Path, access: str, message: str) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(MINIMAL + f"access: {access}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_job(spec)
+
+
+def test_job_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    link = tmp_path / "job.yaml"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError) as caught:
+        load_job(link)
+    assert str(caught.value) == f"{link}: cannot read job spec: a character device, not a regular file"
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="a FIFO"):
+        load_job(fifo)  # refused before opening: opening a FIFO would block

@@ -8,6 +8,11 @@ keyword parameter ``context`` (``discover(spec, ingest, *, context: SearchContex
 :func:`discover_scenes` passes a :class:`~pipeline.ingest.scene.SearchContext` to it, and only to it, so readers
 with the two-argument interface need no change.
 
+Confinement: a reader that declares a keyword parameter ``access`` gets the job's
+:class:`~pipeline.ingest.confine.InputAccess` (allowed folders and remote hosts, from the job file's folder, the
+inputs' paths and the job's ``access`` section); every built-in reader does, so each href and each file found in a
+folder is checked at discovery, which ``suelo validate`` runs too.
+
 Tiles: every reader sets ``Scene.extra["tile"]`` to the scene's MGRS tile (``31UFS``) or None when it cannot
 know it. ``job.tiles`` keeps only the scenes of those tiles, and without an AOI the grid covers all of them.
 """
@@ -25,6 +30,7 @@ from rasterio.warp import transform_bounds
 from pipeline.errors import InputError
 from pipeline.grid import Bounds, Grid, as_crs, geometry_bounds
 from pipeline.ingest.aoi import load_aoi
+from pipeline.ingest.confine import FormatNotAllowed, InputAccess, open_raster
 from pipeline.ingest.scene import BandRef, Radiometry, Scene, SearchContext, read_scene
 from pipeline.settings import IngestSpec, JobSpec
 
@@ -47,9 +53,11 @@ def reader(kind: str) -> Reader:
 __all__ = [
     "READERS",
     "BandRef",
+    "InputAccess",
     "Radiometry",
     "Scene",
     "SearchContext",
+    "check_band_headers",
     "check_remote_access",
     "discover_scenes",
     "job_grid",
@@ -60,8 +68,8 @@ __all__ = [
 ]
 
 
-def _takes_context(discover: Callable[..., Any]) -> bool:
-    return "context" in inspect.signature(discover).parameters
+def _takes(discover: Callable[..., Any], keyword: str) -> bool:
+    return keyword in inspect.signature(discover).parameters
 
 
 def search_context(job: JobSpec) -> SearchContext:
@@ -86,13 +94,16 @@ def discover_scenes(job: JobSpec) -> list[Scene]:
     """
     scenes: list[Scene] = []
     context: SearchContext | None = None
+    access = InputAccess.of_job(job)
     for spec in job.inputs:
         discover = reader(spec.kind)
-        if _takes_context(discover):
+        keywords: dict[str, Any] = {}
+        if _takes(discover, "context"):
             context = context or search_context(job)
-            scenes.extend(discover(spec, job.ingest, context=context))
-        else:
-            scenes.extend(discover(spec, job.ingest))
+            keywords["context"] = context
+        if _takes(discover, "access"):
+            keywords["access"] = access
+        scenes.extend(discover(spec, job.ingest, **keywords))
     if job.tiles:
         scenes = _of_tiles(scenes, job.tiles)
     for scene in scenes:
@@ -161,7 +172,7 @@ def _union(boxes: Sequence[Bounds]) -> Bounds:
     )
 
 
-#: Prefixes of GDAL's network file systems (what the STAC readers turn http(s)://, s3:// and gs:// hrefs into).
+#: Prefixes of GDAL's network file systems (the STAC readers turn http(s):// and s3:// hrefs into the first two).
 REMOTE_PREFIXES = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "/vsiadls/", "/vsioss/", "/vsiswift/")
 
 
@@ -172,10 +183,9 @@ def check_remote_access(scenes: Sequence[Scene]) -> None:
     Only the header is read (one HTTP range request); GDAL's HTTP timeouts and retries are bounded (see
     :mod:`pipeline.ingest.scene`), so this never hangs.
     """
-    import rasterio
     from rasterio.errors import RasterioError
 
-    probed: set[str] = set()
+    probed: set[tuple[str, str]] = set()
     for scene in scenes:
         for ref in (*scene.bands.values(), *([scene.scl] if scene.scl else [])):
             prefix = next((p for p in REMOTE_PREFIXES if ref.path.startswith(p)), None)
@@ -186,13 +196,50 @@ def check_remote_access(scenes: Sequence[Scene]) -> None:
                 continue
             probed.add((prefix, host))
             try:
-                with rasterio.open(ref.path):
+                with open_raster(ref.path):  # GeoTIFF/JPEG 2000 drivers only, as when its pixels are read
                     pass
+            except FormatNotAllowed as exc:  # it answered, with something else than a GeoTIFF/JPEG 2000 (a VRT?)
+                raise InputError(ref.name_for_errors, str(exc)) from exc
             except (RasterioError, OSError) as exc:
                 problem = " ".join(str(exc).split())
                 raise InputError(
                     ref.name_for_errors, f"cannot open remote asset (offline or wrong URL?): {problem}"
                 ) from exc
+
+
+def check_band_headers(scenes: Sequence[Scene], bands: Sequence[str]) -> int:
+    """Open every local file of ``bands`` (and the SCL) of ``scenes`` and decode one pixel of its coarsest level,
+    so a corrupt or truncated band (e.g. a SAFE's B04 JP2; discovery opens one band per granule) is one error at
+    ``suelo validate`` time instead of failed blocks. Remote bands are left to :func:`check_remote_access`.
+
+    Cheap: headers and one pixel of a reduced-resolution level (JPEG 2000) or one block (GeoTIFF), no full decode.
+    Returns the number of files checked.
+    """
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    checked: set[str] = set()
+    for scene in scenes:
+        refs = [scene.bands[b] for b in bands if b in scene.bands] + ([scene.scl] if scene.scl else [])
+        for ref in refs:
+            if ref.path in checked or ref.path.startswith(REMOTE_PREFIXES):
+                continue
+            checked.add(ref.path)
+            try:
+                with open_raster(ref.path) as src:
+                    if ref.index > src.count:
+                        raise InputError(ref.name_for_errors, f"band index {ref.index} but the file has {src.count}")
+                    factor = max([1, *src.overviews(ref.index)])
+                    size = max(1, min(factor, src.width, src.height))
+                    src.read(ref.index, window=Window(0, 0, size, size), out_shape=(1, 1))
+            except FormatNotAllowed as exc:
+                raise InputError(ref.name_for_errors, str(exc)) from exc
+            except (RasterioError, OSError, ValueError) as exc:
+                detail = str(exc.__cause__ or exc)  # rasterio says "Read failed"; its cause says what failed
+                raise InputError(
+                    ref.name_for_errors, f"cannot read band: corrupt, truncated or unreadable ({detail})"
+                ) from exc
+    return len(checked)
 
 
 def scenes_on_grid(scenes: Sequence[Scene], grid: Grid, origin: str = "AOI") -> list[Scene]:

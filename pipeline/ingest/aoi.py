@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 from rasterio.crs import CRS
@@ -9,6 +11,7 @@ from shapely.geometry import box, mapping
 
 from pipeline.errors import InputError
 from pipeline.grid import as_crs
+from pipeline.ingest.confine import file_kind
 from pipeline.settings import AoiSpec
 
 
@@ -17,6 +20,7 @@ def load_aoi(spec: AoiSpec) -> tuple[dict[str, Any], CRS]:
     if spec.bbox is not None:
         return mapping(box(*spec.bbox)), as_crs(spec.crs)
     assert spec.file is not None
+    _check_file(str(spec.file))
     import geopandas as gpd
 
     try:
@@ -30,3 +34,20 @@ def load_aoi(spec: AoiSpec) -> tuple[dict[str, Any], CRS]:
         raise InputError(spec.file, "AOI file has no CRS")
     union = frame.geometry.union_all()
     return mapping(union), as_crs(frame.crs.to_wkt())
+
+
+def _check_file(path: str) -> None:
+    """Refuse what GDAL would block on or read forever (a FIFO, /dev/zero behind a symlink) before opening it.
+
+    A folder is allowed (a folder of shapefiles is a vector dataset); GDAL virtual paths are not (give the file).
+    """
+    if path.lower().startswith("/vsi"):
+        raise InputError(path, "GDAL virtual file paths (/vsi...) are not accepted; give the file (a .zip works)")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(path, "cannot read AOI vector file (does not exist)") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read AOI vector file ({exc})") from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(path, f"cannot read AOI vector file: it is {file_kind(mode)}, not a regular file")

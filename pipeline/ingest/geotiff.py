@@ -11,31 +11,39 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import rasterio
 from rasterio.errors import RasterioError
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.ingest.confine import UNCONFINED, InputAccess, open_raster, regular_file
 from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
 from pipeline.settings import GeoTiffInput, IngestSpec
 
 SUFFIXES = (".tif", ".tiff")
 
 
-def discover(spec: GeoTiffInput, ingest: IngestSpec) -> list[Scene]:
-    """One :class:`Scene` per GeoTIFF in ``spec.paths`` (files, or folders of ``*.tif`` / ``*.tiff``)."""
+def discover(spec: GeoTiffInput, ingest: IngestSpec, *, access: InputAccess | None = None) -> list[Scene]:
+    """One :class:`Scene` per GeoTIFF in ``spec.paths`` (files, or folders of ``*.tif`` / ``*.tiff``).
+
+    ``access``: the job's input rules; a file found in a folder must resolve into an allowed folder (a symlink in
+    it may point anywhere), the files and folders named in ``spec.paths`` are allowed by being named.
+    """
+    access = access or UNCONFINED
     pattern = _date_pattern(spec.date_pattern)
     radiometry = _radiometry(spec)
-    return [_scene(path, spec, pattern, radiometry) for path in _files(spec.paths)]
+    return [_scene(path, spec, pattern, radiometry) for path in _files(spec.paths, access)]
 
 
-def _files(paths: tuple[Path, ...]) -> Iterator[Path]:
+def _files(paths: tuple[Path, ...], access: InputAccess) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
             if not found:
                 raise InputError(path, "folder holds no *.tif / *.tiff files")
+            for file in found:
+                access.confine(file, file)
             yield from found
-        elif path.is_file():
+        elif path.exists():
+            regular_file(path, path, "GeoTIFF")  # a FIFO or /dev/zero would block or never end
             yield path
         else:
             raise InputError(path, "GeoTIFF file or folder does not exist")
@@ -74,7 +82,7 @@ def _radiometry(spec: GeoTiffInput) -> Radiometry:
 
 def _scene(path: Path, spec: GeoTiffInput, pattern: re.Pattern[str], radiometry: Radiometry) -> Scene:
     try:
-        with rasterio.open(path) as src:
+        with open_raster(str(path)) as src:  # GeoTIFF/JPEG 2000 drivers only: no VRT named .tif
             count, crs, bounds = src.count, src.crs, src.bounds
     except (RasterioError, OSError) as exc:
         raise InputError(path, f"cannot read GeoTIFF: corrupt, truncated or unreadable ({exc})") from exc

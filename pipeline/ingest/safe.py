@@ -3,6 +3,10 @@
 Only metadata is read here (``MTD_MSIL2A.xml`` / ``MTD_MSIL1C.xml`` and one band header for the footprint);
 pixels are read later by :func:`pipeline.ingest.scene.read_scene` through GDAL paths (local or ``/vsizip/``),
 so a zip is never extracted to disk.
+
+Band files are opened with the GeoTIFF/JPEG 2000 drivers only (:func:`pipeline.ingest.confine.open_raster`); the
+SENTINEL2 driver is not needed (the metadata is parsed here). A product found in a folder, and every file of a
+.SAFE folder that is read, must resolve into the job's allowed folders (:class:`~pipeline.ingest.confine.InputAccess`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
 from pipeline.errors import InputError
 from pipeline.grid import Bounds
+from pipeline.ingest.confine import UNCONFINED, InputAccess, open_raster, regular_file
 from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
 from pipeline.settings import S2_BAND_RESOLUTION, IngestSpec, SafeInput
 
@@ -59,18 +63,23 @@ _ISO_TIME = re.compile(
 )
 
 
-def discover(spec: SafeInput, ingest: IngestSpec) -> list[Scene]:
-    """One :class:`Scene` per granule of every SAFE product named by ``spec`` (directly or in a folder)."""
+def discover(spec: SafeInput, ingest: IngestSpec, *, access: InputAccess | None = None) -> list[Scene]:
+    """One :class:`Scene` per granule of every SAFE product named by ``spec`` (directly or in a folder).
+
+    ``access``: the job's input rules (the paths of ``spec`` are allowed by being named; what is found in them must
+    resolve into an allowed folder).
+    """
     del ingest  # level filtering (allow_l1c) is decided by discover_scenes, for all readers alike
+    access = access or UNCONFINED
     scenes: list[Scene] = []
     seen_products: set[Path] = set()
     seen_ids: set[str] = set()
-    for product_path in _product_paths(spec.paths):
+    for product_path in _product_paths(spec.paths, access):
         resolved = product_path.resolve()
         if resolved in seen_products:
             continue
         seen_products.add(resolved)
-        for scene in _read_product(product_path):
+        for scene in _read_product(product_path, access):
             # The same product given twice (e.g. as folder and as zip) would count one acquisition twice in
             # every composite; its name identifies it, since ESA never reuses a product name.
             if scene.scene_id not in seen_ids:
@@ -90,7 +99,7 @@ def _is_zip_name(path: Path) -> bool:
     return path.suffix.lower() == ".zip"
 
 
-def _product_paths(paths: Iterable[Path]) -> list[Path]:
+def _product_paths(paths: Iterable[Path], access: InputAccess) -> list[Path]:
     products: list[Path] = []
     for path in paths:
         path = Path(path)
@@ -104,6 +113,8 @@ def _product_paths(paths: Iterable[Path]) -> list[Path]:
             )
             if not found:
                 raise InputError(path, "holds no Sentinel-2 SAFE product (no *.SAFE folder or *.zip file)")
+            for child in found:
+                access.confine(child, child)  # a symlinked product may point anywhere
             products.extend(found)
         else:
             raise InputError(path, "is not a .SAFE folder, a .zip of one, or a folder holding them")
@@ -137,7 +148,8 @@ class _Product:
         try:
             if self.zip_path is None:
                 path = Path(self.root) / rel
-                if path.stat().st_size > MTD_MAX_BYTES:
+                # regular_file first: a FIFO would block, /dev/zero (size 0) would never end
+                if regular_file(path, self.label(rel), "metadata file").st_size > MTD_MAX_BYTES:
                     raise InputError(self.label(rel), f"is larger than {MTD_MAX_BYTES} bytes; not a metadata file")
                 return path.read_bytes()
             with zipfile.ZipFile(self.zip_path) as archive:
@@ -215,23 +227,29 @@ def _check_zip_members(path: Path, infos: list[zipfile.ZipInfo]) -> None:
 # -- one product -> scenes -----------------------------------------------------------------------------------
 
 
-def _read_product(path: Path) -> list[Scene]:
+def _read_product(path: Path, access: InputAccess = UNCONFINED) -> list[Scene]:
     scenes: list[Scene] = []
     for product in _open_products(path):
-        scenes.extend(_product_scenes(product))
+        scenes.extend(_product_scenes(product, access))
     return scenes
 
 
-def _product_scenes(product: _Product) -> list[Scene]:
+def _product_scenes(product: _Product, access: InputAccess = UNCONFINED) -> list[Scene]:
     mtd_names = [name for name in MTD_FILES if name in product.files]
     if not mtd_names:
         raise InputError(product.source, f"no {' or '.join(MTD_FILES)} at the root of the SAFE product")
     mtd_name = mtd_names[0]  # L2A first: it is what the pipeline wants if a product somehow had both
+    if product.zip_path is None:
+        access.confine(product.gdal_path(mtd_name), product.label(mtd_name))
     metadata = _parse_metadata(product, mtd_name)
 
     granules = _granule_bands(product)
     if not granules:
         raise InputError(product.source, "no band image files (GRANULE/*/IMG_DATA/**/*.jp2) in the SAFE product")
+    if product.zip_path is None:  # members of a zip cannot be symlinks (refused by _check_zip_members)
+        for bands in granules.values():
+            for ref in bands.values():
+                access.confine(ref.path, ref.name_for_errors)
     scenes = []
     for granule, bands in sorted(granules.items()):
         scl = bands.pop("SCL", None)
@@ -295,7 +313,7 @@ def _footprint(bands: dict[str, BandRef], scl: BandRef | None) -> tuple[CRS, Bou
     ref = next((bands[b] for b in FOOTPRINT_BANDS if b in bands), None) or next(iter(bands.values()), None) or scl
     assert ref is not None  # a granule is only listed when it has at least one band file
     try:
-        with rasterio.open(ref.path) as src:
+        with open_raster(ref.path) as src:  # JPEG 2000/GeoTIFF drivers only: a VRT named .jp2 is never parsed
             crs, bounds = src.crs, tuple(src.bounds)
     except (RasterioError, OSError, ValueError) as exc:
         raise InputError(ref.name_for_errors, f"cannot open JP2 header: corrupt or truncated ({exc})") from exc

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from pipeline.errors import InputError
 from pipeline.grid import Bounds, Grid
+from pipeline.ingest.confine import open_raster
 
 # Remote hrefs (/vsicurl/, /vsis3/, ...) must fail, not hang, when the network is down or slow: GDAL's defaults
 # wait on libcurl's (minutes-long) connect timeout. The user's own settings win; Dask workers inherit these.
@@ -174,7 +175,7 @@ def read_on_grid(ref: BandRef, grid: Grid, resampling: str, nodata: float | None
     compares them), the direct path several times faster.
     """
     try:
-        with rasterio.open(ref.path) as src:
+        with open_raster(ref.path) as src:  # GeoTIFF or JPEG 2000 drivers only: a VRT href is never parsed
             if ref.index > src.count:
                 raise InputError(ref.name_for_errors, f"{what} index {ref.index} but the file has {src.count} bands")
             if src.crs is None:

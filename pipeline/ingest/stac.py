@@ -3,6 +3,10 @@
 The JSON is parsed with :mod:`json` rather than pystac so that every malformed document becomes an
 :class:`InputError` naming the file and item, instead of a library traceback half-way through a job.
 
+Hrefs are confined (:mod:`pipeline.ingest.confine`): local ones must resolve into the job's allowed folders (the
+STAC file's own folder among them) and be GeoTIFF/JPEG 2000 files, remote ones http(s)/s3 URLs on allowed hosts;
+``/vsi...`` paths are refused.
+
 Radiometry is decided from metadata only, never from the acquisition date: one date can hold products of
 different processing baselines (reprocessing campaigns), and providers differ in whether they already applied
 the baseline 04.00 offset.
@@ -17,14 +21,14 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin, urlsplit
 
-import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 
 from pipeline.errors import InputError
 from pipeline.grid import Bounds
+from pipeline.ingest.confine import UNCONFINED, InputAccess, href_scheme, open_raster, read_limited
 from pipeline.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
 from pipeline.settings import S2_BAND_RESOLUTION, IngestSpec, StacInput
 
@@ -40,41 +44,50 @@ NO_RADIOMETRY = (
     "cannot determine the radiometric offset: no raster:bands scale/offset and no "
     "s2:processing_baseline/processing:version"
 )
-# GDAL virtual file systems for remote hrefs; nothing is fetched at discovery unless a footprint needs it.
-REMOTE_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
+#: An ItemCollection of a few thousand items is tens of MB; anything far larger is not read into memory.
+MAX_DOCUMENT_BYTES = 256 * 1024**2
 
 
-def discover(spec: StacInput, ingest: IngestSpec) -> list[Scene]:
-    """One :class:`Scene` per STAC Item found in ``spec.paths`` (files, or folders of ``*.json``)."""
+def discover(spec: StacInput, ingest: IngestSpec, *, access: InputAccess | None = None) -> list[Scene]:
+    """One :class:`Scene` per STAC Item found in ``spec.paths`` (files, or folders of ``*.json``).
+
+    ``access``: the job's input rules (:func:`pipeline.ingest.discover_scenes` passes them); each document's own
+    folder is added to its allowed folders, so relative hrefs next to it always work.
+    """
+    access = access or UNCONFINED
     scenes: list[Scene] = []
-    for document in _documents(spec.paths):
+    for document in _documents(spec.paths, access):
+        rules = access.with_roots([document.absolute().parent])
         for item in _items(document, _load_json(document)):
-            scenes.append(_scene(document, item))
+            scenes.append(item_scene(item, document, rules))
     return scenes
 
 
 # documents and items ----------
-def _documents(paths: tuple[Path, ...]) -> Iterator[Path]:
+def _documents(paths: tuple[Path, ...], access: InputAccess) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json" and p.is_file())
             if not found:
                 raise InputError(path, "folder holds no STAC *.json files")
+            for document in found:
+                access.confine(document, document)  # a symlink in the folder may point anywhere
             yield from found
         else:
             yield path
 
 
 def _load_json(path: Path) -> Any:
+    """The parsed JSON of a STAC file: a regular file (not a FIFO or /dev/zero behind a symlink) of bounded size."""
+    data = read_limited(path, MAX_DOCUMENT_BYTES, "STAC document")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(path, f"cannot read STAC document ({problem})") from exc
-    try:
-        return json.loads(text)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"cannot read STAC document (not UTF-8: {exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise InputError(path, "not valid JSON (nested too deeply)") from None
 
 
 def collection_features(where: str | Path, collection: dict[str, Any], what: str) -> list[dict[str, Any]]:
@@ -101,17 +114,14 @@ def _items(path: Path, document: Any) -> list[dict[str, Any]]:
     raise InputError(path, f"not a STAC Item or ItemCollection (type is {kind!r})")
 
 
-def _scene(path: Path, item: dict[str, Any]) -> Scene:
-    return item_scene(item, path)
-
-
-def item_scene(item: dict[str, Any], base: Path | str) -> Scene:
+def item_scene(item: dict[str, Any], base: Path | str, access: InputAccess | None = None) -> Scene:
     """A :class:`Scene` from one parsed STAC Item.
 
     ``base`` is where the item came from: the JSON file (relative hrefs are relative to it) or, for STAC API
     results, the URL of the item or of the search page (relative hrefs are joined to it). It also names the item
-    in error messages.
+    in error messages. ``access``: the rules its hrefs must follow (default: local paths unconfined).
     """
+    access = access or UNCONFINED
     item_id = item.get("id")
     if not isinstance(item_id, str) or not item_id:
         raise InputError(base, "STAC Item without a string 'id'")
@@ -132,7 +142,7 @@ def item_scene(item: dict[str, Any], base: Path | str) -> Scene:
         if name in bands:
             raise InputError(where, f"assets {band_assets[name]['_key']} and {key} are both band {name}")
         label = f"{where} asset {key} ({href})"
-        bands[name] = BandRef(_gdal_path(href, base, label), 1, label)
+        bands[name] = BandRef(_gdal_path(href, base, label, access), 1, label)
         band_assets[name] = {**asset, "_key": key}
 
     scl = bands.pop("SCL", None)
@@ -186,30 +196,47 @@ def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
     return value
 
 
-def _gdal_path(href: str, document: Path | str, label: str) -> str:
-    """A path GDAL can open: relative hrefs are relative to the JSON file or URL (STAC rule), URLs use /vsi*/."""
-    if href.startswith("/vsi"):
-        return href
-    if isinstance(document, str) and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", href):
+def _gdal_path(href: str, document: Path | str, label: str, access: InputAccess) -> str:
+    """A path GDAL can open: relative hrefs are relative to the JSON file or URL (STAC rule), URLs use /vsi*/.
+
+    Every href is checked against ``access`` here, at discovery, so ``suelo validate`` refuses what a run would:
+    /vsi paths, schemes other than http(s), s3 and file, hosts off the allow-list, local files outside the allowed
+    folders, non-regular files, and files that are not GeoTIFF/JPEG 2000.
+    """
+    if href.lstrip().lower().startswith("/vsi"):
+        raise InputError(
+            label, "GDAL virtual file paths (/vsi...) are not accepted as hrefs; give a path or an http(s)/s3 URL"
+        )
+    if isinstance(document, str) and href_scheme(href) is None:
         # An API result: a relative href is relative to the URL the item came from, never to this machine.
-        href = urljoin(document, href)
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", href)
-    if scheme:
-        name = scheme.group(1).lower()
-        if name == "file":
-            href = href[len("file://") :]
-        elif name in REMOTE_PREFIXES:
-            rest = href if REMOTE_PREFIXES[name] == "/vsicurl/" else href[len(scheme.group(0)) :]
-            return REMOTE_PREFIXES[name] + rest
-        else:
-            raise InputError(label, f"unsupported href scheme {name}:// (use a local path, http(s)://, s3:// or gs://)")
-    local = Path(href)
+        try:
+            href = urljoin(document, href)
+        except ValueError as exc:
+            raise InputError(label, f"malformed URL ({exc})") from exc
+    scheme = href_scheme(href)
+    if scheme is None:
+        local = Path(href)
+    elif scheme == "file":
+        local = _file_uri_path(href, label)
+    else:
+        return access.remote_raster(href, label)  # refuses every scheme but http(s) and s3
     if not local.is_absolute():
+        if isinstance(document, str):
+            raise InputError(label, "a STAC API answer cannot name a relative local file")
         local = Path(document).absolute().parent / local
     # Checked now so a typo fails at discovery, not after hours of reading other scenes.
-    if not local.is_file():
-        raise InputError(label, f"asset file {local} does not exist")
-    return str(local)
+    return access.local_raster(local, label)
+
+
+def _file_uri_path(href: str, label: str) -> Path:
+    """The local path of a ``file:///abs/path`` URI (percent-decoded); a host other than localhost is refused."""
+    try:
+        parts = urlsplit(href)
+    except ValueError as exc:
+        raise InputError(label, f"malformed file:// URI ({exc})") from exc
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+        raise InputError(label, "a file:// URI must be file:///absolute/path (no host, query or fragment)")
+    return Path(unquote(parts.path))
 
 
 # metadata ----------
@@ -367,7 +394,7 @@ def _footprint(
             return crs, bounds
     ref = bands[min(bands)]
     try:
-        with rasterio.open(ref.path) as src:
+        with open_raster(ref.path) as src:
             crs, bounds = src.crs, src.bounds
     except (RasterioError, OSError) as exc:
         raise InputError(ref.name_for_errors, f"cannot read the band header to find the footprint ({exc})") from exc

@@ -7,6 +7,9 @@ library, and every failure becomes one :class:`InputError` line naming the URL.
 
 Paging follows the STAC API ``next`` link: a GET link is fetched as is; a POST link sends its ``body``, merged into
 the previous request body when ``merge`` is true (or the previous body when it gives none).
+
+With ``access.remote_hosts`` the API URL and every ``next`` link must be on those hosts too, and the items' hrefs
+follow the same rules as those of Item files (:mod:`pipeline.ingest.confine`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, InputError
+from pipeline.ingest.confine import UNCONFINED, InputAccess
 from pipeline.ingest.scene import Scene, SearchContext
 from pipeline.ingest.stac import collection_features, item_scene
 from pipeline.settings import IngestSpec, StacApiInput
@@ -28,18 +32,26 @@ PAGE_LIMIT = 100
 MAX_PAGE_BYTES = 256 * 1024**2
 
 
-def discover(spec: StacApiInput, ingest: IngestSpec, *, context: SearchContext | None = None) -> list[Scene]:
+def discover(
+    spec: StacApiInput,
+    ingest: IngestSpec,
+    *,
+    context: SearchContext | None = None,
+    access: InputAccess | None = None,
+) -> list[Scene]:
     """One :class:`Scene` per item the API returns for the job's bbox, period and ``spec.collections``."""
     del ingest  # band selection happens when scenes are read, as for the file readers
+    access = access or UNCONFINED
     if context is None or context.bbox_wgs84 is None:
         raise ConfigError(f"stac_api input {spec.url}: a search needs an area; give the job an aoi or tiles")
+    access.check_url(spec.url, spec.url, raster=False)  # malformed (http://h[:9/v1) or off the host list
     scenes = []
-    for item, base in search(spec, search_body(spec, context)):
+    for item, base in search(spec, search_body(spec, context), access):
         cloud = item.get("properties", {}).get("eo:cloud_cover") if isinstance(item.get("properties"), dict) else None
         # Servers without the query extension ignore the filter silently; the items say their cloud cover.
         if spec.max_cloud_cover is not None and isinstance(cloud, (int, float)) and cloud > spec.max_cloud_cover:
             continue
-        scenes.append(item_scene(item, base))
+        scenes.append(item_scene(item, base, access))
     return scenes
 
 
@@ -58,7 +70,9 @@ def search_body(spec: StacApiInput, context: SearchContext) -> dict[str, Any]:
     return body
 
 
-def search(spec: StacApiInput, body: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+def search(
+    spec: StacApiInput, body: dict[str, Any], access: InputAccess | None = None
+) -> list[tuple[dict[str, Any], str]]:
     """All items of a search as (item, base URL for its relative hrefs), following ``next`` links, at most max_items.
 
     An item seen on an earlier page is skipped (servers paging by offset repeat items when the catalogue changes
@@ -88,6 +102,8 @@ def search(spec: StacApiInput, body: dict[str, Any]) -> list[tuple[dict[str, Any
             if len(found) >= spec.max_items:
                 break
         request = _next_request(url, page, method, payload)
+        if request is not None:
+            (access or UNCONFINED).check_url(request[1], url, raster=False)  # a next link to another host
     return found
 
 
@@ -96,8 +112,8 @@ def _fetch(method: str, url: str, payload: dict[str, Any] | None, timeout_s: flo
     headers = {"Accept": "application/geo+json, application/json", "User-Agent": f"suelo/{__version__}"}
     if data is not None:
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             raw = response.read(MAX_PAGE_BYTES + 1)
     except urllib.error.HTTPError as exc:
@@ -112,12 +128,16 @@ def _fetch(method: str, url: str, payload: dict[str, Any] | None, timeout_s: flo
         raise InputError(url, f"STAC API did not answer within {timeout_s:g} s (the input's timeout_s)") from exc
     except OSError as exc:
         raise InputError(url, f"cannot reach the STAC API ({exc})") from exc
+    except ValueError as exc:  # a malformed URL: urllib's "Invalid IPv6 URL", http.client.InvalidURL
+        raise InputError(url, f"malformed STAC API URL ({exc})") from exc
     if len(raw) > MAX_PAGE_BYTES:
         raise InputError(url, f"STAC API answer is larger than {MAX_PAGE_BYTES} bytes; not a search page")
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(url, f"STAC API answer is not JSON ({exc}): {raw[:80]!r}") from exc
+    except RecursionError:
+        raise InputError(url, "STAC API answer is not JSON (nested too deeply)") from None
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:
