@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 
@@ -27,3 +28,18 @@ class ModelFileError(InputError, ValueError):
 
     Also a ValueError, which is what the model loaders raised before, so existing callers keep working.
     """
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages ("a FIFO (named pipe)", "a character device", ...): a size guard
+    means nothing for those (``/dev/zero`` has size 0 and never ends, a FIFO blocks), so readers refuse them."""
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"

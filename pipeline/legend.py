@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, file_kind
 
 DEFAULT_LEGEND = Path(__file__).resolve().parent.parent / "data" / "legends" / "worldcereal_landcover10.yaml"
 MAX_LEGEND_BYTES = 16 * 2**20  # the largest shipped legend is ~5 KB; Urban Atlas + CORINE together are far below
@@ -127,7 +127,7 @@ def load_legend(path: str | Path = DEFAULT_LEGEND) -> Legend:
         raise ConfigError(f"{path}: cannot read legend: {exc.strerror or exc}") from exc
     # /dev/zero or a FIFO would be read forever: only regular files of a legend's size
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: cannot read legend: not a regular file")
+        raise ConfigError(f"{path}: cannot read legend: {file_kind(info.st_mode)}, not a regular file")
     if info.st_size > MAX_LEGEND_BYTES:
         raise ConfigError(f"{path}: cannot read legend: {info.st_size} bytes, above the {MAX_LEGEND_BYTES}-byte limit")
     try:

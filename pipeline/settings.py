@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, file_kind
 
 #: Sentinel-2 spectral bands by their canonical names, with native resolution in metres.
 S2_BAND_RESOLUTION: dict[str, int] = {
@@ -460,7 +460,7 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSp
     try:
         info = path.stat()  # symlinks followed; checked before opening: a FIFO blocks, /dev/zero never ends
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: cannot read job spec: {_file_kind(info.st_mode)}, not a regular file")
+            raise ConfigError(f"{path}: cannot read job spec: {file_kind(info.st_mode)}, not a regular file")
         if info.st_size > MAX_SPEC_BYTES:
             raise ConfigError(f"{path}: {info.st_size} bytes is too large for a job spec")
         text = path.read_text(encoding="utf-8")
@@ -490,11 +490,6 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSp
     job = validate_job(data, str(path))
     job._folder = base  # local inputs may lie under the job file's folder (pipeline.ingest.confine)
     return job
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"))
-    return next((kind for test, kind in kinds if test(mode)), "a special file")
 
 
 def validate_job(data: dict[str, Any], origin: str = "job spec") -> JobSpec:

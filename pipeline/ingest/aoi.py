@@ -9,9 +9,8 @@ from typing import Any
 from rasterio.crs import CRS
 from shapely.geometry import box, mapping
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, file_kind
 from pipeline.grid import as_crs
-from pipeline.ingest.confine import file_kind
 from pipeline.settings import AoiSpec
 
 

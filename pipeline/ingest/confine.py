@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, file_kind
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -121,20 +121,6 @@ def check_magic(path: str, label: str) -> None:
 
 
 # -- file kinds ----------------------------------------------------------------------------------------------------
-
-
-def file_kind(mode: int) -> str:
-    """What a non-regular file is, for messages ("a FIFO (named pipe)", "a character device", ...)."""
-    for test, kind in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "a special file"
 
 
 def regular_file(path: str | Path, label: str | Path | None = None, what: str = "file") -> os.stat_result:
