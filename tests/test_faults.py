@@ -6,7 +6,6 @@ files with those checksums, and a re-run that completes with the same maps as an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -23,8 +22,10 @@ import pytest
 import rasterio
 import yaml
 from affine import Affine
+from run_outputs import map_checksums
 
 from benchmarks.ingest import generate_region
+from pipeline.atomic import file_sha256 as sha256
 from pipeline.orchestrate import MANIFEST
 
 SIZE = 64  # 4 blocks of 32 px, 12 months (as in test_orchestrate)
@@ -54,18 +55,6 @@ def job_file(folder: Path, items: Path, out: Path | None = None, **compute: obje
 
 def suelo(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def map_checksums(out: Path) -> dict[str, str]:
-    """Checksums of the final rasters (the STAC items and report also record input paths and compute settings)."""
-    recorded = json.loads((out / "final.json").read_text())["checksums"]
-    maps = {name: sha for name, sha in recorded.items() if name.endswith(".tif")}
-    assert len(maps) == 3  # classes, confidence, clear observations
-    return maps
 
 
 def assert_consistent(out: Path) -> None:

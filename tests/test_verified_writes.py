@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import rasterio
 import yaml
 from affine import Affine
 from rasterio.crs import CRS
+from run_outputs import map_checksums
 
 from pipeline import atomic
 from pipeline import write as write_mod
@@ -37,6 +37,9 @@ from pipeline.atomic import (
     gdal_errors_raised,
     is_suelo_temporary,
     temporary_beside,
+)
+from pipeline.atomic import (
+    file_sha256 as sha256,
 )
 from pipeline.grid import Grid
 from pipeline.legend import load_legend
@@ -302,17 +305,6 @@ def demo_job(folder: Path, out: Path | None = None, cube: bool = False) -> Path:
 def suelo(*args: str, env: dict[str, str] | None = None, code: str | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "pipeline.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
-
-
-def map_checksums(out: Path) -> dict[str, str]:
-    recorded = json.loads((out / "final.json").read_text())["checksums"]
-    maps = {name: sha for name, sha in recorded.items() if name.endswith(".tif")}
-    assert len(maps) == 3  # classes, confidence, clear observations
-    return maps
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def suelo_lines(stderr: str) -> list[str]:
