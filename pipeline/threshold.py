@@ -407,7 +407,6 @@ def calibrate_and_certify(
     calibration = fit_calibration(logits, targets, method)  # type: ignore[arg-type]
     calibrated = calibration.apply(logits)
     inside = np.ones(len(targets), dtype=bool) if inside is None else np.asarray(inside, dtype=bool)
-    gated = np.where(inside[:, None], calibrated, np.nan)
 
     def gated_score(kind: Score) -> np.ndarray:
         return np.where(inside, confidence_score(calibrated, kind), REJECTED_SCORE)
@@ -422,9 +421,7 @@ def calibrate_and_certify(
         elif best.target_accuracy < target_accuracy:
             target_accuracy = best.target_accuracy
             note = f"{requested} is not certifiable on {len(targets)} held-out points; lowered to {target_accuracy}"
-    policy, report = choose_policy(
-        np.where(np.isnan(gated), 0.0, gated), targets, target_accuracy, delta, score, scores=gated_score(score)
-    )
+    policy, report = choose_policy(calibrated, targets, target_accuracy, delta, score, scores=gated_score(score))
     report["requested_target"] = requested
     report["target_note"] = note
     return {
