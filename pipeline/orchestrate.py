@@ -849,7 +849,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     import dask
 
     from pipeline.report import write_run_report
-    from pipeline.threshold import masking_report, merge_counts, report_from_counts
+    from pipeline.threshold import masking_report, merge_counts, outside_training_pct, report_from_counts
     from pipeline.write import write_map_set
 
     job = plan.job
@@ -904,7 +904,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
                 counts = merge_counts([e["counts"][product.name] for e in entries])
                 report = report_from_counts(counts, class_codes, names)
             report["outside_training_pct_by_block"] = {
-                e["block"]: _outside_pct(e["counts"][product.name]) for e in entries
+                e["block"]: outside_training_pct(e["counts"][product.name]) for e in entries
             }
             report["outside_training_warning_pct"] = NOVELTY_WARNING_PCT
             if report["outside_training_pct_of_imaged"] > NOVELTY_WARNING_PCT:
@@ -934,12 +934,6 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     for product in plan.products:
         products[product.name].sort()
     return products, report, files
-
-
-def _outside_pct(counts: dict[str, Any]) -> float:
-    """The share (percent) of a block's pixels seen by the gate (imaged, enough observations) that it rejected."""
-    seen = counts["pixels"] - counts["nodata"] - counts["too_few_observations"]
-    return round(100.0 * counts.get("outside_training", 0) / seen, 3) if seen else 0.0
 
 
 def iter_block_files(out_dir: Path) -> Iterator[Path]:

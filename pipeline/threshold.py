@@ -563,7 +563,7 @@ def report_from_counts(counts: dict[str, Any], class_codes: np.ndarray, names: l
         "low_confidence_pct": _pct(counts["low_confidence"], total),
         "masked_pct_of_imaged": _pct(masked, imaged),
         # the share the novelty gate rejected among pixels it saw (imaged pixels with enough observations)
-        "outside_training_pct_of_imaged": _pct(outside, imaged - counts["too_few_observations"]),
+        "outside_training_pct_of_imaged": outside_training_pct(counts),
         "classes": [],
     }
     for code, name, was, kept in zip(class_codes, names, counts["predicted"], counts["retained"], strict=True):
@@ -584,6 +584,13 @@ def masking_report(
 ) -> dict[str, Any]:
     """Share of area masked, overall and per predicted class (percent of that class's pixels)."""
     return report_from_counts(masking_counts(codes, predicted, class_codes, reasons), class_codes, names)
+
+
+def outside_training_pct(counts: dict[str, Any]) -> float:
+    """The share (percent) of the pixels the novelty gate saw (imaged, enough observations) that it rejected, from
+    :func:`masking_counts` of a block or of a whole map."""
+    seen = counts["pixels"] - counts["nodata"] - counts["too_few_observations"]
+    return _pct(counts.get("outside_training", 0), seen)
 
 
 def _pct(part: float, whole: float) -> float:
