@@ -8,7 +8,9 @@ i.e. the three ESA WorldCereal point extractions (real Sentinel-2 L2A, MIT; copi
 ``../shared/data/worldcereal_extractions/point_timeseries``) loaded with ``pipeline.samples.load_worldcereal``
 (12 months around each label's valid_time, dekads -> monthly median), ewoc_code -> LANDCOVER10, bands B02 B03 B04
 B05 B06 B07 B08 B11 B12 (the data have no B8A), the pretrained Presto encoder frozen, an MLP head trained with
-``TrainConfig()`` defaults. Classes with fewer than 5 training samples are left out.
+``TrainConfig.legacy()`` (the defaults of when it was made: every sample, a fixed 200 epochs without early
+stopping, 10 km blocks; the later defaults would make another model). Classes with fewer than 5 training samples
+are left out.
 
 1. The model card (``pipeline.model_card``): the whole procedure over 10 spatial split seeds, each a three-way
    split (train 60 % / calibration 20 % / test 20 %, 10 km blocks), scored on the test points, with the
@@ -20,6 +22,11 @@ B05 B06 B07 B08 B11 B12 (the data have no B8A), the pretrained Presto encoder fr
 3. The open-set evaluation: the summary of ``benchmarks/open_set_results.json`` (``python -m benchmarks.open_set
    --json benchmarks/open_set_results.json``, the same procedure as this model on the same data) goes into the
    card too (``meta["model_card"]["open_set"]`` and a section of MODEL_CARD.md).
+4. Fewer months: the summary of ``benchmarks/fewer_months_results.json`` (``python -m benchmarks.fewer_months --json
+   benchmarks/fewer_months_results.json``: this procedure over 10 seeds, test points cut to 1-12 months) goes into
+   ``meta["model_card"]["fewer_months"]`` and MODEL_CARD.md; a job run with ``allow_fewer_months`` quotes it.
+   ``python models/train_default.py --card-sections-only`` adds sections 3 and 4 to the shipped model and its card
+   without retraining (the weights, gate and thresholds stay bit for bit).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from pipeline.write import write_text_atomic  # noqa: E402
 
 EXTRACTIONS = sorted((ROOT / "data" / "worldcereal").glob("*parquet"))
 OPEN_SET = ROOT / "benchmarks" / "open_set_results.json"
+FEWER_MONTHS = ROOT / "benchmarks" / "fewer_months_results.json"
 
 
 def open_set_section(path: Path = OPEN_SET) -> tuple[dict, str]:
@@ -68,28 +76,67 @@ def open_set_section(path: Path = OPEN_SET) -> tuple[dict, str]:
     return summary, text
 
 
+def fewer_months_section(path: Path = FEWER_MONTHS) -> tuple[dict, str]:
+    """The fewer-months benchmark's aggregates (no per-seed rows) and its table as Markdown; empty when not run."""
+    if not path.exists():
+        return {}, ""
+    from benchmarks.fewer_months import markdown
+
+    results = json.loads(path.read_text(encoding="utf-8"))
+    summary = {k: results[k] for k in ("seeds", "months_trained", "window", "by_months")}
+    text = "\n".join([
+        "## Fewer months than trained on (`benchmarks/FEWER_MONTHS.md`)", "",
+        "A job may run this 12-month model on a shorter period (`allow_fewer_months: true`); its calibration and "
+        "certificate were fitted on 12 months. Test points cut to k months (centred on the label's month), with the "
+        "12-month threshold:", "", markdown(results), "",
+    ])  # fmt: skip
+    return summary, text
+
+
+def card_sections_only(model: Path) -> None:
+    """Refresh the benchmark sections of the shipped model's card (open set, fewer months) in its meta and its
+    MODEL_CARD.md, leaving weights, gate and thresholds as they are."""
+    from models.artifact import load_artifact
+
+    artifact = load_artifact(model)
+    card = artifact.meta["model_card"]
+    card["open_set"], open_set_text = open_set_section()
+    card["fewer_months"], fewer_text = fewer_months_section()
+    save_artifact(artifact, model)
+    folder = model.with_name(f"{model.stem}_report")
+    write_json_atomic(folder / "model_card.json", card)
+    text = card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + open_set_text + "\n" + fewer_text
+    write_text_atomic(folder / "MODEL_CARD.md", text)
+    print(f"updated the card sections of {model}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("extractions", nargs="*", type=Path, default=EXTRACTIONS, help="WorldCereal extractions")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "models" / "landcover_default.pt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--card-seeds", type=int, default=len(DEFAULT_SEEDS), help="split seeds of the model card")
+    parser.add_argument("--card-sections-only", action="store_true", help="refresh the benchmark card sections only")
     args = parser.parse_args()
+    if args.card_sections_only:
+        card_sections_only(args.output)
+        return
     legend = load_legend()
     samples = Samples.concat([load_worldcereal(p, legend) for p in args.extractions])
     started = time.perf_counter()
-    card = seed_averaged_card(samples, legend, TrainConfig(), seeds=range(args.card_seeds), log=print)
+    card = seed_averaged_card(samples, legend, TrainConfig.legacy(), seeds=range(args.card_seeds), log=print)
     print(f"model card: {args.card_seeds} seeds in {time.perf_counter() - started:.0f} s")
     card["open_set"], open_set_text = open_set_section()
+    card["fewer_months"], fewer_text = fewer_months_section()
     result = train_model(
-        samples, legend, TrainConfig(seed=args.seed), sources=[p.name for p in args.extractions], log=print
+        samples, legend, TrainConfig.legacy(seed=args.seed), sources=[p.name for p in args.extractions], log=print
     )
     result.artifact.meta["model_card"] = card
     save_artifact(result.artifact, args.output)
     folder = args.output.with_name(f"{args.output.stem}_report")
     figures = write_training_figures(result, folder)
     write_json_atomic(folder / "model_card.json", card)
-    text = card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + open_set_text
+    text = card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + open_set_text + "\n" + fewer_text
     write_text_atomic(folder / "MODEL_CARD.md", text)
     print(card_markdown(card))
     print("shipped model thresholds:", json.dumps(result.artifact.meta["thresholds"]["report"]["global"]))

@@ -163,6 +163,8 @@ def main() -> None:
         bands=list(BANDS),
         legend_codes=list(CLASSES),
         legend_names=class_names,
+        months=12,  # pipeline.synthetic_city makes 12-month cubes of L2A-like surface reflectance
+        product_level="L2A",
         metrics={"validation_same_city": metrics, "held_out_city": held_out, "summary": summary},
         provenance={
             "data": "SYNTHETIC (pipeline.synthetic_city), not real imagery",

@@ -109,22 +109,44 @@ def main() -> None:
 @reports_errors
 def validate(job_file: Path) -> None:
     """Check a job spec and its inputs without processing anything."""
-    from pipeline.ingest import check_band_headers, check_remote_access, discover_scenes, job_grid, scenes_on_grid
+    from pipeline.ingest import (
+        check_band_headers,
+        check_remote_access,
+        discover_scenes,
+        job_grid,
+        scenes_in_period,
+        scenes_on_grid,
+    )
     from pipeline.settings import load_job
 
     job = load_job(job_file)
     scenes = discover_scenes(job)  # also checks every href and input path against the job's access rules
     grid = job_grid(job, scenes)
-    scenes = scenes_on_grid(scenes, grid)
+    scenes = scenes_in_period(scenes_on_grid(scenes, grid), job.period)
     check_band_headers(scenes, job.ingest.bands)  # every local band file opens (a corrupt JP2 is found now)
     check_remote_access(scenes)
-    # the models, their certificates and novelty gates are checked as a run would, before any work
+    # the models, their certificates and novelty gates are checked as a run would, before any work; a job that
+    # makes no map (`suelo ingest` only, e.g. to train a model on its cube) has none to check
     from pipeline.orchestrate import make_plan
 
-    plan = make_plan(job, grid, scenes, "")
+    products = job.products.landcover.enabled or job.products.urban_atlas.enabled
+    plan = make_plan(job, grid, scenes, "") if products else None
     click.echo(f"{job_file}: valid")
-    click.echo(f"  scenes on the grid: {len(scenes)} ({scenes[0].acquired:%Y-%m-%d} .. {scenes[-1].acquired:%Y-%m-%d})")
-    click.echo(f"  grid: {grid.crs.to_string()} {grid.width} x {grid.height} px at {grid.resolution[0]:g} m")
+    click.echo(
+        f"  scenes on the grid in the period: {len(scenes)} "
+        f"({scenes[0].acquired:%Y-%m-%d} .. {scenes[-1].acquired:%Y-%m-%d})"
+    )
+    units = "degrees" if grid.crs.is_geographic else "m"
+    left, bottom, right, top = grid.bounds
+    click.echo(
+        f"  grid: {grid.crs.to_string()} {grid.width} x {grid.height} px at {grid.resolution[0]:g} {units}, "
+        f"bounds {left:.10g} {bottom:.10g} {right:.10g} {top:.10g}"
+    )
+    levels = sorted({s.level for s in scenes})
+    click.echo(f"  period: {job.period.start} .. {job.period.end}; scene levels: {', '.join(levels)}")
+    if plan is None:
+        click.echo("  products: none enabled (a cube only: suelo ingest; suelo run needs a product)")
+        return
     for product in plan.products:
         choice = product.policy_report.get("global")
         rule = (
@@ -138,6 +160,8 @@ def validate(job_file: Path) -> None:
             f"  {product.name}: {product.model_path.name}, {rule}; novelty gate rejects "
             f"{gate.get('rejection_rate', float('nan')):.0%} of data like its training data"
         )
+        for caveat in product.caveats:
+            click.echo(f"  warning: {caveat}")
 
 
 @main.command()
@@ -271,7 +295,20 @@ def _load_training_samples(
 @class_column_option
 @click.option("--finetune", is_flag=True, help="Train encoder and head end to end (slower).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--block-m", default=10_000.0, show_default=True, type=float, help="Spatial block size for the split.")
+@click.option("--block-m", default="auto", show_default=True, type=str,
+              help="Spatial block size of the splits in m, or auto: from the samples' extent (at most 10 km) so the "
+              "calibration and test fractions come out as asked.")  # fmt: skip
+@click.option("--max-per-polygon", default=50, show_default=True, type=click.IntRange(0),
+              help="Training pixels kept per polygon (seeded random choice; 0: all); points are never thinned.",
+              )  # fmt: skip
+@click.option("--max-per-class", default=20_000, show_default=True, type=click.IntRange(0),
+              help="Training samples kept per class, spread over its polygons (0: all).")  # fmt: skip
+@click.option("--max-epochs", default=200, show_default=True, type=click.IntRange(1), help="Upper limit of epochs.")
+@click.option("--patience", default=10, show_default=True, type=click.IntRange(0),
+              help="Early stopping: epochs without a better loss on the stopping split (whole blocks of the train "
+              "split) before the best epoch is restored; 0: a fixed --max-epochs.")  # fmt: skip
+@click.option("--time-budget", "time_budget", type=click.FloatRange(0, min_open=True),
+              help="Seconds for training (embedding included): epochs stop when the next would end later.")  # fmt: skip
 @click.option(
     "--val-fraction",
     default=0.2,
@@ -315,7 +352,12 @@ def train(
     class_column: str | None,
     finetune: bool,
     seed: int,
-    block_m: float,
+    block_m: str,
+    max_per_polygon: int,
+    max_per_class: int,
+    max_epochs: int,
+    patience: int,
+    time_budget: float | None,
     val_fraction: float,
     test_fraction: float,
     model_kind: str,
@@ -347,13 +389,26 @@ def train(
                                    seed, log=log)  # fmt: skip
         return
     from models.artifact import save_artifact
+    from pipeline.errors import ConfigError
+    from pipeline.evaluate import dropped_line
     from pipeline.train import TrainConfig, train_model, write_training_figures
+    from pipeline.train_progress import StderrProgress
 
-    legend, data = _load_training_samples(samples, legend_path, cube, class_column)
+    try:
+        block: float | str = "auto" if block_m.strip().lower() == "auto" else float(block_m)
+    except ValueError:
+        raise ConfigError(f"--block-m must be a size in metres or auto, got {block_m!r}") from None
     config = TrainConfig(
-        finetune=finetune, seed=seed, block_m=block_m, val_fraction=val_fraction, test_fraction=test_fraction
+        finetune=finetune, seed=seed, block_m=block, val_fraction=val_fraction, test_fraction=test_fraction,
+        max_per_polygon=max_per_polygon or None, max_per_class=max_per_class or None, max_epochs=max_epochs,
+        patience=patience, early_stopping=patience > 0, time_budget_s=time_budget,
+    )  # fmt: skip
+    config.check()  # before the samples are read: a bad option costs no loading time
+    legend, data = _load_training_samples(samples, legend_path, cube, class_column)
+    click.echo(dropped_line(data.dropped))  # what the loaders left out, per reason (too-rare classes: below)
+    result = train_model(
+        data, legend, config, sources=[str(s) for s in samples], log=click.echo, progress=StderrProgress()
     )
-    result = train_model(data, legend, config, sources=[str(s) for s in samples], log=click.echo)
     save_artifact(result.artifact, output)
     figures = write_training_figures(result, output.with_name(f"{output.stem}_report"))
     click.echo(
@@ -367,36 +422,56 @@ def train(
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @cube_option
 @class_column_option
+@legend_option
+@click.option(
+    "--split",
+    "split_mode",
+    type=click.Choice(["stored", "resplit", "all"]),
+    default="stored",
+    show_default=True,
+    help="stored: the held-out sample ids stored in the model; resplit: redo the split with its recorded settings; "
+    "all: every given sample.",
+)
+@click.option(
+    "--target-accuracy",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Also give coverage and accuracy at the threshold certified for this target.",
+)
+@click.option("--device", help="torch device (default: cpu).")
 @reports_errors
-def evaluate(model: Path, samples: tuple[Path, ...], output: Path, cube: Path | None, class_column: str | None) -> None:
-    """Score MODEL on the held-out split of SAMPLES next to a RandomForest trained on the same training split."""
+def evaluate(
+    model: Path,
+    samples: tuple[Path, ...],
+    output: Path,
+    cube: Path | None,
+    class_column: str | None,
+    legend_path: Path | None,
+    split_mode: str,
+    target_accuracy: float | None,
+    device: str | None,
+) -> None:
+    """Score MODEL on its held-out samples among SAMPLES, as a map would use it, next to a RandomForest trained on
+    the model's training samples. Writes metrics.json, confusion-matrix PNGs and dropped_samples.csv (every sample
+    left out, with the reason)."""
     from models.artifact import load_artifact
-    from pipeline.evaluate import evaluate_model, write_report
+    from pipeline.evaluate import evaluate_model, report_lines, samples_legend, write_report
     from pipeline.samples import load_samples
 
     artifact = load_artifact(model)
+    legend = samples_legend(artifact.legend, legend_path)
     cube_ds = None
     if cube is not None:
         from pipeline.composite import open_cube
 
         cube_ds = open_cube(cube)
-    data = load_samples(samples, artifact.legend, cube=cube_ds, class_column=class_column)
-    report = evaluate_model(artifact, data)
-    write_report(report, output)
-    for key, title in (("model", "Presto + head"), ("random_forest", "RandomForest")):
-        m = report[key]
-        click.echo(f"{title:>14}: OA {m['overall_accuracy']:.3f}  macro F1 {m['macro_f1']:.3f}  kappa {m['kappa']:.3f}")
-    mapped = report["mapped"]
-    accuracy = mapped["accuracy_of_mapped"]
-    click.echo(
-        f"  as mapped (calibrated, novelty gate, certified threshold): coverage {mapped['coverage']:.1%}, accuracy "
-        f"{'n/a' if accuracy is None else f'{accuracy:.3f}'}, outside the training data "
-        f"{mapped['outside_training_share']:.1%}"
-    )
-    click.echo(
-        f"  {report['n_train']} train / {report['n_val']} {report['scored_split']} samples (the split stored in the "
-        f"model{'' if report['split_matches_training'] else '; NOT the same samples as in training'}); wrote {output}"
-    )
+    data = load_samples(samples, legend, cube=cube_ds, class_column=class_column)
+    report = evaluate_model(artifact, data, device, split_mode, target_accuracy, legend)
+    written = write_report(report, output)
+    for line in report_lines(report):
+        click.echo(line)
+    for warning in report["warnings"]:
+        click.echo(f"suelo: warning: {warning}", err=True)
+    click.echo(f"wrote {', '.join(p.name for p in written)} in {output}")
 
 
 @main.command()
@@ -404,17 +479,91 @@ def evaluate(model: Path, samples: tuple[Path, ...], output: Path, cube: Path | 
 @click.argument("cube", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="NetCDF file.")
 @click.option("--device", help="torch device (default: cuda if available, else cpu).")
+@click.option(
+    "--apply-masking",
+    is_flag=True,
+    help="Also make the map `suelo run` makes: class_map in the NetCDF and <output stem>_classes.tif (+ .qml).",
+)
+@click.option(
+    "--target-accuracy",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="With --apply-masking: certify this accuracy of the mapped pixels (default: the model's own target).",
+)
+@click.option(
+    "--threshold", type=click.FloatRange(0, 1), help="With --apply-masking: a fixed confidence threshold instead."
+)
+@click.option(
+    "--delta",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="With --apply-masking: risk that the certified accuracy does not hold (default as in a job spec).",
+)
+@click.option(
+    "--min-clear-observations",
+    type=click.IntRange(0, 10000),
+    help="With --apply-masking: fewer clear observations get the too-few-observations code (default as in a job).",
+)
 @reports_errors
-def predict(model: Path, cube: Path, output: Path, device: str | None) -> None:
+def predict(
+    model: Path,
+    cube: Path,
+    output: Path,
+    device: str | None,
+    apply_masking: bool,
+    target_accuracy: float | None,
+    threshold: float | None,
+    delta: float | None,
+    min_clear_observations: int | None,
+) -> None:
     """Apply MODEL to CUBE: calibrated class posteriors, the novelty gate's score and verdict, and class codes
-    (the "outside the training data" code where the gate rejects a pixel) as NetCDF."""
+    (the "outside the training data" code where the gate rejects a pixel) as NetCDF. With --apply-masking also the
+    land-cover map exactly as `suelo run` makes it (novelty gate, certified confidence threshold, too few clear
+    observations, nodata), in the NetCDF and as a styled COG beside it."""
     import numpy as np
 
     from models.artifact import load_artifact
     from pipeline.composite import open_cube
+    from pipeline.errors import ConfigError
     from pipeline.predict import predict_cube, write_prediction
 
-    prediction = predict_cube(load_artifact(model), open_cube(cube), device=device, cube_name=cube)
+    masking_options = {
+        "--target-accuracy": target_accuracy, "--threshold": threshold, "--delta": delta,
+        "--min-clear-observations": min_clear_observations,
+    }  # fmt: skip
+    given = [name for name, value in masking_options.items() if value is not None]
+    if given and not apply_masking:
+        raise ConfigError(f"{', '.join(given)} only apply with --apply-masking")
+    if target_accuracy is not None and threshold is not None:
+        raise ConfigError("give --target-accuracy or --threshold, not both")
+    artifact = load_artifact(model)
+    cube_ds = open_cube(cube)
+    policy = report = None
+    if apply_masking:  # the policy first: an uncertifiable target stops before any work, as in a run
+        from pipeline.settings import ConfidenceSpec
+        from pipeline.threshold import certification_problem, policy_for_model
+
+        defaults = ConfidenceSpec()
+        delta = defaults.delta if delta is None else delta
+        min_clear = defaults.min_clear_observations if min_clear_observations is None else min_clear_observations
+        try:
+            policy, report = policy_for_model(artifact.meta, target_accuracy, delta, threshold, None, False, min_clear)
+        except ValueError as exc:
+            raise ConfigError(f"{model}: {exc}") from exc
+        problem = certification_problem(artifact.meta, report, delta)
+        if problem:
+            raise ConfigError(f"{model}: {problem}; give a certifiable --target-accuracy or a --threshold")
+    prediction = predict_cube(artifact, cube_ds, device=device, cube_name=cube)
+    written = []
+    if policy is not None:
+        from pipeline.predict import apply_masking as mask  # the flag has the function's name
+        from pipeline.predict import cube_clear_observations, write_class_map_cog
+
+        try:
+            prediction = mask(prediction, artifact.legend, policy, cube_clear_observations(cube_ds))
+        except ValueError as exc:
+            raise ConfigError(f"{cube}: {exc}") from exc
+        written = write_class_map_cog(
+            prediction, cube_ds, artifact, output.with_name(f"{output.stem}_classes.tif"), report
+        )
     write_prediction(prediction, output)
     imaged = int(np.isfinite(prediction["novelty_score"].values).sum())
     outside = int(prediction["outside_training"].values.sum())
@@ -423,6 +572,17 @@ def predict(model: Path, cube: Path, output: Path, device: str | None) -> None:
         f"wrote {output} ({prediction.attrs['pixels_per_second']:.0f} px/s); outside the model's training data: "
         f"{outside} of {imaged} imaged pixels ({share})"
     )
+    if policy is not None:
+        codes = prediction["class_map"].values
+        mapped = int(np.isin(codes, artifact.legend.codes).sum())
+        rule = f"{policy.score} >= {policy.threshold:.3f}, {report.get('source', '')}"
+        click.echo(
+            f"wrote {', '.join(p.name for p in written)}: {mapped} of {imaged} imaged pixels mapped "
+            f"({mapped / imaged:.1%})"
+            if imaged
+            else f"wrote {', '.join(p.name for p in written)}: nothing imaged"
+        )
+        click.echo(f"  confidence threshold: {rule}; min clear observations {policy.min_clear_observations}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pipeline.atomic import write_json_atomic
 from pipeline.composite import build_cube, write_cube
 from pipeline.errors import ConfigError
 from pipeline.grid import Grid
-from pipeline.ingest import check_remote_access, discover_scenes, job_grid, scenes_on_grid
+from pipeline.ingest import check_remote_access, discover_scenes, job_grid, scenes_in_period, scenes_on_grid
 from pipeline.ingest.scene import Scene
 from pipeline.settings import JobSpec
 
@@ -103,6 +103,7 @@ def discover(job: JobSpec) -> tuple[list[Scene], Grid]:
     scenes = discover_scenes(job)
     grid = job_grid(job, scenes)
     scenes = scenes_on_grid(scenes, grid, origin=str(job.aoi.file) if job.aoi and job.aoi.file else "AOI")
+    scenes = scenes_in_period(scenes, job.period)  # the others would be read for nothing, and checked against models
     check_remote_access(scenes)
     return scenes, grid
 

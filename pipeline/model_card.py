@@ -49,8 +49,10 @@ def seed_averaged_card(
     """Train with ``config`` once per seed on a three-way spatial split and aggregate the test-split figures."""
     config = config or TrainConfig()
     rows = []
+    block_sizes = set()  # "auto" resolves from the samples alone, so every seed uses the same size
     for seed in seeds:
         result = train_model(samples, legend, replace(config, seed=seed, test_fraction=test_fraction))
+        block_sizes.add(result.artifact.meta["split"]["block_m"])
         test = result.artifact.meta["metrics"]["test"]
         row = {
             "seed": seed,
@@ -90,7 +92,7 @@ def seed_averaged_card(
         "seeds": list(seeds),
         "test_fraction": test_fraction,
         "calibration_fraction": config.val_fraction,
-        "block_m": config.block_m,
+        "block_m": block_sizes.pop() if len(block_sizes) == 1 else config.block_m,
         "delta": config.delta,
         "novelty_rejection_rate": config.novelty_rejection_rate,
         "macro_f1": _spread([r["macro_f1"] for r in rows]),
@@ -177,3 +179,26 @@ def card_markdown(card: dict[str, Any], title: str = "Model card") -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def fewer_months_statement(card: dict[str, Any] | None, trained: int, n_months: int) -> str:
+    """What the model card measured for a series of ``n_months`` months on a model trained on ``trained``
+    (``card["fewer_months"]``, from ``benchmarks/fewer_months.py``), as one sentence for run reports; the nearest
+    measured length at or below ``n_months`` stands in when that length was not measured."""
+    measured = (card or {}).get("fewer_months", {}).get("by_months", {})
+    lengths = sorted((int(k) for k in measured if int(k) <= n_months), reverse=True)
+    if not lengths:
+        return "The model card has no measurement for fewer months."
+    k = lengths[0]
+    cell, full = measured[str(k)], measured.get(str(trained))
+    seeds = (card or {})["fewer_months"].get("seeds", "?")
+    accuracy = cell["accuracy_of_mapped"]
+    text = (
+        f"The model card measured, on test points cut to {k} months ({seeds} spatial split seeds): macro F1 "
+        f"{_pm(cell['macro_f1'])} (RandomForest on the same months {_pm(cell['rf_macro_f1'])}"
+        + (f"; {_pm(full['macro_f1'])} on {trained} months" if full else "")
+        + f"), {_pm(cell['coverage'], 100, 1)} % mapped at the certified threshold with accuracy "
+        f"{'n/a' if accuracy.get('n_seeds') == 0 else _pm(accuracy)}, {_pm(cell['outside_training'], 100, 1)} % "
+        "outside the training data."
+    )
+    return text

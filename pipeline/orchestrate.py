@@ -88,6 +88,7 @@ class ProductPlan:
     policy_report: dict[str, Any]
     metrics: dict[str, Any]
     novelty: dict[str, Any] = field(default_factory=dict)  # the model's novelty gate (pipeline.novelty meta)
+    caveats: tuple[str, ...] = ()  # what the report must say first about this product (e.g. fewer months)
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,9 @@ def make_plan(
         artifact = load_artifact(path)
         # everything a block would find out about the model, found here, once, naming the model file
         check_artifact_for_job(
-            artifact, job.ingest.bands, len(month_starts(job.period)), [s.level for s in scenes], path
-        )
+            artifact, job.ingest.bands, len(month_starts(job.period)), [s.level for s in scenes], path,
+            landcover.allow_fewer_months,
+        )  # fmt: skip
         legend = artifact.legend
         reasons = reasons_for(legend)
         try:
@@ -162,6 +164,9 @@ def make_plan(
             # the seed-averaged figures first: the single calibration split below says little on its own
             metrics["model_card"] = card_summary(artifact.meta["model_card"])
         metrics |= dict(artifact.meta.get("metrics", {}))
+        caveats = fewer_months_caveats(
+            "landcover", int(artifact.contract["months"]), job, artifact.meta.get("model_card")
+        )
         products.append(
             ProductPlan(
                 "landcover",
@@ -174,6 +179,7 @@ def make_plan(
                 report,
                 metrics,
                 artifact.meta["novelty"],
+                caveats,
             )
         )
     urban = job.products.urban_atlas
@@ -193,6 +199,7 @@ def make_plan(
                 f"{path}: the segmenter needs bands {missing} that ingest.bands lacks; add them or use a segmenter "
                 "trained without them"
             )
+        check_segmenter_for_job(meta, job, [s.level for s in scenes], path)
         full = urban_atlas_legend()
         try:
             legend = Legend(tuple(full.by_code(int(c)) for c in meta["legend_codes"]))
@@ -207,9 +214,11 @@ def make_plan(
         metrics = dict(meta.get("metrics", {}).get("summary", {}))
         metrics["calibration"] = meta.get("metrics", {}).get("calibration")
         novelty = meta.get("novelty", {})
+        caveats = fewer_months_caveats("urban_atlas", int(meta.get("months") or 0), job, meta.get("model_card"))
         ua_plan = ProductPlan(
-            "urban_atlas", path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics, novelty
-        )
+            "urban_atlas", path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics, novelty,
+            caveats,
+        )  # fmt: skip
         products.append(ua_plan)
         halo = urban.overlap
     if not products:
@@ -219,6 +228,40 @@ def make_plan(
         job.products.model_dump(mode="json"), [(p.name, p.model_sha256) for p in products],
     )  # fmt: skip
     return RunPlan(job, grid, tuple(scenes), tuple(products), halo, digest, cube_digest, run_token)
+
+
+def fewer_months_caveats(name: str, trained: int, job: JobSpec, card: dict[str, Any] | None) -> tuple[str, ...]:
+    """The report's caveat when a job runs a model on fewer months than it was trained on (allowed by the job)."""
+    from pipeline.composite import month_starts
+    from pipeline.model_card import fewer_months_statement
+
+    n_months = len(month_starts(job.period))
+    if not trained or n_months >= trained:
+        return ()
+    return (
+        f"{name}: the job has {n_months} months and the model was trained on {trained} (allow_fewer_months): its "
+        f"calibration and certified accuracy were fitted on {trained}-month series and do not hold on {n_months}. "
+        + fewer_months_statement(card, trained, n_months),
+    )
+
+
+def check_segmenter_for_job(meta: dict[str, Any], job: JobSpec, levels: Sequence[str], path: Path) -> None:
+    """The segmenter's months and product level against the job's, as the land-cover model's contract is checked
+    (segmenter files record ``months`` and ``product_level``; one without them is checked on its bands only)."""
+    from models.artifact import NORMALIZATION, contract_problems
+    from pipeline.composite import month_starts
+
+    months, level = meta.get("months"), meta.get("product_level")
+    if months is None or level is None:
+        return
+    n_months = len(month_starts(job.period))
+    allow = job.products.urban_atlas.allow_fewer_months
+    contract = {"bands": [], "months": int(months), "normalization": NORMALIZATION, "product_level": level}
+    problems = contract_problems(contract, job.ingest.bands, n_months, True, levels, allow)
+    if n_months < int(months) and not allow:
+        problems.append("or set products.urban_atlas.allow_fewer_months: true (its certificate then does not hold)")
+    if problems:
+        raise InputError(path, "segmenter does not fit this job (" + "; ".join(problems) + ")")
 
 
 def check_device(job: JobSpec) -> None:
@@ -402,6 +445,7 @@ def _posteriors(
         prediction = predict_cube(
             artifact, inner_cube, job.compute.batch_size, job.compute.device, "block cube",
             None if embeddings is None else embeddings.isel(y=crop[0], x=crop[1]), _fast(job),
+            allow_fewer_months=job.products.landcover.allow_fewer_months,
         )  # fmt: skip
         return prediction["posterior"].values, prediction["outside_training"].values
     from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
@@ -862,6 +906,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     warnings: list[str] = []
     with dask.config.set(scheduler="synchronous"):
         for product in plan.products:
+            warnings.extend(product.caveats)
             codes = _mosaic(plan, product.name, 1, product.dtype)
             confidence = _mosaic(plan, product.name, 2, product.dtype).astype("uint8")
             class_codes = np.asarray(product.legend.codes)

@@ -5,6 +5,10 @@ Every pixel's embedding is scored by the model's novelty gate (``pipeline.novelt
 ``outside_training`` marks the pixels unlike the training data, and ``class_code`` carries the model's
 "outside the training data" reason code there instead of a class. Pixels with no valid month get NaN posteriors
 and code 0 (the nodata reason code of the legend contract).
+
+``apply_masking`` adds the map ``suelo run`` would make (``class_map``: the certified confidence threshold and the
+too-few-observations rule too, by the run's own ``pipeline.threshold.classify_block``), and
+``write_class_map_cog`` writes it as the run's styled COG (``pipeline.write``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +25,8 @@ import xarray as xr
 from models.artifact import ModelArtifact, check_contract
 from pipeline.calibrate import Calibration
 from pipeline.errors import InputError
-from pipeline.threshold import reasons_for
+from pipeline.legend import Legend
+from pipeline.threshold import CONFIDENCE_NODATA, ThresholdPolicy, classify_block, reasons_for
 
 NODATA_CODE = 0
 
@@ -33,6 +39,7 @@ def predict_cube(
     cube_name: str | Path = "cube",
     embeddings: np.ndarray | xr.DataArray | None = None,
     fast: bool | None = None,
+    allow_fewer_months: bool = False,
 ) -> xr.Dataset:
     """``posterior`` (class, y, x) float32 and ``class_code`` (y, x) of every pixel of ``cube``.
 
@@ -43,7 +50,7 @@ def predict_cube(
     from models.inference import cube_read_pixels, default_device, encode_pixels
     from models.presto_inputs import cube_to_pixels, presto_inputs
 
-    check_contract(artifact, cube, cube_name)
+    check_contract(artifact, cube, cube_name, allow_fewer_months)
     device = device or default_device()
     bands = artifact.contract["bands"]
     same_inputs = [str(b) for b in cube["band"].values] == list(bands)  # else shared embeddings saw other bands
@@ -142,5 +149,98 @@ def write_prediction(prediction: xr.Dataset, path: Path) -> None:
         "novelty_score": {"zlib": True},
         "outside_training": {"zlib": True, "dtype": "uint8"},
     }
+    for name in ("class_map", "confidence"):  # only with --apply-masking (apply_masking)
+        if name in prediction:
+            encoding[name] = {"zlib": True}
     with atomic_output(Path(path)) as tmp:
         prediction.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+
+
+def cube_clear_observations(cube: xr.Dataset) -> np.ndarray | None:
+    """Clear observations per pixel over the period (y, x): the cube's ``n_clear``, else the sum of its monthly
+    ``clear_count``; None when it records neither (a cube not made by ``suelo ingest``)."""
+    if "n_clear" in cube:
+        return np.asarray(cube["n_clear"].values)
+    if "clear_count" in cube:
+        return np.asarray(cube["clear_count"].sum("time").values)
+    return None
+
+
+def apply_masking(
+    prediction: xr.Dataset,
+    legend: Legend,
+    policy: ThresholdPolicy,
+    n_clear: np.ndarray | None = None,
+    rows: int = 512,
+) -> xr.Dataset:
+    """``prediction`` (of :func:`predict_cube`) with the map ``suelo run`` makes of it: ``class_map`` (y, x), a class
+    code or a reason code (nodata, too few clear observations, outside the training data, low confidence; in
+    that precedence), and ``confidence`` (calibrated top-1 in percent, 255 = none).
+
+    Both come from :func:`pipeline.threshold.classify_block`, the function a run applies to each block, on the
+    same calibrated posteriors and novelty-gate verdict, so the codes are the run's. It works on strips of
+    ``rows`` rows (it is per pixel) to bound its temporaries. Without ``n_clear`` a pixel without posteriors is
+    still nodata, but the too-few-observations rule cannot be applied: a ``policy`` asking for more than one clear
+    observation is then an error.
+    """
+    from pipeline.write import map_dtype
+
+    reasons = reasons_for(legend)
+    dtype = np.dtype(map_dtype(legend, reasons))
+    if n_clear is None and policy.min_clear_observations > 1:
+        raise ValueError("the cube records no clear-observation counts: the too-few-observations rule needs them")
+    posterior = prediction["posterior"].values
+    outside = prediction["outside_training"].values.astype(bool)
+    codes = np.asarray(legend.codes)
+    ny, nx = outside.shape
+    class_map = np.full((ny, nx), reasons.nodata, dtype=dtype)
+    confidence = np.full((ny, nx), CONFIDENCE_NODATA, dtype=np.uint8)
+    for r in range(0, ny, rows):
+        part = slice(r, min(r + rows, ny))
+        clear = None if n_clear is None else n_clear[part]
+        planes = classify_block(posterior[:, part], codes, policy, clear, reasons, dtype, outside[part])
+        class_map[part], confidence[part] = planes[0], planes[1].astype(np.uint8)
+    masked = prediction.assign(
+        class_map=(("y", "x"), class_map),
+        confidence=(("y", "x"), confidence),
+    )
+    masked["class_map"].attrs.update(
+        long_name="land-cover map as `suelo run` makes it: class code, or a reason code (see reason_codes)",
+        reason_codes=json.dumps(reasons.to_dict()),
+        policy=json.dumps(policy.to_dict()),
+        legend=json.dumps(legend.to_list()),
+    )
+    masked["confidence"].attrs.update(
+        long_name=f"calibrated top-1 posterior in percent ({CONFIDENCE_NODATA} = none)", units="percent"
+    )
+    return masked
+
+
+def write_class_map_cog(
+    prediction: xr.Dataset,
+    cube: xr.Dataset,
+    artifact: ModelArtifact,
+    path: Path,
+    policy_report: dict[str, Any] | None = None,
+) -> list[Path]:
+    """The ``class_map`` of :func:`apply_masking` as the run writes its land-cover map: a paletted COG with its
+    ``.tif.aux.xml`` (class names, attribute table) and ``.qml`` style, by the writers of ``pipeline.write``."""
+    from pipeline.atomic import file_sha256
+    from pipeline.composite import cube_grid
+    from pipeline.style import write_qml
+    from pipeline.write import write_class_map
+
+    legend = artifact.legend
+    reasons = reasons_for(legend)
+    tags = {
+        "MODEL": artifact.path.name if artifact.path else "",
+        "MODEL_SHA256": file_sha256(artifact.path) if artifact.path else "",
+        "THRESHOLDS": json.loads(prediction["class_map"].attrs["policy"]),
+        "REASON_CODES": reasons.to_dict(),
+        "NOVELTY_GATE": artifact.meta.get("novelty", {}),
+    }
+    if policy_report is not None:
+        tags["THRESHOLD_SOURCE"] = str(policy_report.get("source", ""))
+    written = write_class_map(path, prediction["class_map"].values, cube_grid(cube), legend, reasons, tags)
+    style = write_qml(path.with_suffix(".qml"), written.entries, "paletted")
+    return [written.path, *written.sidecars, style]

@@ -43,6 +43,50 @@ VALID_POSITION = 6
 DEFAULT_BLOCK_M = 10_000.0
 _M_PER_DEG = 111_320.0
 
+# Why a loader (or `suelo evaluate`) left a sample out; the keys of every drop count.
+DROP_REASONS: dict[str, str] = {
+    "ignored_class": "the WorldCereal ewoc_code maps to 'ignore' in the LANDCOVER10 class mapping",
+    "unmapped_code": "the WorldCereal ewoc_code is not in the LANDCOVER10 class mapping",
+    "not_in_legend": "the label's class is not in the legend the samples were loaded with",
+    "not_in_model_legend": "the class is not one of the model's (not in its legend, or too rare in training)",
+    "no_valid_month": "no valid reflectance in any month (the encoder would see only the location)",
+    "outside_cube": "the point or polygon lies outside the cube",
+    "no_pixel": "the polygon overlaps the cube but holds no pixel centre (too small, or covered by later polygons)",
+    "no_geometry": "the feature has no (or an empty) geometry",
+    "not_in_model_split": "the model's stored split holds no such sample id (neither training nor held out)",
+    "duplicate_id": "an earlier sample has the same id (selecting by id, only the first one is used)",
+}
+# sample_id and source file; label as the file gives it where known (ewoc_code, class value), else the legend code
+DROPPED_COLUMNS = ("sample_id", "source", "reason", "label", "detail")
+
+
+def drop_rows(
+    sample_ids: Sequence[object], source: str, reason: str, labels: Sequence[object], detail: str = ""
+) -> pd.DataFrame:
+    """One ``dropped`` row per sample id, all for the same ``source`` and ``reason``."""
+    if reason not in DROP_REASONS:
+        raise ValueError(f"unknown drop reason {reason!r}")
+    n = len(sample_ids)
+    return pd.DataFrame(
+        {
+            "sample_id": [str(s) for s in sample_ids],
+            "source": [str(source)] * n,
+            "reason": [reason] * n,
+            "label": [str(v) for v in labels],
+            "detail": [str(detail)] * n,
+        },
+        columns=list(DROPPED_COLUMNS),
+    )
+
+
+def dropped_table(*parts: pd.DataFrame) -> pd.DataFrame:
+    """The ``dropped`` rows of ``parts`` in order (an empty table of :data:`DROPPED_COLUMNS` when none)."""
+    # empty frames are skipped: pandas warns about (and may change) the dtypes they contribute to a concat
+    rows = [p for p in parts if p is not None and len(p)]
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in DROPPED_COLUMNS})
+    return pd.concat(rows, ignore_index=True)[list(DROPPED_COLUMNS)]
+
 
 @dataclass
 class Samples:
@@ -58,8 +102,15 @@ class Samples:
     anchors: np.ndarray = field(default=None)  # type: ignore[assignment]
     # Processing level of the reflectance: "L2A" (surface) or "L1C" (top of atmosphere); a model records it.
     product_level: str = "L2A"
+    # What the loaders left out, one row per sample (DROPPED_COLUMNS, reasons in DROP_REASONS), carried through
+    # subset, select_bands and concat so training and evaluation can say what they did not use and why.
+    dropped: pd.DataFrame = field(default=None)  # type: ignore[assignment]
+    # The labelled feature each sample comes from: the pixels of one polygon share it, so training can cap pixels
+    # per polygon (pipeline.sampling); by default every sample is its own feature (points, rasters, WorldCereal).
+    features: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        self.dropped = dropped_table() if self.dropped is None else self.dropped
         self.reflectance = np.asarray(self.reflectance, dtype=np.float32)
         self.band_names = tuple(str(b) for b in self.band_names)
         n = len(self.reflectance)
@@ -73,7 +124,8 @@ class Samples:
         if self.groups is None:
             self.groups = spatial_blocks(self.anchors, DEFAULT_BLOCK_M)
         self.groups = np.asarray(self.groups, dtype=object).reshape(-1)
-        for name in ("start_month", "latlons", "labels", "sample_ids", "groups", "anchors"):
+        self.features = self.sample_ids.copy() if self.features is None else np.asarray(self.features, dtype=object)
+        for name in ("start_month", "latlons", "labels", "sample_ids", "groups", "anchors", "features"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} samples")
         if n and ((self.start_month < 0) | (self.start_month > 11)).any():
@@ -98,6 +150,8 @@ class Samples:
             self.groups[index],
             self.anchors[index],
             self.product_level,
+            dropped=self.dropped,
+            features=self.features[index],
         )
 
     def select_bands(self, bands: Sequence[str]) -> Samples:
@@ -137,12 +191,21 @@ class Samples:
             np.concatenate([p.groups for p in parts]),
             np.concatenate([p.anchors for p in parts]),
             first.product_level,
+            dropped=dropped_table(*(p.dropped for p in parts)),
+            features=np.concatenate([p.features for p in parts]),
         )
 
-    def drop_empty(self) -> Samples:
-        """Without samples that have no valid value at all."""
+    def drop_empty(self, source: str = "") -> Samples:
+        """Without samples that have no valid value at all (recorded in ``dropped`` as ``no_valid_month``)."""
         keep = np.isfinite(self.reflectance).any(axis=(1, 2))
-        return self if keep.all() else self.subset(np.flatnonzero(keep))
+        if keep.all():
+            return self
+        empty = np.flatnonzero(~keep)
+        kept = self.subset(np.flatnonzero(keep))
+        kept.dropped = dropped_table(
+            self.dropped, drop_rows(self.sample_ids[empty], source, "no_valid_month", self.labels[empty])
+        )
+        return kept
 
 
 # spatial blocks and splitting -----------------------------------------------------------------------------------
@@ -240,6 +303,25 @@ def map_ewoc_codes(ewoc: Sequence[object], legend: Legend, mapping: dict[str, st
     return out
 
 
+def ewoc_drops(
+    path: Path, sample_ids: np.ndarray, ewoc: Sequence[object], labels: np.ndarray, mapping: dict[str, str] | None
+) -> pd.DataFrame:
+    """``dropped`` rows of the samples :func:`map_ewoc_codes` gave -1: which of ``ignore``, no mapping, or a
+    LANDCOVER10 class the legend lacks (named in ``detail``)."""
+    mapping = load_class_mapping() if mapping is None else mapping
+    rows: dict[tuple[str, str], tuple[list[object], list[str]]] = {}  # (reason, class) -> (ids, ewoc codes)
+    for i in np.flatnonzero(np.asarray(labels) < 0):
+        value = ewoc[i]
+        key = str(int(value)) if isinstance(value, (int, np.integer, float, np.floating)) else str(value)
+        lc = mapping.get(key)
+        reason = "unmapped_code" if not lc else "ignored_class" if lc == "ignore" else "not_in_legend"
+        ids, codes = rows.setdefault((reason, lc if reason == "not_in_legend" else ""), ([], []))
+        ids.append(sample_ids[i])
+        codes.append(key)
+    parts = [drop_rows(ids, str(path), reason, codes, lc) for (reason, lc), (ids, codes) in rows.items()]
+    return dropped_table(*parts)
+
+
 def _dn_to_reflectance(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     return np.where((values == NODATA_DN) | ~np.isfinite(values), np.nan, values / DN_SCALE).astype(np.float32)
@@ -279,7 +361,7 @@ def load_worldcereal(
         samples = _worldcereal_wide(path, df, legend, bands, months, mapping)
     else:
         raise InputError(path, "neither long (timestamp column) nor wide (OPTICAL-* columns) WorldCereal format")
-    return samples.drop_empty()
+    return samples.drop_empty(str(path))
 
 
 def _worldcereal_long(
@@ -332,6 +414,7 @@ def _worldcereal_long(
         meta[["lat", "lon"]].to_numpy(dtype=np.float64)[keep],
         labels[keep],
         ids[keep],
+        dropped=ewoc_drops(path, ids, meta["ewoc_code"].to_numpy(), labels, mapping),
     )
 
 
@@ -361,13 +444,15 @@ def _worldcereal_wide(
     start = _month_number(pd.to_datetime(df["start_date"]).reset_index(drop=True))
     labels = map_ewoc_codes(df["ewoc_code"].to_numpy(), legend, mapping)
     keep = labels >= 0
+    ids = df["sample_id"].astype(str).to_numpy()
     return Samples(
         out[keep],
         tuple(bands),
         (start % 12)[keep],
         df[["lat", "lon"]].to_numpy(dtype=np.float64)[keep],
         labels[keep],
-        df["sample_id"].astype(str).to_numpy()[keep],
+        ids[keep],
+        dropped=ewoc_drops(path, ids, df["ewoc_code"].to_numpy(), labels, mapping),
     )
 
 
@@ -381,9 +466,12 @@ def samples_at_pixels(
     labels: np.ndarray,
     sample_ids: np.ndarray,
     anchors: np.ndarray | None = None,
+    source: str = "",
+    features: np.ndarray | None = None,
 ) -> Samples:
     """Samples from the cube pixels at (rows, cols); a month that is not valid is NaN. They carry the cube's product
-    level (L2A or L1C, from the scenes it was made from)."""
+    level (L2A or L1C, from the scenes it was made from); pixels with no valid month are dropped as from ``source``.
+    ``features``: the labelled feature of each pixel (default: each pixel its own)."""
     from pyproj import Transformer
 
     from models.artifact import cube_product_level
@@ -411,7 +499,8 @@ def samples_at_pixels(
         sample_ids,
         anchors=latlons if anchors is None else anchors,
         product_level=cube_product_level(cube),
-    ).drop_empty()
+        features=features,
+    ).drop_empty(source)
 
 
 def _labels_to_codes(path: Path, values: np.ndarray, legend: Legend) -> np.ndarray:
@@ -473,7 +562,15 @@ def sample_vector(
     gdf = read_label_vector(path)
     if class_column not in gdf.columns:
         raise InputError(path, f"no class column {class_column!r} (columns: {[c for c in gdf.columns][:20]})")
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    no_geometry = (gdf.geometry.isna() | gdf.geometry.is_empty).to_numpy()
+    unplaced = gdf[no_geometry]
+    lost = [
+        drop_rows(
+            unplaced[id_column].astype(str).to_numpy() if id_column else [str(i) for i in unplaced.index],
+            str(path), "no_geometry", unplaced[class_column].to_numpy(),
+        )
+    ]  # fmt: skip
+    gdf = gdf[~no_geometry]
     codes = _labels_to_codes(path, gdf[class_column].to_numpy(), legend)
     ids = gdf[id_column].astype(str).to_numpy() if id_column else np.array([str(i) for i in gdf.index], dtype=object)
     grid = cube_grid(cube)
@@ -514,8 +611,30 @@ def sample_vector(
     if not rows_l:
         raise InputError(path, "no labelled pixel falls on the cube")
     rows, cols, feat = np.array(rows_l), np.array(cols_l), np.array(feat_l)
+    # features that gave no pixel: off the cube altogether, or (polygons) on it but holding no pixel centre
+    missed = np.setdiff1d(np.arange(len(gdf)), feat)
+    if len(missed):
+        from shapely.geometry import box
+
+        on_cube = projected.iloc[missed].intersects(box(*grid.bounds)).to_numpy()
+        labels = gdf[class_column].to_numpy()
+        for reason, which in (("outside_cube", missed[~on_cube]), ("no_pixel", missed[on_cube])):
+            lost.append(drop_rows(ids[which], str(path), reason, labels[which]))
     sample_ids = np.array([f"{ids[f]}@{r},{c}" for f, r, c in zip(feat, rows, cols, strict=False)], dtype=object)
-    return samples_at_pixels(cube, rows, cols, codes[feat], sample_ids, anchors=feature_anchor[feat])
+    # the pixels of one polygon share its feature (file and row), so training can cap pixels per polygon; a point's
+    # pixel is its own feature, so points are never reduced by that cap (pipeline.sampling.cap_samples)
+    features = np.array(
+        [
+            f"{path.name}#{f}" if is_poly[f] else f"{path.name}#{f}@{r},{c}"
+            for f, r, c in zip(feat, rows, cols, strict=True)
+        ],
+        dtype=object,
+    )
+    samples = samples_at_pixels(
+        cube, rows, cols, codes[feat], sample_ids, anchors=feature_anchor[feat], source=str(path), features=features
+    )
+    samples.dropped = dropped_table(*lost, samples.dropped)
+    return samples
 
 
 def sample_raster(cube: xr.Dataset, path: str | Path, legend: Legend | None = None) -> Samples:
@@ -556,7 +675,7 @@ def sample_raster(cube: xr.Dataset, path: str | Path, legend: Legend | None = No
         raise InputError(path, "no labelled pixel falls on the cube")
     codes = _labels_to_codes(path, dest[rows, cols].astype(np.int64), legend)
     ids = np.array([f"{path.stem}@{r},{c}" for r, c in zip(rows, cols, strict=False)], dtype=object)
-    return samples_at_pixels(cube, rows, cols, codes, ids)
+    return samples_at_pixels(cube, rows, cols, codes, ids, source=str(path))
 
 
 def load_samples(
@@ -571,6 +690,9 @@ def load_samples(
     legend = load_legend() if legend is None else legend
     parts = []
     for p in map(Path, paths):
+        from pipeline.sample_formats import check_sample_file
+
+        check_sample_file(p, cube is not None, class_column)  # names what the file is and what it lacks
         suffix = p.suffix.lower()
         if suffix in (".tif", ".tiff"):
             if cube is None:

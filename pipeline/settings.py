@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from pipeline.band_names import canonical_band
 from pipeline.errors import ConfigError, file_kind
 
 #: Sentinel-2 spectral bands by their canonical names, with native resolution in metres.
@@ -60,20 +61,76 @@ class StacInput(Settings):
 
     kind: Literal["stac"] = Field("stac", description="selects this input kind")
     paths: tuple[Path, ...] = Field(min_length=1, description="Item or ItemCollection JSON files")
+    product_level: Literal["L2A", "L1C"] | None = Field(
+        None,
+        description="processing level of the items when their metadata does not say it (processing:level, "
+        "s2:product_type, collection or product name); checked against what it does say",
+    )
+
+
+#: Default ``file_pattern`` of the ``band_files`` layout: the scene (everything before the band, holding the first
+#: date), the band and an optional ``_10m`` before the suffix. It reads BigEarthNet
+#: (``S2A_MSIL2A_20170613T101031_0_45_B02.tif``), SAFE IMG_DATA (``T31UFS_20210612T104619_B02_10m.jp2``,
+#: ``..._SCL_20m.jp2``) and Earth Engine per-band exports (``20210612T104619_20210612T104837_T31UFS_B2.tif``).
+DEFAULT_FILE_PATTERN = (
+    r"^(?P<scene>.*?(?P<year>(?:19|20)\d{2})-?(?P<month>[01]\d)-?(?P<day>[0-3]\d).*?)"
+    r"[_.-](?P<band>(?i:B\d{1,2}A?|SCL))(?:_\d{2}m)?\.(?i:tiff?|jp2)$"
+)
 
 
 class GeoTiffInput(Settings):
-    """Plain multi-band GeoTIFFs, one acquisition each; the band order is given here."""
+    """GeoTIFF / JPEG 2000 files without Sentinel-2 metadata, in one of three layouts (README: GeoTIFF layouts).
+
+    ``file_per_date``: one multi-band file per acquisition; ``band_files``: one file per band, grouped into
+    acquisitions by ``file_pattern``; ``stack``: one file holding several dates x bands. What the files do not say
+    themselves (band names, date, processing level, radiometry) comes from here; nothing is guessed from pixels.
+    """
 
     kind: Literal["geotiff"] = Field("geotiff", description="selects this input kind")
-    paths: tuple[Path, ...] = Field(min_length=1, description="GeoTIFF files or folders of *.tif")
-    bands: tuple[str, ...] = Field(min_length=1, description="band name of each file band, e.g. [B02, B03, SCL]")
+    paths: tuple[Path, ...] = Field(
+        min_length=1,
+        description="files, or folders of *.tif / *.tiff / *.jp2 (band_files: their subfolders too, 5 levels deep)",
+    )
+    layout: Literal["file_per_date", "band_files", "stack"] = Field(
+        "file_per_date",
+        description="file_per_date: one multi-band file per date; band_files: one file per band, grouped by "
+        "file_pattern; stack: one file of dates x bands",
+    )
+    bands: tuple[str | None, ...] | None = Field(
+        None,
+        description="file_per_date: the band of each file band, null to ignore one (default: the band "
+        "descriptions); stack with band_order: the bands of one date in file order; band_files: take only these "
+        "(and SCL). Names like B2, b02, B8A, SCL",
+    )
     date_pattern: str = Field(
         r"(?P<year>\d{4})-?(?P<month>\d{2})-?(?P<day>\d{2})",
         description="regex with year/month/day groups applied to the file name to find the acquisition date",
     )
-    product_level: Literal["L2A", "L1C"] = Field(
-        "L2A", description="processing level of the files (L1C needs ingest.allow_l1c)"
+    date: dt.date | None = Field(
+        None, description="acquisition date of files whose name and metadata hold none (not for stack)"
+    )
+    file_pattern: str = Field(
+        DEFAULT_FILE_PATTERN,
+        description="band_files: regex on the file name with group band, optionally scene and year/month/day "
+        "(else the date comes as for any file); the default reads BigEarthNet, SAFE IMG_DATA and GEE names",
+    )
+    description_pattern: str | None = Field(
+        None,
+        description="stack: regex on each band description with group band and year/month/day or step; default:"
+        " B2_3, 0_B2, B2_20210115 and 20210115..._B2",
+    )
+    dates: tuple[dt.date, ...] | None = Field(
+        None, description="stack: the date of each time step (steps in numeric order, or file order)"
+    )
+    band_order: Literal["date_major", "band_major"] | None = Field(
+        None,
+        description="stack without band descriptions: date_major = all bands of the first date, then the next "
+        "(GEE toBands); band_major = all dates of the first band, then the next; needs bands and dates",
+    )
+    product_level: Literal["L2A", "L1C"] | None = Field(
+        None,
+        description="processing level when neither the file names nor their metadata say it (else it must agree); "
+        "L1C needs ingest.allow_l1c",
     )
     processing_baseline: str | None = Field(
         None, description="e.g. '04.00'; decides the offset (-1000 from 04.00 on) unless add_offset is given"
@@ -84,16 +141,40 @@ class GeoTiffInput(Settings):
 
     @field_validator("bands")
     @classmethod
-    def _known_bands(cls, bands: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [b for b in bands if b not in S2_BAND_RESOLUTION and b != "SCL"]
+    def _known_bands(cls, bands: tuple[str | None, ...] | None) -> tuple[str | None, ...] | None:
+        if bands is None:
+            return None
+        named = [b for b in bands if b is not None]
+        if not named:
+            raise ValueError("bands names no band (null entries only ignore file bands)")
+        unknown = [b for b in named if canonical_band(b) is None]
         if unknown:
-            raise ValueError(f"unknown band names {unknown}; use {sorted(S2_BAND_RESOLUTION)} or SCL")
-        if len(set(bands)) != len(bands):
+            raise ValueError(f"unknown band names {unknown}; use {sorted(S2_BAND_RESOLUTION)} (or B2, B8A) or SCL")
+        canonical = tuple(None if b is None else canonical_band(b) for b in bands)
+        if len(set(named)) != len(named) or len({b for b in canonical if b}) != len(named):
             raise ValueError(f"duplicate band names in {list(bands)}")
-        return bands
+        return canonical
+
+    @model_validator(mode="after")
+    def _layout_fields(self) -> GeoTiffInput:
+        # A field the chosen layout does not read must not be silently ignored: the user meant something by it.
+        given = self.model_fields_set
+        only = {"file_pattern": "band_files", "description_pattern": "stack", "dates": "stack", "band_order": "stack"}
+        for name, layout in only.items():
+            if name in given and getattr(self, name) is not None and self.layout != layout:
+                raise ValueError(f"{name} is for layout: {layout} (this input is layout: {self.layout})")
+        if self.layout == "stack" and self.date is not None:
+            raise ValueError("a stack holds several dates: give dates (one per time step), not date")
+        if self.layout == "band_files" and self.bands is not None and None in self.bands:
+            raise ValueError("band_files: bands lists the bands to take; null entries mean nothing there")
+        spec_mapping = (self.bands, self.band_order)
+        if self.layout == "stack" and spec_mapping != (None, None) and (None in spec_mapping or not self.dates):
+            raise ValueError("a stack without band descriptions needs bands, dates and band_order together")
+        return self
 
     @model_validator(mode="after")
     def _radiometry_known(self) -> GeoTiffInput:
+        # Only checked here when the level is stated; a level found in the files is checked at discovery.
         if self.product_level == "L2A" and self.processing_baseline is None and self.add_offset is None:
             raise ValueError(
                 "give processing_baseline (e.g. '04.00') or add_offset (e.g. -1000 or 0): "
@@ -111,6 +192,11 @@ class StacApiInput(Settings):
     max_items: int = Field(10000, ge=1, le=1_000_000, description="stop after this many items (a safety limit)")
     max_cloud_cover: float | None = Field(None, ge=0, le=100, description="filter on eo:cloud_cover (%)")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds to wait for each API answer")
+    product_level: Literal["L2A", "L1C"] | None = Field(
+        None,
+        description="processing level of the items when their metadata does not say it (processing:level, "
+        "s2:product_type, collection or product name); checked against what it does say",
+    )
 
 
 InputSpec = Annotated[SafeInput | StacInput | GeoTiffInput | StacApiInput, Field(discriminator="kind")]
@@ -273,6 +359,12 @@ class ConfidenceSpec(Settings):
         False,
         description="run even when the target cannot be certified (the map is then all 'unclassified'); "
         "otherwise such a run stops before any work",
+    )
+    allow_fewer_months: bool = Field(
+        False,
+        description="run the model on a period shorter than the season it was trained on (Presto's encoder takes "
+        "the months there are); its calibration and certificate were fitted on the full season and do not hold, "
+        "which the run report says, with what the model card measured (benchmarks/FEWER_MONTHS.md)",
     )
 
     @model_validator(mode="after")

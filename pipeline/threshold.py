@@ -17,6 +17,7 @@ data from the same distribution reaches the target.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -323,9 +324,23 @@ def policy_for_model(
             choices.append(choose_threshold(scores[chosen], correct[chosen], target, delta / n_classes))
         per_class_thresholds = tuple(ch.threshold for ch in choices)
         report["per_class"] = {str(c): ch.to_dict() for c, ch in enumerate(choices)}
-    policy = ThresholdPolicy(score, choice.threshold, per_class_thresholds, min_clear_observations)
+    policy = ThresholdPolicy(
+        score, _as_stored(choice.threshold), tuple(_as_stored(t) for t in per_class_thresholds), min_clear_observations
+    )
     report["policy"] = policy.to_dict()
     return policy, report
+
+
+#: Decimals of the calibration scores stored in a model (``validation_scores``).
+STORED_SCORE_DECIMALS = 6
+
+
+def _as_stored(threshold: float) -> float:
+    """A threshold chosen among stored (rounded) scores, as the smallest unrounded score that rounds to it: a pixel
+    scoring 0.9999996 is the calibration point stored as 1.0, and must be kept when 1.0 is the threshold."""
+    if not math.isfinite(threshold):
+        return threshold
+    return threshold - 0.5 * 10.0**-STORED_SCORE_DECIMALS
 
 
 def certification_problem(meta: dict[str, Any], report: dict[str, Any], delta: float = 0.05) -> str | None:
@@ -438,8 +453,8 @@ def calibrate_and_certify(
         },
         "thresholds": {"policy": policy.to_dict(), "report": report},
         "validation_scores": {
-            "top1": np.round(gated_score("top1"), 6).tolist(),
-            "margin": np.round(gated_score("margin"), 6).tolist(),
+            "top1": np.round(gated_score("top1"), STORED_SCORE_DECIMALS).tolist(),
+            "margin": np.round(gated_score("margin"), STORED_SCORE_DECIMALS).tolist(),
             "correct": correct.astype(int).tolist(),
             "predicted": calibrated.argmax(1).astype(int).tolist(),
             "inside_gate": inside.astype(int).tolist(),

@@ -7,24 +7,37 @@ Two modes:
   much smaller learning rate for the encoder (large steps would wash out what pretraining learned).
 
 Both use AdamW and class-weighted cross-entropy (by default weights ~ 1/sqrt(class frequency): rare classes count
-without the head giving up the common ones) for a fixed number of epochs. The spatially separated validation split
-is never used to choose the epoch (``patience`` > 0 enables early stopping on it, making its metrics optimistic).
-Everything is seeded.
+without the head giving up the common ones), for at most ``max_epochs`` epochs and at most ``time_budget_s``
+seconds. Everything is seeded; the artifact records why training stopped ("early_stopping", "max_epochs" or
+"time_budget") and after how many epochs.
 
 Splits are spatial (whole blocks on one side): train / calibration / test (``test_fraction`` > 0; the shipped
 model uses no test split and takes its accuracy figures from the seed-averaged procedure of
-``pipeline.model_card``). Training fits only on the train split. On the calibration split ("validation" in the
-metrics): the novelty gate's threshold (``pipeline.novelty``, its Gaussians fitted on the train embeddings), the
-temperature, and the confidence threshold certified for ``target_accuracy`` (pipeline.threshold) on the points the
-gate lets through, as a share of all of them. A target the calibration data cannot certify is lowered to the
-highest one it does certify. The calibration scores are stored in the artifact so a job can ask for another target
-at run time without retraining. With a test split, everything is then scored once on it (``metrics["test"]``).
+``pipeline.model_card``). The block size is chosen from the samples' extent unless given (``block_m="auto"``,
+pipeline.sampling.auto_block_m), so the calibration and test fractions come out as asked. Training fits only on
+the train split. On the calibration split ("validation" in the metrics): the novelty gate's threshold
+(``pipeline.novelty``, its Gaussians fitted on the train embeddings), the temperature, and the confidence threshold
+certified for ``target_accuracy`` (pipeline.threshold) on the points the gate lets through, as a share of all of
+them. A target the calibration data cannot certify is lowered to the highest one it does certify. The calibration
+scores are stored in the artifact so a job can ask for another target at run time without retraining. With a test
+split, everything is then scored once on it (``metrics["test"]``).
+
+Which epoch to keep is chosen on none of these: early stopping (on by default) watches an inner "stopping" split
+of whole blocks carved from the train split (``stop_fraction`` of it) and restores the head of the epoch with the
+lowest loss there. Stopping on the calibration split would let it choose the model it then certifies, making the
+certificate optimistic; the calibration split is the same samples with early stopping on or off.
+
+The train split may be thinned before any of this (pipeline.sampling.cap_samples): at most ``max_per_polygon``
+pixels of each polygon and ``max_per_class`` samples of each class, seeded. The calibration and test splits are
+never thinned: the certificate is computed on every pixel of the held-out blocks, as the map will see them, and
+``suelo evaluate`` finds the same split again.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,7 +57,14 @@ from pipeline.errors import ConfigError
 from pipeline.evaluate import classification_metrics, rf_baseline
 from pipeline.legend import Legend
 from pipeline.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
-from pipeline.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, three_way_split
+from pipeline.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, spatial_split, three_way_split
+from pipeline.sampling import DEFAULT_MAX_PER_CLASS, DEFAULT_MAX_PER_POLYGON, auto_block_m, cap_samples
+from pipeline.train_progress import TrainProgress
+
+# Pixels per embedding call: progress is reported between calls. A multiple of the encoder's CPU batch sizes
+# (64 fp32, 128 bf16), so every batch holds the same pixels as in one call and the embeddings are bit-identical.
+EMBED_CHUNK = 16_384
+STOP_REASONS = ("early_stopping", "max_epochs", "time_budget")
 
 
 @dataclass(frozen=True)
@@ -55,8 +75,14 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     batch_size: int = 64
-    max_epochs: int = 200
-    patience: int = 0  # 0: no early stopping (the validation split stays independent of training choices)
+    max_epochs: int = 200  # the upper limit; early stopping usually ends sooner
+    # Early stopping on the stopping split (whole blocks of the train split): after `patience` epochs without a
+    # lower loss there, the best epoch's head is restored. Off when False or when patience is 0 (how models made
+    # before it existed read: their stored config has patience 0).
+    early_stopping: bool = True
+    patience: int = 10
+    stop_fraction: float = 0.15  # share of the (thinned) train split held out as the stopping split
+    time_budget_s: float | None = None  # stop the epochs when the next would end past this many seconds
     class_weighting: str = "sqrt"  # none | sqrt | balanced
     calibration: str = "temperature"  # none | temperature | vector
     target_accuracy: float = 0.95
@@ -68,9 +94,11 @@ class TrainConfig:
     finetune_epochs: int = 20
     finetune_patience: int = 5
     seed: int = 0
-    block_m: float = DEFAULT_BLOCK_M
+    block_m: float | str = "auto"  # spatial block size in m, or "auto" (from the samples' extent, at most 10 km)
     val_fraction: float = 0.2  # the calibration split
     test_fraction: float = 0.0  # > 0: a third, untouched split scored once at the end (metrics["test"])
+    max_per_polygon: int | None = DEFAULT_MAX_PER_POLYGON  # training pixels kept per polygon (None: all)
+    max_per_class: int | None = DEFAULT_MAX_PER_CLASS  # training samples kept per class (None: all)
     min_class_samples: int = 5  # classes with fewer training samples are left out of the model
     rf_baseline: bool = True
     novelty_rejection_rate: float = DEFAULT_REJECTION_RATE  # share of in-distribution points the gate may reject
@@ -83,11 +111,44 @@ class TrainConfig:
         d["card_targets"] = list(self.card_targets)
         return d
 
+    @classmethod
+    def legacy(cls, **changes: Any) -> TrainConfig:
+        """How models were trained before training scaled (and the shipped model, models/train_default.py, is):
+        every training sample, a fixed ``max_epochs`` with no early stopping, 10 km blocks."""
+        fixed: dict[str, Any] = {
+            "early_stopping": False, "max_per_polygon": None, "max_per_class": None, "block_m": DEFAULT_BLOCK_M,
+        }  # fmt: skip
+        return cls(**(fixed | changes))
+
+    @property
+    def stops_early(self) -> bool:
+        return self.early_stopping and self.patience > 0
+
+    def check(self) -> None:
+        """A :class:`ConfigError` for values training cannot use."""
+        if isinstance(self.block_m, str):
+            if self.block_m != "auto":
+                raise ConfigError(f"block_m must be a size in metres or 'auto', got {self.block_m!r}")
+        elif not (math.isfinite(self.block_m) and self.block_m > 0):
+            raise ConfigError(f"block_m must be positive, got {self.block_m}")
+        if self.max_epochs < 1:
+            raise ConfigError(f"max_epochs must be at least 1, got {self.max_epochs}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be 0 (no early stopping) or more, got {self.patience}")
+        if not 0 < self.stop_fraction < 1:
+            raise ConfigError(f"stop_fraction must be in (0, 1), got {self.stop_fraction}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ConfigError(f"time_budget_s must be positive (or None: no limit), got {self.time_budget_s}")
+        for name in ("max_per_polygon", "max_per_class"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be 0 or None (no cap) or positive, got {value}")
+
 
 @dataclass
 class TrainResult:
     artifact: ModelArtifact
-    train: Samples
+    train: Samples  # the training samples the model was made from: fit + stopping split, after the caps
     val: Samples
     history: list[dict[str, float]] = field(default_factory=list)
     val_logits: np.ndarray | None = None  # (n_val, n_classes), for the calibration and risk-coverage figures
@@ -95,6 +156,7 @@ class TrainResult:
     test: Samples | None = None
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # "train" / "val" / "test" embeddings
     head: MLPHead | None = None
+    stopping: Samples | None = None  # the stopping split (None without early stopping)
 
 
 def ids_digest(ids: Sequence[str]) -> str:
@@ -119,24 +181,51 @@ def _presto_arrays(samples: Samples, bands: Sequence[str]) -> dict[str, np.ndarr
     return {"x": x, "mask": mask, "dw": dw, "latlons": samples.latlons.astype(np.float32), "month": samples.start_month}
 
 
+def _take(arrays: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[index] for k, v in arrays.items()}
+
+
+def resolve_block_m(block_m: float | str, samples: Samples) -> tuple[float, dict[str, Any]]:
+    """The block size the split uses: ``block_m`` itself, or for ``"auto"`` the one chosen from the samples'
+    anchors (pipeline.sampling.auto_block_m); with what was chosen and why."""
+    from pipeline.sampling import effective_blocks, extent_km
+
+    if block_m == "auto":
+        size, info = auto_block_m(samples.anchors)
+        return size, {"requested": "auto", **info}
+    size = float(block_m)
+    count, effective = effective_blocks(samples.anchors, size)
+    return size, {"requested": size, "block_m": size, "blocks": count, "effective_blocks": round(effective, 1),
+                  "extent_km": extent_km(samples.anchors)}  # fmt: skip
+
+
 def _fit(
     forward: Callable[[np.ndarray, bool], torch.Tensor],
     params: list[dict[str, Any]],
     modules: list[torch.nn.Module],
     y_train: np.ndarray,
-    y_val: np.ndarray,
+    y_watch: np.ndarray,
     weights: torch.Tensor,
     config: TrainConfig,
     max_epochs: int,
     patience: int,
+    deadline: float | None,
     log: Callable[[str], None],
     tag: str,
-) -> list[dict[str, float]]:
-    """AdamW mini-batch training with early stopping on the weighted validation loss; restores the best state."""
+    watched: str,
+    progress: TrainProgress,
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """AdamW mini-batches for at most ``max_epochs`` epochs, scoring the weighted loss on the watched split
+    (``forward(idx, False)``) after each. With ``patience`` > 0 it stops after that many epochs without a lower
+    watched loss and restores the best state; it also stops when the next epoch would end after ``deadline``
+    (``time.perf_counter()`` seconds; None: no limit), and always runs at least one epoch."""
     opt = torch.optim.AdamW(params, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    yt, yv = torch.from_numpy(y_train), torch.from_numpy(y_val)
-    best, best_state, bad, history = float("inf"), None, 0, []
+    yt, yv = torch.from_numpy(y_train), torch.from_numpy(y_watch)
+    best, best_state, best_epoch, bad, history = float("inf"), None, None, 0, []
+    reason = "max_epochs"
+    began = time.perf_counter()
+    progress.start(tag, max_epochs, "epochs")
     for epoch in range(max_epochs):
         for m in modules:
             m.train()
@@ -152,25 +241,63 @@ def _fit(
         for m in modules:
             m.eval()
         with torch.no_grad():
-            logits = forward(np.arange(len(y_val)), False)
+            logits = forward(np.arange(len(y_watch)), False)
             val_loss = float(F.cross_entropy(logits, yv, weight=weights))
             val_acc = float((logits.argmax(1) == yv).float().mean())
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_acc": val_acc})
-        if patience <= 0:
-            continue
-        if val_loss < best - 1e-4:
-            best, bad = val_loss, 0
-            best_state = [copy.deepcopy(m.state_dict()) for m in modules]
-        else:
-            bad += 1
-            if bad >= patience:
-                break
+        progress.update(tag, epoch + 1, loss=total / len(order), val_loss=val_loss, watched=watched)
+        if patience > 0:
+            if val_loss < best - 1e-4:
+                best, best_epoch, bad = val_loss, epoch, 0
+                best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+            else:
+                bad += 1
+                if bad >= patience:
+                    reason = "early_stopping"
+                    break
+        now = time.perf_counter()
+        if deadline is not None and epoch + 1 < max_epochs and now + (now - began) / (epoch + 1) > deadline:
+            reason = "time_budget"
+            break
+    progress.finish(tag)
     if best_state is not None:
         for m, state in zip(modules, best_state, strict=False):
             m.load_state_dict(state)
     h = history[-1]
-    log(f"{tag}: {len(history)} epochs, val loss {h['val_loss']:.4f}, train loss {h['train_loss']:.4f}")
-    return history
+    restored = f", restored epoch {best_epoch + 1}" if best_epoch is not None else ""
+    log(
+        f"{tag}: {len(history)} epochs ({reason.replace('_', ' ')}{restored}) in {time.perf_counter() - began:.1f} s, "
+        f"{watched} loss {h['val_loss']:.4f}, train loss {h['train_loss']:.4f}"
+    )
+    record = {
+        "reason": reason,
+        "epochs": len(history),
+        "best_epoch": None if best_epoch is None else best_epoch + 1,
+        "best_loss": None if best_epoch is None else best,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+    return history, record
+
+
+def _stopping_split(
+    samples: Samples, side: np.ndarray, block_m: float, config: TrainConfig, log: Callable[[str], None]
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(fit, stopping)`` indices into ``samples``: whole blocks of the train split ``side`` held out to watch
+    for early stopping, ``stop_fraction`` of its samples; no stopping split (and so no early stopping) without
+    early stopping or when the train split is a single block."""
+    empty = np.zeros(0, dtype=np.int64)
+    if not config.stops_early:
+        return side, empty, {"enabled": False}
+    try:
+        fit, stop = spatial_split(samples.subset(side), block_m, config.stop_fraction, config.seed)
+    except ValueError:
+        log("early stopping off: the train split is one spatial block, there is none to hold out")
+        return side, empty, {"enabled": False, "why": "the train split is one spatial block"}
+    return side[fit], side[stop], {"enabled": True}
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
 
 
 def train_model(
@@ -180,24 +307,42 @@ def train_model(
     encoder_path: str | Path | None = None,
     sources: Sequence[str] = (),
     log: Callable[[str], None] = lambda _msg: None,
+    progress: TrainProgress | None = None,
 ) -> TrainResult:
     """Split ``samples`` spatially, train, score the model and the RandomForest baseline, build the artifact."""
     from models.inference import encode_pixels
     from models.presto import DEFAULT_WEIGHTS, load_presto_encoder
 
     config = config or TrainConfig()
+    config.check()
+    progress = progress or TrainProgress()
     started = time.perf_counter()
+    deadline = None if config.time_budget_s is None else started + config.time_budget_s
     torch.manual_seed(config.seed)
     bands = list(config.bands)
     samples = samples.select_bands(bands)
     unknown = sorted(set(samples.labels.tolist()) - set(legend.codes))
     if unknown:
         raise ConfigError(f"sample labels {unknown[:10]} are not in the legend {list(legend.codes)}")
-    # the split is made on all samples, before rare classes are dropped, so `suelo evaluate` can redo it exactly
+    # the split is made on all samples, before rare classes are dropped and before the train split is thinned,
+    # so `suelo evaluate` can redo it exactly from the stored (resolved) block size
+    block_m, blocks = resolve_block_m(config.block_m, samples)
     train_idx, val_idx, test_idx = three_way_split(
-        samples, config.block_m, config.val_fraction, config.test_fraction, config.seed
+        samples, block_m, config.val_fraction, config.test_fraction, config.seed
     )
-    counts = np.bincount(np.searchsorted(legend.codes, samples.labels[train_idx]), minlength=len(legend))
+    n_all = len(samples)
+    log(
+        f"split: {block_m:g} m blocks ({'auto, ' if config.block_m == 'auto' else ''}{blocks['blocks']} blocks, "
+        f"{blocks['effective_blocks']:g} effective, over {blocks['extent_km'][0]:g} x {blocks['extent_km'][1]:g} km):"
+        f" calibration {len(val_idx) / n_all:.1%} of the samples (asked {config.val_fraction:.0%}), test "
+        f"{len(test_idx) / n_all:.1%} (asked {config.test_fraction:.0%})"
+    )
+    # thin the train split (at most max_per_polygon pixels per polygon, max_per_class per class), then carve the
+    # stopping split from what is left, so it holds stop_fraction of the samples training really uses
+    keep, sampling = cap_samples(samples.subset(train_idx), config.max_per_polygon, config.max_per_class, config.seed)
+    side = train_idx[keep]
+    fit_idx, stop_idx, stopping = _stopping_split(samples, side, block_m, config, log)
+    counts = np.bincount(np.searchsorted(legend.codes, samples.labels[fit_idx]), minlength=len(legend))
     kept_codes = [c for c, n in zip(legend.codes, counts, strict=False) if n >= config.min_class_samples]
     dropped = {
         legend.by_code(c).name: int(n)
@@ -209,52 +354,104 @@ def train_model(
             f"need at least two classes with >= {config.min_class_samples} training samples, got {counts}"
         )
     model_legend = legend.subset(kept_codes)
-    train = samples.subset(train_idx[np.isin(samples.labels[train_idx], kept_codes)])
-    val = samples.subset(val_idx[np.isin(samples.labels[val_idx], kept_codes)])
-    test = samples.subset(test_idx[np.isin(samples.labels[test_idx], kept_codes)]) if len(test_idx) else None
+
+    def of_model(index: np.ndarray) -> np.ndarray:
+        return index[np.isin(samples.labels[index], kept_codes)]
+
+    used_idx = np.sort(np.concatenate([fit_idx, stop_idx]))  # the train split's order
+    train = samples.subset(of_model(used_idx))
+    fit_mask = np.isin(of_model(used_idx), fit_idx)  # which of `train` the head is fitted on (all but stopping)
+    val = samples.subset(of_model(val_idx))
+    test = samples.subset(of_model(test_idx)) if len(test_idx) else None
     if len(val) == 0:
         raise ConfigError("the validation split holds no sample of the model's classes; change seed or block size")
     code_index = {c: i for i, c in enumerate(kept_codes)}
-    y_train = np.array([code_index[c] for c in train.labels], dtype=np.int64)
+    y_used = np.array([code_index[c] for c in train.labels], dtype=np.int64)
+    y_train, y_stop = y_used[fit_mask], y_used[~fit_mask]
     y_val = np.array([code_index[c] for c in val.labels], dtype=np.int64)
+    names = {c: legend.by_code(c).name for c in legend.codes}
+    capped = sampling["available"] != sampling["kept"]
     log(
-        f"{len(train)} train / {len(val)} validation {samples.product_level} samples, {len(kept_codes)} classes; "
-        f"dropped (too rare): {dropped}"
+        f"{len(y_train)} train{f' + {len(y_stop)} stopping' if len(y_stop) else ''} / {len(val)} validation "
+        f"{samples.product_level} samples, {len(kept_codes)} classes; dropped (too rare): {dropped}"
+        + (
+            f"; train split thinned from {sum(sampling['available'].values())} to {sum(sampling['kept'].values())} "
+            f"samples (at most {config.max_per_polygon} per polygon, {config.max_per_class} per class)"
+            if capped
+            else ""
+        )
     )
 
     encoder_weights = Path(encoder_path or DEFAULT_WEIGHTS)
     encoder = load_presto_encoder(encoder_weights)
-    tr, va = _presto_arrays(train, bands), _presto_arrays(val, bands)
+    used_arrays, va = _presto_arrays(train, bands), _presto_arrays(val, bands)
+    n_embed = len(train) + len(val)
+    progress.start("embedding", n_embed, "px")
+    embedded = 0
 
-    def embed(a: dict[str, np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(
-            encode_pixels(encoder, a["x"], a["mask"], a["dw"], a["latlons"], a["month"], device="cpu")
-        )
+    def embed(a: dict[str, np.ndarray], report: bool = True) -> torch.Tensor:
+        nonlocal embedded
+        parts = []
+        for s in range(0, len(a["x"]), EMBED_CHUNK):
+            sl = slice(s, s + EMBED_CHUNK)
+            parts.append(
+                encode_pixels(
+                    encoder, a["x"][sl], a["mask"][sl], a["dw"][sl], a["latlons"][sl], a["month"][sl], device="cpu"
+                )
+            )
+            if report:
+                embedded += len(parts[-1])
+                progress.update("embedding", embedded)
+        if not parts:
+            return torch.zeros((0, encoder.config.embedding_size), dtype=torch.float32)
+        return torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
-    emb_train, emb_val = embed(tr), embed(va)
-    log(f"embeddings: {time.perf_counter() - started:.1f} s")
+    emb_used, emb_val = embed(used_arrays), embed(va)
+    progress.finish("embedding")
+    emb_train, emb_stop = emb_used[torch.from_numpy(fit_mask)], emb_used[torch.from_numpy(~fit_mask)]
+    if fit_mask.all():  # no stopping split: the very same tensor as before it existed
+        emb_train = emb_used
+    log(f"embeddings: {time.perf_counter() - started:.1f} s ({n_embed} px)")
     weights = class_weights(y_train, len(kept_codes), config.class_weighting)
     head_config = HeadConfig(emb_train.shape[1], config.hidden, config.dropout, len(kept_codes))
     head = MLPHead(head_config)
+    # the epoch is chosen on the stopping split; without one the calibration loss is only shown, never used
+    stops = len(y_stop) > 0
+    emb_watch, y_watch = (emb_stop, y_stop) if stops else (emb_val, y_val)
+    watched = "stopping" if stops else "calibration"
 
     def frozen_forward(idx: np.ndarray, training: bool) -> torch.Tensor:
-        return head((emb_train if training else emb_val)[torch.from_numpy(idx)])
+        return head((emb_train if training else emb_watch)[torch.from_numpy(idx)])
 
-    history = _fit(
-        frozen_forward,
-        [{"params": head.parameters(), "lr": config.lr}],
-        [head],
-        y_train,
-        y_val,
-        weights,
-        config,
-        config.max_epochs,
-        config.patience,
-        log,
-        "head",
-    )
+    # One thread for the head: a 64-sample step of a 128-64-n MLP is far too small to split, and two threads
+    # waiting on each other at every tiny op took 10-60 ms a step instead of 1 ms on a busy 2-core machine
+    # (measured; the 98 s an epoch a user saw for 365,000 pixels is ~20 ms a step). Bit-identical results.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        history, stop_record = _fit(
+            frozen_forward,
+            [{"params": head.parameters(), "lr": config.lr}],
+            [head],
+            y_train,
+            y_watch,
+            weights,
+            config,
+            config.max_epochs,
+            config.patience if stops else 0,
+            deadline,
+            log,
+            "head",
+            watched,
+            progress,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    stop_records = {"head": stop_record}
     encoder_state = None
     if config.finetune:
+        fit_arrays = _take(used_arrays, np.flatnonzero(fit_mask))
+        watch_arrays = _take(used_arrays, np.flatnonzero(~fit_mask)) if stops else va
 
         def tensors(a: dict[str, np.ndarray], idx: np.ndarray) -> list[torch.Tensor]:
             return [
@@ -267,10 +464,12 @@ def train_model(
 
         def tuned_forward(idx: np.ndarray, training: bool) -> torch.Tensor:
             if training:
-                return head(encoder(*tensors(tr, idx)))
-            return torch.cat([head(encoder(*tensors(va, idx[s : s + 1024]))) for s in range(0, len(idx), 1024)])
+                return head(encoder(*tensors(fit_arrays, idx)))
+            return torch.cat(
+                [head(encoder(*tensors(watch_arrays, idx[s : s + 1024]))) for s in range(0, len(idx), 1024)]
+            )
 
-        history += _fit(
+        tuned, stop_records["fine-tune"] = _fit(
             tuned_forward,
             [
                 {"params": encoder.parameters(), "lr": config.encoder_lr},
@@ -278,26 +477,32 @@ def train_model(
             ],
             [encoder, head],
             y_train,
-            y_val,
+            y_watch,
             weights,
             config,
             config.finetune_epochs,
-            config.finetune_patience,
+            config.finetune_patience if stops else 0,
+            deadline,
             log,
             "fine-tune",
+            watched,
+            progress,
         )
+        history += tuned
         # the encoder's fixed tables are buffers rebuilt on load; store every state entry anyway for exactness
         encoder_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
         encoder.eval()
-        emb_val = embed(va)
+        emb_used, emb_val = embed(used_arrays, False), embed(va, False)
+    final_stop = stop_records["fine-tune" if config.finetune else "head"]
 
     head.eval()
     with torch.no_grad():
         val_logits = head(emb_val).double().numpy()
     pred = np.asarray(kept_codes)[val_logits.argmax(1)]
     metrics: dict[str, Any] = {"validation": classification_metrics(val.labels, pred, model_legend)}
+    # the gate's Gaussians describe all the training data the model was made from, the stopping split included
     gate = fit_gate(
-        emb_train.numpy(), y_train, emb_val.numpy(), config.novelty_rejection_rate,
+        emb_used.numpy(), y_used, emb_val.numpy(), config.novelty_rejection_rate,
         "Presto embedding (128, mean-pooled tokens after the final LayerNorm)",
     )  # fmt: skip
     inside_val = ~gate.outside(emb_val.numpy())
@@ -328,10 +533,12 @@ def train_model(
     )
     test_emb = None
     if test is not None and len(test):
-        test_emb = embed(_presto_arrays(test, bands)).numpy()
+        test_emb = embed(_presto_arrays(test, bands), False).numpy()
         metrics["test"] = score_test_split(
             head, gate, confidence, test, test_emb, kept_codes, model_legend, config, train
         )
+    split_train = samples.subset(of_model(train_idx))  # the train split as `suelo evaluate` redoes it
+    stopping_samples = train.subset(np.flatnonzero(~fit_mask)) if stops else None
     meta = {
         "legend": model_legend.to_list(),
         "input_contract": input_contract(
@@ -345,21 +552,58 @@ def train_model(
             "class_counts_train": {model_legend.by_code(c).name: n for c, n in train.class_counts().items()},
             "class_counts_val": {model_legend.by_code(c).name: n for c, n in val.class_counts().items()},
             "classes_dropped_too_rare": dropped,
+            "sampling": sampling
+            | {
+                "available": {names[c]: n for c, n in sampling["available"].items()},
+                "kept": {names[c]: n for c, n in sampling["kept"].items()},
+                "applies_to": "the train split (fit + stopping); calibration and test keep every sample",
+            },
             "epochs": len(history),
+            "stopping_reason": final_stop["reason"],
+            "stopping": {
+                "early_stopping": stops,
+                "watched": "stopping split" if stops else "calibration split (shown only, never used to choose)",
+                "patience": config.patience if stops else 0,
+                "max_epochs": config.max_epochs,
+                "time_budget_s": config.time_budget_s,
+                **stop_records,
+            }
+            | ({"why_off": stopping["why"]} if "why" in stopping else {}),
             "seconds": round(time.perf_counter() - started, 1),
         },
         "split": {
             "method": "spatial blocks (pipeline.samples.spatial_split)",
-            "block_m": config.block_m,
+            "block_m": block_m,
+            "block_m_requested": blocks["requested"],
+            "blocks": {k: v for k, v in blocks.items() if k not in ("requested", "block_m")},
             "val_fraction": config.val_fraction,
             "test_fraction": config.test_fraction,
+            "achieved": {
+                "train": _share(len(train_idx), n_all),
+                "calibration": _share(len(val_idx), n_all),
+                "test": _share(len(test_idx), n_all),
+            },
             "seed": config.seed,
-            "n_train": len(train),
+            "n_train": len(split_train),
             "n_val": len(val),
             "n_test": 0 if test is None else len(test),
-            "train_ids_sha256": ids_digest(train.sample_ids),
+            "train_ids_sha256": ids_digest(split_train.sample_ids),
             "val_ids_sha256": ids_digest(val.sample_ids),
             "test_ids_sha256": ids_digest(test.sample_ids) if test is not None else None,
+            # the ids themselves, so `suelo evaluate` scores exactly these samples (long lists are stored
+            # compressed, models.artifact.pack_split_ids)
+            "train_ids": sorted(map(str, split_train.sample_ids)),
+            "calibration_ids": sorted(map(str, val.sample_ids)),
+            "test_ids": sorted(map(str, test.sample_ids)) if test is not None else [],
+            "n_fit": len(y_train),
+            "n_stopping": len(y_stop),
+            "stopping": {
+                "stop_fraction": config.stop_fraction,
+                "achieved": _share(len(y_stop), len(train)),
+                "ids_sha256": ids_digest(stopping_samples.sample_ids) if stopping_samples is not None else None,
+            }
+            if stops
+            else None,
         },
         "novelty": gate.meta(),
         "metrics": metrics,
@@ -370,10 +614,10 @@ def train_model(
     }
     head_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
     artifact = ModelArtifact(meta, head_state, encoder_state, gate=gate)
-    embeddings = {"train": emb_train.numpy(), "val": emb_val.numpy()}
+    embeddings = {"train": emb_used.numpy(), "val": emb_val.numpy()}
     if test_emb is not None:
         embeddings["test"] = test_emb
-    return TrainResult(artifact, train, val, history, val_logits, y_val, test, embeddings, head)
+    return TrainResult(artifact, train, val, history, val_logits, y_val, test, embeddings, head, stopping_samples)
 
 
 def calibrate_and_threshold(

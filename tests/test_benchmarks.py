@@ -105,3 +105,23 @@ def test_region_benchmark_counts_every_process_of_the_run() -> None:
     tree.stop()
     assert tree.peak_total_mb >= 300
     assert 0 < tree.peak_root_mb < 150  # the parent itself holds no block
+
+
+def test_training_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    """benchmarks/train.py on a small generated field set: both runs, the before run stopped by its budget and
+    extrapolated, the after run with caps and auto blocks (no timing is asserted)."""
+    from benchmarks.train import main
+
+    out, table = tmp_path / "train.json", tmp_path / "TRAIN.md"
+    args = ["--cases", "synthetic", "--synthetic-pixels", "3000", "--extent-km", "3", "--before-budget", "0.001",
+            "--max-epochs", "5", "--json", str(out), "--markdown", str(table)]  # fmt: skip
+    results = main(args)
+    assert json.loads(out.read_text()) == results and "| synthetic | after (defaults) |" in table.read_text()
+    before, after = results["cases"]["synthetic"]["before"], results["cases"]["synthetic"]["after"]
+    assert before["stopping_reason"] == "time_budget" and before["epochs"] == 1 and before["projected_epochs"] == 5
+    assert before["samples_fitted"] > after["samples_fitted"] and before["block_m"] == 10_000
+    assert after["block_m"] < 10_000 and abs(after["calibration_fraction"] - 0.2) < 0.05
+    for row in (before, after):
+        assert row["labelled_pixels"] > 2000 and row["wall_seconds"] > 0 and row["peak_rss_mb"] > 0
+    assert set(results["head_step_ms"]) == {f"{results['machine']['torch_threads']}_threads", "1_thread"}
+    assert 0 <= before["evaluation_overall_accuracy"] <= 1 and results["cases"]["synthetic"]["evaluation_pixels"] > 0

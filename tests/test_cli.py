@@ -94,7 +94,7 @@ def test_aoi_outside_the_data_is_a_clear_error(tmp_path: Path) -> None:
 def test_validate_reports_grid_and_scenes() -> None:
     result = CliRunner().invoke(main, ["validate", str(DEMO)])
     assert result.exit_code == 0, result.output
-    assert "scenes on the grid: 10" in result.output and "100 x 100 px" in result.output
+    assert "scenes on the grid in the period: 10" in result.output and "100 x 100 px" in result.output
     assert "landcover: landcover_default.pt, certified accuracy 0.8 at " in result.output
     assert "novelty gate rejects 5% of data like its training data" in result.output
 

@@ -367,7 +367,7 @@ def test_remote_vrt_named_tif_is_never_parsed(case: Path, server: tuple[str, Pat
 def test_demo_job_is_accepted() -> None:
     """The demo's items live in data/sample/belgium/, outside workflows/: the STAC file's folder is allowed."""
     output = valid("validate", DEMO)
-    assert "scenes on the grid: 10" in output
+    assert "scenes on the grid in the period: 10" in output
 
 
 def test_safe_and_geotiff_fixtures_are_accepted(tmp_path: Path) -> None:
@@ -385,7 +385,8 @@ def test_safe_and_geotiff_fixtures_are_accepted(tmp_path: Path) -> None:
         dst.write(values)
     (job_dir / "linked").symlink_to(tif.parent)  # a symlinked data folder named by the job is its own root
     for paths in ([str(tif)], ["linked"]):
-        inputs = [{"kind": "geotiff", "paths": paths, "bands": [*BANDS, "SCL"], "processing_baseline": "04.00"}]
+        inputs = [{"kind": "geotiff", "paths": paths, "bands": [*BANDS, "SCL"], "product_level": "L2A",
+                   "processing_baseline": "04.00"}]  # fmt: skip
         valid("validate", write_job(job_dir, job_spec(job_dir, inputs)))
 
 

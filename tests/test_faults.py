@@ -315,7 +315,7 @@ def test_nan_inf_and_all_cloudy_pixels_are_nodata(tmp_path: Path) -> None:
     spec = {
         "name": "hygiene",
         "inputs": [{"kind": "geotiff", "paths": [str(folder)], "bands": [*BANDS, "SCL"], "add_offset": 0,
-                    "nodata": None}],
+                    "nodata": None, "product_level": "L2A"}],
         "period": {"start": "2021-01-01", "end": "2021-12-31"},
         "ingest": {"bands": BANDS},
         "products": {"landcover": {"threshold": 0.0}},  # map every pixel that has a posterior

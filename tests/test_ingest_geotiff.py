@@ -34,7 +34,9 @@ def write_tif(path: Path, values: np.ndarray, crs: CRS, transform: Affine, nodat
 
 
 def spec(*paths: Path, **options: object) -> GeoTiffInput:
-    fields: dict[str, object] = {"bands": ("B04", "B08"), "processing_baseline": "04.00", **options}
+    # The test files' names do not say their level, which must then be stated (no silent L2A).
+    fields: dict[str, object] = {"bands": ("B04", "B08"), "product_level": "L2A", "processing_baseline": "04.00",
+                                 **options}  # fmt: skip
     return GeoTiffInput(paths=paths, **fields)
 
 

@@ -173,9 +173,13 @@ def test_folder_of_items_and_start_datetime(tmp_path: Path, bands: dict[str, np.
     folder = tmp_path / "items"
     folder.mkdir()
     assets = {"B04": {"href": "../tiles/B04.tif"}}
-    ranged = item("range", assets=assets, **{"s2:processing_baseline": "04.00", "start_datetime": "2023-07-01"})
+    ranged = item(
+        "range", assets=assets, **{"s2:processing_baseline": "04.00", "start_datetime": "2023-07-01",
+                                   "processing:level": "L2A"}
+    )  # fmt: skip
     ranged["properties"]["datetime"] = None
-    write_json(folder / "a.json", item("a", assets=assets, **{"s2:processing_baseline": "04.00"}))
+    level = {"s2:processing_baseline": "04.00", "processing:level": "L2A"}
+    write_json(folder / "a.json", item("a", assets=assets, **level))
     write_json(folder / "b.json", ranged)
     (folder / "notes.txt").write_text("not json")
     scenes = discover(stac(folder), INGEST)
@@ -194,6 +198,47 @@ def test_level_detection(tmp_path: Path, bands: dict[str, np.ndarray]) -> None:
     ]
     doc = write_json(tmp_path / "levels.json", {"type": "FeatureCollection", "features": cases})
     assert [s.level for s in discover(stac(doc), INGEST)] == ["L1C", "L1C", "L1C", "L2A"]
+
+
+def test_level_from_collection_product_uri_and_spec(tmp_path: Path, bands: dict[str, np.ndarray]) -> None:
+    assets = {"B04": {"href": "tiles/B04.tif"}}
+    base = {"s2:processing_baseline": "04.00"}
+    cases = [
+        item("c1", assets, **base) | {"collection": "sentinel-2-c1-l2a"},
+        item("c2", assets, **base) | {"collection": "sentinel-2-l1c"},
+        item("c3", assets, **base, **{"s2:product_uri": "S2B_MSIL1C_20230612T104629_N0509_R051_T31UFS.SAFE"}),
+        item("c4", assets, **base, **{"processing:level": "L2"}),
+    ]
+    doc = write_json(tmp_path / "levels.json", {"type": "FeatureCollection", "features": cases})
+    assert [s.level for s in discover(stac(doc), INGEST)] == ["L2A", "L1C", "L1C", "L2A"]
+    # an item that states nothing takes the level the job spec declares for the input
+    silent = write_json(tmp_path / "silent.json", item("silent", assets, **base))
+    declared = StacInput(paths=(silent,), product_level="L1C")
+    assert [s.level for s in discover(declared, INGEST)] == ["L1C"]
+
+
+def test_unknown_level_is_an_error_saying_how_to_declare_it(tmp_path: Path, bands: dict[str, np.ndarray]) -> None:
+    assets = {"B04": {"href": "tiles/B04.tif"}}
+    doc = write_json(tmp_path / "silent.json", item("silent", assets, **{"s2:processing_baseline": "04.00"}))
+    with pytest.raises(InputError, match=r"silent.json item silent: processing level unknown.*product_level: L2A"):
+        discover(stac(doc), INGEST)
+
+
+@pytest.mark.parametrize(
+    ("fields", "declared", "said"),
+    [
+        ({"s2:product_type": "S2MSI1C", "processing:level": "L2A"}, None, "s2:product_type says L1C"),
+        ({"s2:product_type": "S2MSI2A"}, "L1C", "product_level (job spec) says L1C"),
+    ],
+)
+def test_contradictory_levels_name_every_statement(
+    tmp_path: Path, bands: dict[str, np.ndarray], fields: dict[str, str], declared: str | None, said: str
+) -> None:
+    assets = {"B04": {"href": "tiles/B04.tif"}}
+    doc = write_json(tmp_path / "both.json", item("both", assets, **{"s2:processing_baseline": "04.00"}, **fields))
+    with pytest.raises(InputError, match="processing level is contradictory") as info:
+        discover(StacInput(paths=(doc,), product_level=declared), INGEST)
+    assert said in str(info.value)
 
 
 # radiometry precedence ----------
@@ -229,7 +274,7 @@ def test_raster_nodata_is_used(tmp_path: Path, bands: dict[str, np.ndarray]) -> 
 
 
 def test_missing_radiometry_is_an_error_naming_the_item(tmp_path: Path, bands: dict[str, np.ndarray]) -> None:
-    doc = write_json(tmp_path / "bare.json", item("S2B_bare", assets={"B04": {"href": "tiles/B04.tif"}}))
+    doc = write_json(tmp_path / "bare.json", item("S2B_bare_L2A", assets={"B04": {"href": "tiles/B04.tif"}}))
     with pytest.raises(InputError, match="cannot determine the radiometric offset") as info:
         discover(stac(doc), INGEST)
     assert "bare.json item S2B_bare" in str(info.value)
@@ -237,7 +282,7 @@ def test_missing_radiometry_is_an_error_naming_the_item(tmp_path: Path, bands: d
 
 def test_item_without_scl_requires_opt_out(tmp_path: Path, bands: dict[str, np.ndarray]) -> None:
     assets = {"B04": {"href": "tiles/B04.tif"}}
-    doc = write_json(tmp_path / "noscl.json", item("noscl", assets=assets, **{"s2:processing_baseline": "04.00"}))
+    doc = write_json(tmp_path / "noscl.json", item("noscl_L2A", assets=assets, **{"s2:processing_baseline": "04.00"}))
     [scene] = discover(stac(doc), INGEST)
     assert scene.scl is None
     with pytest.raises(InputError, match="no SCL") as info:

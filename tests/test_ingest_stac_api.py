@@ -112,6 +112,7 @@ def item(item_id: str, day: int, hrefs: dict[str, str], **properties: Any) -> di
         "properties": {
             "datetime": f"2023-06-{day:02d}T10:46:29Z",
             "s2:processing_baseline": "05.09",
+            "s2:product_type": "S2MSI2A",
             "proj:epsg": 32631,
             "proj:bbox": [600000.0, 5699920.0, 600080.0, 5700000.0],
             **properties,

@@ -46,6 +46,7 @@ def stac_item(tile: str, day: int, href: str, style: str = "s2") -> dict[str, An
     properties: dict[str, Any] = {
         "datetime": f"2023-06-{day:02d}T10:30:00Z",
         "s2:processing_baseline": "05.09",
+        "processing:level": "L2A",
         "proj:epsg": epsg,
         "proj:bbox": list(bbox),
     }
@@ -163,7 +164,7 @@ def test_safe_and_geotiff_tiles(tmp_path: Path) -> None:
     tifs.mkdir()
     tiny_tif(tifs / "S2_T31UGS_2023-06-03.tif")
     tiny_tif(tifs / "mosaic_2023-06-04.tif")
-    spec = GeoTiffInput(paths=(tifs,), bands=("B04",), add_offset=0)
+    spec = GeoTiffInput(paths=(tifs,), bands=("B04",), product_level="L2A", add_offset=0)
     assert [s.extra["tile"] for s in discover_geotiff(spec, IngestSpec())] == ["31UGS", None]
 
     assert tile_in_name("S2B_MSIL2A_20230612T104629_N0509_R051_T31UFS_20230612T140315.SAFE") == "31UFS"

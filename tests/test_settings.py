@@ -49,7 +49,8 @@ def test_snow_masking_is_opt_in() -> None:
         ("- just\n- a list\n", "YAML mapping"),
         (MINIMAL + "aoi: {bbox: [5, 50, 4, 51]}\n", "aoi"),
         (
-            "inputs: [{kind: geotiff, paths: [a.tif], bands: [B02]}]\nperiod: {start: 2021-01-01, end: 2021-01-31}\n",
+            "inputs: [{kind: geotiff, paths: [a.tif], bands: [B02], product_level: L2A}]\n"
+            "period: {start: 2021-01-01, end: 2021-01-31}\n",
             "processing_baseline",
         ),
     ],

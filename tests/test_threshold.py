@@ -146,7 +146,8 @@ def test_policy_for_model_fixed_stored_and_new_target() -> None:
     policy, report = policy_for_model(meta, threshold=0.5)
     assert policy.threshold == 0.5 and report["source"].startswith("fixed")
     policy, report = policy_for_model(meta, target_accuracy=0.9)
-    assert policy.threshold == choose_threshold(scores, correct, 0.9).threshold
+    # chosen among the stored scores (6 decimals): the smallest score that rounds to the chosen one
+    assert policy.threshold == choose_threshold(scores, correct, 0.9).threshold - 5e-7
     assert report["global"]["coverage"] > 0
     policy, report = policy_for_model(meta, target_accuracy=0.9, per_class=True)
     assert len(policy.per_class) == 2 and set(report["per_class"]) == {"0", "1"}
@@ -165,3 +166,20 @@ def test_one_error_among_the_most_confident_does_not_end_the_search() -> None:
     correct[0] = False  # ... but the top sample is an error
     choice = choose_threshold(scores, correct, target_accuracy=0.95)
     assert choice.feasible and choice.coverage >= 0.9
+
+
+def test_a_target_certified_at_run_time_keeps_scores_that_round_to_its_threshold() -> None:
+    """Stored calibration scores are rounded to 6 decimals: a near-certain point stored as 1.0 must not lose its
+    pixel twin scoring 0.9999996 (it used to: 0 % coverage on easy data)."""
+    from pipeline.threshold import classify_block
+
+    scores = [1.0] * 200 + [0.6] * 50
+    correct = [1] * 200 + [0] * 50
+    stored = {"policy": {"score": "top1", "threshold": 0.99}, "report": {"global": {"target_accuracy": 0.9}}}
+    meta = {"thresholds": stored,
+            "validation_scores": {"top1": scores, "margin": scores, "correct": correct, "predicted": [0] * 250},
+            "legend": [{"code": 1}, {"code": 2}]}  # fmt: skip
+    policy, _ = policy_for_model(meta, target_accuracy=0.95)
+    posteriors = np.array([0.9999996, 0.0000004], dtype=np.float64).reshape(2, 1, 1)
+    codes = classify_block(posteriors, np.array([1, 2]), policy)
+    assert codes[0, 0, 0] == 1

@@ -60,7 +60,9 @@ def test_evaluate_reproduces_the_split_and_writes_report(trained: Path, tmp_path
     cm = np.array(report["model"]["confusion_matrix"]["matrix"])
     assert cm.sum() == report["n_val"]
     files = write_report(report, tmp_path / "report")
-    assert [f.name for f in files] == ["metrics.json", "confusion_model.png", "confusion_random_forest.png"]
+    assert [f.name for f in files] == [
+        "metrics.json", "confusion_model.png", "confusion_random_forest.png", "dropped_samples.csv"
+    ]  # fmt: skip
     assert files[1].read_bytes()[:4] == b"\x89PNG"
 
 

@@ -89,3 +89,18 @@ def test_sbatch_script() -> None:
     text = (WORKFLOWS / "slurm" / "suelo_region.sbatch").read_text()
     assert text.startswith("#!/bin/bash") and "#SBATCH --job-name" in text and "cluster.py" in text
     subprocess.run(["bash", "-n", str(WORKFLOWS / "slurm" / "suelo_region.sbatch")], check=True)
+
+
+def test_the_readme_job_spec_validates() -> None:
+    """The README's annotated job spec (every key, every input kind) is a valid job as written."""
+    import yaml
+
+    from pipeline.settings import validate_job
+
+    readme = (WORKFLOWS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Job spec\n", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    job = validate_job(yaml.safe_load(block.group(1)), "README.md")
+    assert {spec.kind for spec in job.inputs} == {"safe", "stac", "stac_api", "geotiff"}
+    assert job.products.landcover.allow_fewer_months is False

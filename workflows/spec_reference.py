@@ -66,7 +66,7 @@ def default_of(field: FieldInfo) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "**required**"
     value = field.default if field.default is not PydanticUndefined else field.default_factory()  # type: ignore[call-arg,misc]
-    return f"`{yaml_value(value)}`"
+    return f"`{yaml_value(value)}`".replace("|", "\\|")  # a regex default's | would end the table cell
 
 
 def constraints(field: FieldInfo) -> str:

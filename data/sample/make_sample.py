@@ -54,6 +54,7 @@ EXTENSIONS = [
     "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+    "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
 ]
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
@@ -195,6 +196,7 @@ def stac_item(day: dt.date, folder: str, crs: CRS, transform: Affine, shape: tup
                 "acquisition of the month are no data (65535); there is no SCL layer. Values are harmonised "
                 "reflectance x 10000 (offset already applied)."
             ),
+            "processing:level": "L2A",  # suelo reads the level from metadata, never by default
             "datetime": f"{day:%Y-%m-%d}T00:00:00Z",
             "start_datetime": f"{day:%Y-%m-%d}T00:00:00Z",
             "end_datetime": f"{day:%Y-%m}-{last:02d}T23:59:59Z",

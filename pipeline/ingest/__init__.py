@@ -27,12 +27,12 @@ from typing import Any
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from pipeline.errors import InputError
-from pipeline.grid import Bounds, Grid, as_crs, geometry_bounds
+from pipeline.errors import ConfigError, InputError
+from pipeline.grid import Bounds, Grid, as_crs, geometry_bounds, utm_crs_for
 from pipeline.ingest.aoi import load_aoi
 from pipeline.ingest.confine import FormatNotAllowed, InputAccess, open_raster
 from pipeline.ingest.scene import BandRef, Radiometry, Scene, SearchContext, read_scene
-from pipeline.settings import IngestSpec, JobSpec
+from pipeline.settings import IngestSpec, JobSpec, PeriodSpec
 
 Reader = Callable[[Any, IngestSpec], list[Scene]]
 
@@ -58,11 +58,14 @@ __all__ = [
     "Scene",
     "SearchContext",
     "check_band_headers",
+    "check_plausible",
     "check_remote_access",
+    "default_crs",
     "discover_scenes",
     "job_grid",
     "read_scene",
     "reader",
+    "scenes_in_period",
     "scenes_on_grid",
     "search_context",
 ]
@@ -132,12 +135,15 @@ def _of_tiles(scenes: list[Scene], tiles: Sequence[str]) -> list[Scene]:
 def job_grid(job: JobSpec, scenes: Sequence[Scene]) -> Grid:
     """The job's target grid: from the AOI if given; else all ``job.tiles``; else the first scene's footprint.
 
-    With tiles, the grid is the union of their scenes' footprints in ``grid.crs`` or else the CRS of the first
-    tile listed, so a region across two UTM zones is one grid (the other zone's scenes are warped onto it).
+    Its CRS is ``grid.crs`` when given, else the UTM zone of the data (:func:`default_crs`), whatever CRS the
+    inputs are in. With tiles, the grid is the union of their scenes' footprints, so a region across two UTM
+    zones is one grid (the other zone's scenes are warped onto it). A grid that cannot be meant (fewer than
+    :data:`MIN_GRID_PIXELS` pixels, metre-sized numbers as degrees) is an error (:func:`check_plausible`).
     """
     if job.aoi is not None:
         geometry, geometry_crs = load_aoi(job.aoi)
-        return Grid.from_geometry(geometry, geometry_crs, job.grid.crs, job.grid.resolution)
+        grid = Grid.from_geometry(geometry, geometry_crs, job.grid.crs, job.grid.resolution)
+        return check_plausible(grid, job, "the AOI")
     if not scenes:
         raise InputError("inputs", "no scenes found, and no AOI to define the grid")
     first = scenes[0]
@@ -147,12 +153,54 @@ def job_grid(job: JobSpec, scenes: Sequence[Scene]) -> Grid:
         if missing:
             raise InputError("tiles", f"no scene of tile {', '.join(missing)} in the inputs")
         first = by_tile[job.tiles[0]][0]
-        crs = as_crs(job.grid.crs) if job.grid.crs else first.crs
+        crs = as_crs(job.grid.crs) if job.grid.crs else default_crs(first.crs, first.bounds)
         # Densified so the union holds every footprint even where the other zone's edges curve in this CRS.
         footprints = [transform_bounds(s.crs, crs, *s.bounds, densify_pts=21) for t in job.tiles for s in by_tile[t]]
-        return Grid.from_geometry(_box(_union(footprints)), crs, crs, job.grid.resolution)
-    crs = as_crs(job.grid.crs) if job.grid.crs else first.crs
-    return Grid.from_geometry(_box(first.bounds), first.crs, crs, job.grid.resolution)
+        grid = Grid.from_geometry(_box(_union(footprints)), crs, crs, job.grid.resolution)
+        return check_plausible(grid, job, f"the scenes of tiles {', '.join(job.tiles)}")
+    crs = as_crs(job.grid.crs) if job.grid.crs else default_crs(first.crs, first.bounds)
+    grid = Grid.from_geometry(_box(first.bounds), first.crs, crs, job.grid.resolution)
+    return check_plausible(grid, job, f"the footprint of {first.source}")
+
+
+def default_crs(crs: CRS, bounds: Bounds) -> CRS:
+    """The grid CRS when the job names none: the data's own CRS if it is a WGS 84 / UTM zone (a Sentinel-2 tile's
+    own lattice: read without resampling), else the UTM zone of the footprint's centre (inputs in EPSG:4326, a
+    national grid, Web Mercator): pixel sizes are then metres, as ``grid.resolution`` is."""
+    epsg = crs.to_epsg()
+    if epsg is not None and (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
+        return crs
+    return utm_crs_for(_box(bounds), crs)
+
+
+#: A grid of fewer pixels is a mistake (a footprint in degrees read as metres), not a map.
+MIN_GRID_PIXELS = 4
+
+
+def check_plausible(grid: Grid, job: JobSpec, origin: str) -> Grid:
+    """Refuse grids no one means: pixels as large as the area (``grid.resolution`` 10 in a CRS in degrees is
+    10-degree pixels) or fewer than :data:`MIN_GRID_PIXELS` pixels. Returns the grid unchanged."""
+    size = job.grid.resolution
+    label = grid.crs.to_string()
+    if grid.crs.is_geographic and size > 0.5:
+        raise ConfigError(
+            f"grid.resolution {size:g} is in degrees in grid.crs {label}: pixels of {size:g} degrees "
+            f"(about {size * 111:,.0f} km); give a projected grid.crs (in metres) or leave it out for the data's "
+            "UTM zone, or give a resolution in degrees (e.g. 0.0001)"
+        )
+    if grid.width * grid.height < MIN_GRID_PIXELS:
+        raise ConfigError(
+            f"grid of {grid.width} x {grid.height} px at {size:g} {_units(grid.crs)} in {label} from {origin}: "
+            f"fewer than {MIN_GRID_PIXELS} pixels (is grid.resolution in the units of grid.crs?)"
+        )
+    return grid
+
+
+def _units(crs: CRS) -> str:
+    if crs.is_geographic:
+        return "degrees"
+    units = (crs.linear_units or "").lower()
+    return "m" if units in ("metre", "meter", "m") else units or "units"
 
 
 def _box(bounds: Bounds) -> dict[str, Any]:
@@ -240,6 +288,22 @@ def check_band_headers(scenes: Sequence[Scene], bands: Sequence[str]) -> int:
                     ref.name_for_errors, f"cannot read band: corrupt, truncated or unreadable ({detail})"
                 ) from exc
     return len(checked)
+
+
+def scenes_in_period(scenes: Sequence[Scene], period: PeriodSpec) -> list[Scene]:
+    """The scenes acquired (UTC) in one of the period's calendar months; none at all is an error saying what
+    the inputs do hold, instead of a cube with no observation."""
+    first = (period.start.year, period.start.month)
+    last = (period.end.year, period.end.month)
+    kept = [s for s in scenes if first <= (s.acquired.year, s.acquired.month) <= last]
+    if not kept and scenes:
+        held = f"{min(s.acquired for s in scenes):%Y-%m-%d} .. {max(s.acquired for s in scenes):%Y-%m-%d}"
+        raise InputError(
+            "period",
+            f"no input scene was acquired in {period.start:%Y-%m} .. {period.end:%Y-%m} "
+            f"(the {len(scenes)} scene(s) on the grid span {held})",
+        )
+    return kept
 
 
 def scenes_on_grid(scenes: Sequence[Scene], grid: Grid, origin: str = "AOI") -> list[Scene]:

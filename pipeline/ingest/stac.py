@@ -59,7 +59,7 @@ def discover(spec: StacInput, ingest: IngestSpec, *, access: InputAccess | None 
     for document in _documents(spec.paths, access):
         rules = access.with_roots([document.absolute().parent])
         for item in _items(document, _load_json(document)):
-            scenes.append(item_scene(item, document, rules))
+            scenes.append(item_scene(item, document, rules, spec.product_level))
     return scenes
 
 
@@ -114,12 +114,15 @@ def _items(path: Path, document: Any) -> list[dict[str, Any]]:
     raise InputError(path, f"not a STAC Item or ItemCollection (type is {kind!r})")
 
 
-def item_scene(item: dict[str, Any], base: Path | str, access: InputAccess | None = None) -> Scene:
+def item_scene(
+    item: dict[str, Any], base: Path | str, access: InputAccess | None = None, level: str | None = None
+) -> Scene:
     """A :class:`Scene` from one parsed STAC Item.
 
     ``base`` is where the item came from: the JSON file (relative hrefs are relative to it) or, for STAC API
     results, the URL of the item or of the search page (relative hrefs are joined to it). It also names the item
-    in error messages. ``access``: the rules its hrefs must follow (default: local paths unconfined).
+    in error messages. ``access``: the rules its hrefs must follow (default: local paths unconfined). ``level``:
+    the processing level the job spec declares for the input (checked against the Item's own statements).
     """
     access = access or UNCONFINED
     item_id = item.get("id")
@@ -154,7 +157,7 @@ def item_scene(item: dict[str, Any], base: Path | str, access: InputAccess | Non
     return Scene(
         scene_id=item_id,
         acquired=_acquired(where, properties),
-        level=_level(item_id, properties),
+        level=item_level(where, item, properties, level),
         source=where,
         bands=bands,
         radiometry=_radiometry(where, properties, band_assets),
@@ -281,12 +284,56 @@ def parse_datetime(text: str) -> dt.datetime | None:
         return None
 
 
-def _level(item_id: str, properties: dict[str, Any]) -> str:
-    if properties.get("s2:product_type") == "S2MSI1C":
-        return "L1C"
-    if str(properties.get("processing:level", "")).upper() in ("L1", "L1C"):
-        return "L1C"
-    return "L1C" if "MSIL1C" in item_id.upper() else "L2A"
+#: Where a STAC Item states its processing level, and how each value reads (``None``: the key says nothing).
+_PRODUCT_TYPES = {"S2MSI2A": "L2A", "S2MSI1C": "L1C", "S2MSI2AP": "L2A"}
+_PROCESSING_LEVELS = {"L2A": "L2A", "L2": "L2A", "L1C": "L1C", "L1": "L1C"}
+_LEVEL_IN_NAME = re.compile(r"(?:MSI|[^A-Z0-9]|^)(L2A|L1C)(?=[^A-Z0-9]|$)")
+HOW_TO_DECLARE_LEVEL = (
+    "add 'processing:level' (L2A or L1C) or 's2:product_type' to the item, or state product_level: L2A or L1C "
+    "on this input in the job spec"
+)
+
+
+def level_evidence(item: Mapping[str, Any], properties: Mapping[str, Any]) -> dict[str, str]:
+    """Every statement of the processing level an Item makes: key -> ``"L2A"`` / ``"L1C"``.
+
+    Read from ``processing:level`` (the processing extension), ``s2:product_type`` (Earth Search, Planetary
+    Computer), the collection id (``sentinel-2-l2a``, ``sentinel-2-c1-l2a``, ``sentinel-2-l1c``) and the product
+    name in the id or ``s2:product_uri`` (``S2B_MSIL2A_...``). Never from the pixels and never by default.
+    """
+    found: dict[str, str] = {}
+    level = str(properties.get("processing:level", "")).strip().upper()
+    if level in _PROCESSING_LEVELS:
+        found["processing:level"] = _PROCESSING_LEVELS[level]
+    product_type = str(properties.get("s2:product_type", "")).strip().upper()
+    if product_type in _PRODUCT_TYPES:
+        found["s2:product_type"] = _PRODUCT_TYPES[product_type]
+    for key, value in (("collection", item.get("collection")), ("id", item.get("id")),
+                       ("s2:product_uri", properties.get("s2:product_uri"))):  # fmt: skip
+        if isinstance(value, str):
+            match = _LEVEL_IN_NAME.search(value.upper())
+            if match:
+                found[key] = match.group(1)
+    return found
+
+
+def item_level(where: str, item: Mapping[str, Any], properties: Mapping[str, Any], declared: str | None) -> str:
+    """The Item's processing level: what its metadata states, else what the job spec declares for the input.
+
+    Statements that disagree (metadata with metadata, or with the spec) are an error naming both; no statement at
+    all is an error saying how to declare the level: Presto was pre-trained on L1C and a model's input contract
+    names its level, so a silent default would feed it the wrong reflectance.
+    """
+    evidence = level_evidence(item, properties)
+    if declared is not None:
+        evidence["product_level (job spec)"] = declared
+    levels = sorted(set(evidence.values()))
+    if len(levels) > 1:
+        said = ", ".join(f"{key} says {value}" for key, value in evidence.items())
+        raise InputError(where, f"processing level is contradictory ({said})")
+    if not levels:
+        raise InputError(where, f"processing level unknown (Level-2A or Level-1C?); {HOW_TO_DECLARE_LEVEL}")
+    return levels[0]
 
 
 def _raster_band(where: str, asset: dict[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def discover(
         # Servers without the query extension ignore the filter silently; the items say their cloud cover.
         if spec.max_cloud_cover is not None and isinstance(cloud, (int, float)) and cloud > spec.max_cloud_cover:
             continue
-        scenes.append(item_scene(item, base, access))
+        scenes.append(item_scene(item, base, access, spec.product_level))
     return scenes
 
 
