@@ -28,8 +28,8 @@ test-all: install
 	$(BIN)/python -m pytest -m ''
 
 lint: install
-	$(BIN)/ruff check pipeline models tests benchmarks
-	$(BIN)/ruff format --check pipeline models tests benchmarks
+	$(BIN)/ruff check pipeline models data tests benchmarks workflows
+	$(BIN)/ruff format --check pipeline models data tests benchmarks
 
 bench: install
 	$(BIN)/python -m benchmarks.ingest

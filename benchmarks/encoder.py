@@ -9,10 +9,10 @@ Inputs are 12-month, Sentinel-2-only pixels (the demo's nine bands, no missing m
 this gives it that. Both encoders run in this process on the same inputs, each at every batch size of a sweep,
 interleaved round by round, and the best round of each counts; the headline ratio is best batch against best
 batch (absolute numbers move with the machine's load). The reference runs as upstream code would: plain modules
-with torch's intra-op threads. Ours runs as the pipeline does (``models.inference.encode_pixels``). The glibc
-allocator tuning of ``models.inference`` is applied first, so it speeds both alike. Both must reproduce the parity
+with torch's intra-op threads. Ours runs as the pipeline does (``suelo.models.inference.encode_pixels``). The glibc
+allocator tuning of ``suelo.models.inference`` is applied first, so it speeds both alike. Both must reproduce the parity
 embeddings (tests/data/presto_parity.npz) within 1e-4 first. GFLOP/s count the multiply-adds each implementation
-executes (``models.presto.flops_per_pixel``; ours skips a sixth of them) against a plain 1024^3 matmul loop
+executes (``suelo.models.presto.flops_per_pixel``; ours skips a sixth of them) against a plain 1024^3 matmul loop
 measured in the same run at the same thread count; "model GFLOP/s" counts the full model's for both.
 """
 
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from benchmarks.reference_presto import ReferenceEncoder, load_reference_encoder
-from models.inference import GPU_BATCH, encode_pixels, tune_cpu_allocator
-from models.presto import Encoder, flops_per_pixel, load_presto_encoder
-from models.presto_inputs import presto_inputs
+from suelo.models.inference import GPU_BATCH, encode_pixels, tune_cpu_allocator
+from suelo.models.presto import Encoder, flops_per_pixel, load_presto_encoder
+from suelo.models.presto_inputs import presto_inputs
 
 PROJECT = Path(__file__).resolve().parents[1]
 PARITY = PROJECT / "tests" / "data" / "presto_parity.npz"
@@ -113,10 +113,10 @@ def bf16_agreement(device: torch.device) -> dict[str, float | int]:
 
     import xarray as xr
 
-    from models.artifact import load_artifact
-    from models.inference import encode_cube
-    from pipeline.jobs import ingest
-    from pipeline.settings import load_job
+    from suelo.jobs import ingest
+    from suelo.models.artifact import load_artifact
+    from suelo.models.inference import encode_cube
+    from suelo.settings import load_job
 
     artifact = load_artifact(PROJECT / "models" / "landcover_default.pt")
     encoder, head = artifact.build_encoder().to(device), artifact.build_head().to(device)

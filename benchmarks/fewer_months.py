@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifact import load_artifact
-from pipeline.evaluate import classification_metrics, rf_baseline
-from pipeline.legend import load_legend
-from pipeline.samples import VALID_POSITION, Samples, load_worldcereal
-from pipeline.train import TrainConfig, train_model
+from suelo.evaluate import classification_metrics, rf_baseline
+from suelo.legend import load_legend
+from suelo.models.artifact import load_artifact
+from suelo.samples import VALID_POSITION, Samples, load_worldcereal
+from suelo.train import TrainConfig, train_model
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRACTIONS = sorted((ROOT / "data" / "worldcereal").glob("*parquet"))
@@ -65,11 +65,11 @@ def shipped_config(seed: int) -> TrainConfig:
 
 def score_months(result: Any, months: int, seed: int) -> dict[str, float]:
     """The trained model of one seed on its test points cut to ``months`` months, with the RandomForest beside it."""
-    from models.inference import encode_pixels
-    from models.presto import load_presto_encoder
-    from models.presto_inputs import presto_inputs
-    from pipeline.calibrate import Calibration
-    from pipeline.threshold import ThresholdPolicy, confidence_score
+    from suelo.calibrate import Calibration
+    from suelo.models.inference import encode_pixels
+    from suelo.models.presto import load_presto_encoder
+    from suelo.models.presto_inputs import presto_inputs
+    from suelo.threshold import ThresholdPolicy, confidence_score
 
     meta = result.artifact.meta
     legend = result.artifact.legend

@@ -26,7 +26,7 @@ import psutil
 import rasterio
 from affine import Affine
 
-from pipeline.settings import S2_BAND_RESOLUTION, validate_job
+from suelo.settings import S2_BAND_RESOLUTION, validate_job
 
 PROJECT = Path(__file__).resolve().parents[1]
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -138,7 +138,7 @@ def decode_rate(items_path: Path) -> float:
 
 
 def run_ingest(items_path: Path, out: Path, period: tuple[str, str], bands: tuple[str, ...], require_scl: bool) -> dict:
-    from pipeline.jobs import ingest
+    from suelo.jobs import ingest
 
     job = validate_job(
         {

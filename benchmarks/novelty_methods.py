@@ -1,4 +1,4 @@
-"""Which novelty score: the measurement behind ``pipeline.novelty``'s choice.
+"""Which novelty score: the measurement behind ``suelo.novelty``'s choice.
 
 ``python -m benchmarks.novelty_methods [--seeds 10]`` embeds the real WorldCereal samples (and the hand-labelled
 built-up pixels of the Belgian sample) once with the pretrained Presto encoder, then for each spatial split seed
@@ -13,7 +13,7 @@ training points and prints its AUROC (scikit-learn) of novel points against the 
   surface) on the eo-learn patch (L1C, 3 months), 200 m blocks, at most 3,000 training pixels per fit.
 
 Candidates: class-conditional Gaussians with a shared Ledoit-Wolf covariance, smallest Mahalanobis distance (Lee
-et al. 2018; the shipped gate, through ``pipeline.novelty.fit_gate``); the same with one Ledoit-Wolf covariance per
+et al. 2018; the shipped gate, through ``suelo.novelty.fit_gate``); the same with one Ledoit-Wolf covariance per
 class; one Gaussian for all classes; relative Mahalanobis (Ren et al. 2021: class minus background); k-th nearest
 neighbour cosine distance on L2-normalised embeddings (Sun et al. 2022), k = 1, 5, 10, 50; k = 10 in plain L2.
 Only the shipped one is project code; the others are written here in a few lines each, for the comparison only.
@@ -30,8 +30,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.open_set import embed, ensure_cube, load_belgium, load_worldcereal_regions
-from pipeline.novelty import fit_gate
-from pipeline.samples import spatial_blocks
+from suelo.novelty import fit_gate
+from suelo.samples import spatial_blocks
 
 Score = Callable[[np.ndarray], np.ndarray]
 IN_LEGEND = (1, 2, 3, 4, 5)

@@ -1,4 +1,4 @@
-"""Open-set benchmark of the novelty gate (``pipeline.novelty``) on real data: does it keep land the model never saw
+"""Open-set benchmark of the novelty gate (``suelo.novelty``) on real data: does it keep land the model never saw
 from getting a confident class, and what does it cost on land the model knows?
 
     python -m benchmarks.open_set                                   # 10 seeds, tables on stdout
@@ -6,7 +6,7 @@ from getting a confident class, and what does it cost on land the model knows?
 
 Operating point (the demo's): calibrated top-1 confidence threshold certified for a retained accuracy of 0.80 with
 delta 0.05 on the calibration split, novelty gate calibrated for a 5% rejection rate on the same split. Every model
-is ``pipeline.train.train_model`` with ``TrainConfig.legacy(test_fraction=0.2, seed=s)``: a spatial three-way split
+is ``suelo.train.train_model`` with ``TrainConfig.legacy(test_fraction=0.2, seed=s)``: a spatial three-way split
 (10 km blocks) into train / calibration / test, so the in-distribution points scored here (the *test* split) were
 used for nothing.
 
@@ -54,10 +54,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.legend import Legend, load_legend
-from pipeline.novelty import NoveltyGate
-from pipeline.samples import WORLDCEREAL_BANDS, Samples, load_class_mapping, load_worldcereal
-from pipeline.train import TrainConfig, TrainResult, train_model
+from suelo.legend import Legend, load_legend
+from suelo.novelty import NoveltyGate
+from suelo.samples import WORLDCEREAL_BANDS, Samples, load_class_mapping, load_worldcereal
+from suelo.train import TrainConfig, TrainResult, train_model
 
 PROJECT = Path(__file__).resolve().parent.parent
 #: The three WorldCereal point extractions shipped in data/worldcereal: one region each.
@@ -165,8 +165,8 @@ def ensure_cube(path: Path, job_file: Path) -> Path:
     """``path`` if it exists, else the cube of ``job_file`` ingested into a temporary folder."""
     if path.exists():
         return path
-    from pipeline.jobs import ingest
-    from pipeline.settings import load_job
+    from suelo.jobs import ingest
+    from suelo.settings import load_job
 
     job = load_job(job_file)
     out = Path(tempfile.mkdtemp(prefix=f"open-set-{job_file.stem}-"))
@@ -176,8 +176,8 @@ def ensure_cube(path: Path, job_file: Path) -> Path:
 
 def load_slovenia(cube_path: Path) -> Samples:
     """Slovenia label-raster pixels (L1C, 3 months) with the model's bands, padded to 12 months."""
-    from pipeline.composite import open_cube
-    from pipeline.samples import sample_raster
+    from suelo.composite import open_cube
+    from suelo.samples import sample_raster
 
     samples = sample_raster(open_cube(cube_path), SLOVENIA_LABELS, load_legend(SLOVENIA_LEGEND))
     return pad_months(samples.select_bands(WORLDCEREAL_BANDS), SLOVENIA_OFFSET)
@@ -189,8 +189,8 @@ def load_belgium(cube_path: Path, labels: Path = BELGIUM_LABELS) -> tuple[Sample
     import geopandas as gpd
     from rasterio.features import rasterize
 
-    from models.presto_inputs import cube_to_pixels
-    from pipeline.composite import cube_grid, open_cube
+    from suelo.composite import cube_grid, open_cube
+    from suelo.models.presto_inputs import cube_to_pixels
 
     cube = open_cube(cube_path)
     refl, latlons, start = cube_to_pixels(cube.sel(band=list(WORLDCEREAL_BANDS)))
@@ -209,9 +209,9 @@ def load_belgium(cube_path: Path, labels: Path = BELGIUM_LABELS) -> tuple[Sample
 
 def embed(samples: Samples, encoder: Any = None) -> np.ndarray:
     """Presto embeddings (N, 128) of ``samples`` (the model's bands), fp32 on the CPU, as ``train_model`` makes them."""
-    from models.inference import encode_pixels
-    from models.presto import load_presto_encoder
-    from models.presto_inputs import presto_inputs
+    from suelo.models.inference import encode_pixels
+    from suelo.models.presto import load_presto_encoder
+    from suelo.models.presto_inputs import presto_inputs
 
     encoder = encoder if encoder is not None else load_presto_encoder()
     s = samples.select_bands(WORLDCEREAL_BANDS)
@@ -237,7 +237,7 @@ class OperatingPoint:
 
     gate: NoveltyGate
     head: torch.nn.Module
-    calibration: Any  # pipeline.calibrate.Calibration
+    calibration: Any  # suelo.calibrate.Calibration
     score_kind: str
     target_with_gate: float  # the certified target (0.80 unless the calibration split could not certify it)
     threshold_with_gate: float
@@ -251,7 +251,7 @@ class OperatingPoint:
 
     def confidence(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated confidence score and predicted class index of each embedding."""
-        from pipeline.threshold import confidence_score
+        from suelo.threshold import confidence_score
 
         with torch.no_grad():
             logits = self.head(torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))).double().numpy()
@@ -270,10 +270,10 @@ def operating_point(result: TrainResult, seconds: float = float("nan")) -> Opera
 
     With the gate: the model's stored policy (``honest_target``: the highest target <= 0.80 its calibration split
     certifies with the gate's rejections counted). Without it: the same rule on the calibration scores of *all*
-    calibration points (``pipeline.threshold.highest_certifiable``), i.e. what the same model without a gate would
+    calibration points (``suelo.threshold.highest_certifiable``), i.e. what the same model without a gate would
     ship; infinite threshold (nothing mapped) when no target down to 0.50 is certifiable."""
-    from pipeline.calibrate import Calibration
-    from pipeline.threshold import confidence_score, highest_certifiable
+    from suelo.calibrate import Calibration
+    from suelo.threshold import confidence_score, highest_certifiable
 
     meta = result.artifact.meta
     if result.test is None or "test" not in result.embeddings:
@@ -405,7 +405,7 @@ def load_data(
     log: Callable[[str], None] = print,
 ) -> BenchData:
     """Load and embed the WorldCereal samples and (with ``external``) the external sets."""
-    from models.presto import load_presto_encoder
+    from suelo.models.presto import load_presto_encoder
 
     encoder = load_presto_encoder()
     everything, regions = load_worldcereal_regions()
@@ -497,7 +497,7 @@ def gate_throughput(gate: NoveltyGate, pixels: Samples, seed: int = 0) -> dict[s
     """Pixels/s of ``gate.score`` on ``GATE_VECTORS`` random 128-d vectors and of the encoder (fp32, CPU,
     ``ENCODER_THREADS`` threads) on ``ENCODER_PIXELS`` real pixels, in this process; ``gate_extra_time`` is the
     gate's run time as a share of the encoder's (per pixel)."""
-    from models.presto import load_presto_encoder
+    from suelo.models.presto import load_presto_encoder
 
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((GATE_VECTORS, gate.whiten.shape[0]), dtype=np.float32)
@@ -550,7 +550,7 @@ def run(
         "operating_point": {
             "target_accuracy": TARGET_ACCURACY, "delta": DELTA, "score": "top1 (calibrated)",
             "gate_rejection_rate": REJECTION_RATE, "test_fraction": TEST_FRACTION,
-            "certified_on": "calibration split", "split": "spatial, 10 km blocks (pipeline.samples.three_way_split)",
+            "certified_on": "calibration split", "split": "spatial, 10 km blocks (suelo.samples.three_way_split)",
         },
         "seeds": seeds,
         "fold_seeds": fold_seeds,

@@ -10,10 +10,10 @@ Each stage runs on the same generated region (``benchmarks.ingest.generate_regio
 - encode: Presto embeddings of ``--encode-pixels`` pixels drawn from the cube (the full region would take hours on
   a CPU; px/s is flat in the number of pixels once batches are full),
 - classify: the shipped land-cover head + calibration on embeddings of every pixel (the sampled ones tiled),
-- threshold: certified confidence mask with reason codes (pipeline.threshold.classify_block),
+- threshold: certified confidence mask with reason codes (suelo.threshold.classify_block),
 - write: the COG map set (class map, confidence, clear counts, styles, STAC item).
 
-Then the cost of verifying every write before it is published (pipeline.atomic): the write stage and the block
+Then the cost of verifying every write before it is published (suelo.atomic): the write stage and the block
 rasters of the same region, each with verification off and on in the same run, as px/s and a time ratio.
 
 The table gives px/s per stage (grid pixels, all months), the share of the time each stage would take on the whole
@@ -54,17 +54,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     import dask
 
-    from models.artifact import load_artifact
-    from models.inference import encode_pixels, fast_for_precision
-    from models.presto import load_presto_encoder
-    from models.presto_inputs import cube_to_pixels, presto_inputs
-    from pipeline.calibrate import Calibration
-    from pipeline.composite import build_cube
-    from pipeline.ingest import discover_scenes, job_grid
-    from pipeline.orchestrate import DEFAULT_MODELS
-    from pipeline.settings import validate_job
-    from pipeline.threshold import classify_block, policy_for_model
-    from pipeline.write import reasons_for, write_map_set
+    from suelo.calibrate import Calibration
+    from suelo.composite import build_cube
+    from suelo.ingest import discover_scenes, job_grid
+    from suelo.models.artifact import load_artifact
+    from suelo.models.inference import encode_pixels, fast_for_precision
+    from suelo.models.presto import load_presto_encoder
+    from suelo.models.presto_inputs import cube_to_pixels, presto_inputs
+    from suelo.orchestrate import DEFAULT_MODELS
+    from suelo.settings import validate_job
+    from suelo.threshold import classify_block, policy_for_model
+    from suelo.write import reasons_for, write_map_set
 
     stages: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp, PeakRss() as memory:
@@ -160,15 +160,15 @@ def main(argv: list[str] | None = None) -> dict:
 def _verification_cost(
     folder: Path, write_maps: Any, planes: np.ndarray, n_clear: np.ndarray, grid: Any, repeats: int
 ) -> dict[str, dict[str, float]]:
-    """What verifying every write before it is published costs (pipeline.atomic.VERIFY_WRITES on vs off).
+    """What verifying every write before it is published costs (suelo.atomic.VERIFY_WRITES on vs off).
 
     Two writes: the COG map set of the write stage (COGs read back in part, styles, STAC item), and the block
     rasters a run writes for the same region (512 px blocks, each read back in full and compared). Each is timed
     with verification off and on, alternating, ``repeats`` times; the best of each is kept. ``cost_ratio`` is
     verified time / unverified time.
     """
-    from pipeline import atomic
-    from pipeline.orchestrate import _write_block
+    from suelo import atomic
+    from suelo.orchestrate import _write_block
 
     height, width = n_clear.shape
     pixels = height * width

@@ -4,7 +4,7 @@ Written in the style of the reference implementation (github.com/nasaharvest/pre
 band groups with one linear layer each, embeddings repeated to the token grid, masked tokens dropped by boolean
 indexing (so every sample of a batch must have the same number of masked tokens), attention as
 ``softmax(q k^T / sqrt(d)) v`` on the full score matrix, pre-norm blocks with a GELU MLP, mean pool then LayerNorm.
-It loads the same ``encoder.*`` tensors as ``models.presto`` and must reproduce the parity embeddings itself.
+It loads the same ``encoder.*`` tensors as ``suelo.models.presto`` and must reproduce the parity embeddings itself.
 Nothing here is tuned: it is the yardstick, not production code.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.presto import CHANNELS, DEFAULT_WEIGHTS, PrestoConfig, month_table, sinusoid_table
+from suelo.models.presto import CHANNELS, DEFAULT_WEIGHTS, PrestoConfig, month_table, sinusoid_table
 
 
 class RefAttention(nn.Module):
@@ -68,7 +68,7 @@ def repeat_rows(t: torch.Tensor, b: int) -> torch.Tensor:
 
 
 class ReferenceEncoder(nn.Module):
-    """``forward(x, dynamic_world, latlons, mask, month)``: same inputs as ``models.presto.Encoder``."""
+    """``forward(x, dynamic_world, latlons, mask, month)``: same inputs as ``suelo.models.presto.Encoder``."""
 
     def __init__(self, config: PrestoConfig | None = None) -> None:
         super().__init__()

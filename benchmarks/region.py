@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     log = folder / "run_log.jsonl"
     with open(log, "w") as stderr_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", str(job), "--log-format", "json"],
+            [sys.executable, "-m", "suelo.cli", "run", str(job), "--log-format", "json"],
             stdout=subprocess.DEVNULL, stderr=stderr_file, start_new_session=True,
         )  # fmt: skip
         tree = TreeMemory(process.pid)

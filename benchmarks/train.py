@@ -3,8 +3,8 @@
     python -m benchmarks.train                      # both cases; tables on stdout
     python -m benchmarks.train --json benchmarks/train_results.json --markdown benchmarks/TRAIN.md
 
-Two polygon label sets, each trained twice through ``pipeline.samples.load_samples`` and
-``pipeline.train.train_model``:
+Two polygon label sets, each trained twice through ``suelo.samples.load_samples`` and
+``suelo.train.train_model``:
 
 - ``slovenia``: eo-learn's 1 km patch (``data/slovenia``, real Sentinel-2 L1C): the cube of
   ``workflows/slovenia.yaml`` and the polygons ``LULC.gpkg`` (class column ``LULC_ID``, legend
@@ -69,8 +69,8 @@ def generate_fields(
     from rasterio.transform import Affine
     from shapely.geometry import box
 
-    from pipeline.composite import write_cube
-    from pipeline.grid import Grid
+    from suelo.composite import write_cube
+    from suelo.grid import Grid
 
     rng = np.random.default_rng(seed)
     side = round(extent_km * 1000 / resolution)
@@ -143,8 +143,8 @@ def generate_fields(
 
 def slovenia_inputs(folder: Path) -> tuple[Path, Path]:
     """The Slovenia patch's cube (ingested as tests/test_slovenia.py does) and its polygons."""
-    from pipeline.jobs import ingest
-    from pipeline.settings import load_job
+    from suelo.jobs import ingest
+    from suelo.settings import load_job
 
     job = load_job(PROJECT / "workflows" / "slovenia.yaml")
     job = job.model_copy(update={"output": job.output.model_copy(update={"dir": folder})})
@@ -157,7 +157,7 @@ def run_training(
     """Train once; the figures of the run (and, when it was stopped by its time budget, the projection to
     ``extrapolate_to`` epochs at its measured time per epoch; with ``evaluation`` samples, the model's overall
     accuracy and macro-F1 on them, outside the timed run)."""
-    from pipeline.train import train_model
+    from suelo.train import train_model
 
     lines: list[str] = []
     started = time.perf_counter()
@@ -191,7 +191,7 @@ def run_training(
         "log": lines,
     }
     if evaluation is not None:
-        from pipeline.evaluate import classification_metrics, predict_samples
+        from suelo.evaluate import classification_metrics, predict_samples
 
         _probs, predicted, _outside = predict_samples(result.artifact, evaluation, "cpu")
         scored = classification_metrics(evaluation.labels, predicted, result.artifact.legend)
@@ -218,14 +218,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
 
-    from pipeline.legend import load_legend
-    from pipeline.samples import load_samples
-    from pipeline.settings import DEFAULT_BANDS
-    from pipeline.train import TrainConfig
+    from suelo.legend import load_legend
+    from suelo.samples import load_samples
+    from suelo.settings import DEFAULT_BANDS
+    from suelo.train import TrainConfig
 
     results: dict[str, Any] = {"cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        from pipeline.composite import open_cube
+        from suelo.composite import open_cube
 
         if "slovenia" in args.cases:
             cube_path, labels = slovenia_inputs(Path(tmp) / "slovenia")
@@ -273,7 +273,7 @@ def head_step_ms(steps: int = 300, batch: int = 64) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    from models.heads import HeadConfig, MLPHead
+    from suelo.models.heads import HeadConfig, MLPHead
 
     default = torch.get_num_threads()
     out = {}

@@ -7,7 +7,7 @@ Layout (a flat dict, so nothing but tensors and plain values is ever unpickled):
   the software version and the split used,
 - ``head.<name>``: the classifier head's state dict; ``encoder.<name>``: the encoder's, only when fine-tuned
   (otherwise the shipped pretrained Presto weights are used, identified by their sha256 in the contract),
-- ``novelty.whiten`` / ``novelty.means``: the novelty gate's matrices (``pipeline.novelty``); its threshold and
+- ``novelty.whiten`` / ``novelty.means``: the novelty gate's matrices (``suelo.novelty``); its threshold and
   rejection rate are in ``meta["novelty"]``. Every model has a gate (format 2); format-1 files, made before gates
   existed, are refused with a message to retrain.
 """
@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.heads import HeadConfig, MLPHead
-from pipeline.atomic import file_sha256
-from pipeline.errors import InputError
-from pipeline.legend import Legend
-from pipeline.novelty import NoveltyGate
+from suelo.atomic import file_sha256
+from suelo.errors import InputError
+from suelo.legend import Legend
+from suelo.models.heads import HeadConfig, MLPHead
+from suelo.novelty import NoveltyGate
 
 FORMAT = "suelo-landcover-model"
 FORMAT_VERSION = 2  # 2: the novelty gate is part of every model
-NORMALIZATION = "presto-l2a-v1"  # models.presto_inputs: reflectance as is, NDVI from B8/B4, absent inputs masked
+NORMALIZATION = "presto-l2a-v1"  # suelo.models.presto_inputs: reflectance as is, NDVI from B8/B4, absent inputs masked
 PRODUCT_LEVEL = "L2A"  # the level of models whose contract does not say (all artifacts before L1C training)
 PRODUCT_LEVELS = ("L2A", "L1C")
 # Level names as the readers record them in the cube's ``scenes`` attribute, and their long forms
@@ -94,7 +94,7 @@ class ModelArtifact:
 
     def build_encoder(self, default_weights: str | Path | None = None):  # type: ignore[no-untyped-def]
         """The encoder: the fine-tuned weights in the artifact, else the pretrained Presto weights."""
-        from models.presto import DEFAULT_WEIGHTS, Encoder, load_presto_encoder
+        from suelo.models.presto import DEFAULT_WEIGHTS, Encoder, load_presto_encoder
 
         if self.encoder_state is not None:
             encoder = Encoder()
@@ -111,7 +111,7 @@ class ModelArtifact:
 
 def save_artifact(artifact: ModelArtifact, path: str | Path) -> None:
     """Write ``artifact`` atomically as one weights-only torch file."""
-    from pipeline.atomic import atomic_output
+    from suelo.atomic import atomic_output
 
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -122,7 +122,7 @@ def save_artifact(artifact: ModelArtifact, path: str | Path) -> None:
     if artifact.encoder_state is not None:
         payload.update({f"encoder.{k}": v.detach().cpu().contiguous() for k, v in artifact.encoder_state.items()})
     if artifact.gate is None:
-        raise ValueError("a model artifact needs a novelty gate (pipeline.novelty.fit_gate)")
+        raise ValueError("a model artifact needs a novelty gate (suelo.novelty.fit_gate)")
     payload.update(
         {f"novelty.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in artifact.gate.arrays().items()}
     )
@@ -130,7 +130,7 @@ def save_artifact(artifact: ModelArtifact, path: str | Path) -> None:
         torch.save(payload, tmp)
 
 
-#: The sample-id lists of ``meta["split"]`` (``pipeline.train``); in memory always lists of str.
+#: The sample-id lists of ``meta["split"]`` (``suelo.train``); in memory always lists of str.
 SPLIT_ID_KEYS = ("train_ids", "calibration_ids", "test_ids")
 #: A longer id list is stored zlib-compressed (base64 of its JSON): 100,000 pixel ids are ~2 MB of JSON, ten
 #: times the rest of the model, and sorted ids with shared prefixes compress 7-9 fold (measured on WorldCereal

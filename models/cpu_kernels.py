@@ -1,6 +1,6 @@
 """Fused C kernels for CPU inference (``cpu_kernels.c``), compiled on first use for this machine's CPU.
 
-The encoder works without them: every kernel here has a PyTorch equivalent in ``models.presto`` that runs when
+The encoder works without them: every kernel here has a PyTorch equivalent in ``suelo.models.presto`` that runs when
 the library is unavailable (no C compiler, ``SUELO_CPU_KERNELS=0``, a head size other than 16): each function
 here returns None then. The build is cached, keyed by the source, compiler, flags and CPU, under
 ``$SUELO_KERNEL_CACHE`` (default ``$XDG_CACHE_HOME/suelo`` or ``~/.cache/suelo``); it is written to a temporary

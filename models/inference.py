@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from models.presto import Encoder
-from models.presto_inputs import cube_to_pixels, presto_inputs
+from suelo.models.presto import Encoder
+from suelo.models.presto_inputs import cube_to_pixels, presto_inputs
 
 # A 12-month pixel carries ~125 KB of fp32 activations at the MLP. On CPU, each thread encodes batches of 64
 # pixels in fp32 (8 MB: they stay in L3) and 128 in bf16 (half the activation bytes per pixel), the best of

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import cpu_kernels
+from suelo.models import cpu_kernels
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("presto_default.pt")
 
@@ -335,7 +335,7 @@ class Encoder(nn.Module):
         Same function (parity within 1e-5 in fp32), computed where it pays on a CPU:
         - linear layers through oneDNN with the bias (and in float32 the exact GELU) fused into the matmul;
         - attention, each residual add with the LayerNorm after it, and the masked mean by the fused C kernels of
-          ``models.cpu_kernels`` (16-float heads keep eager PyTorch busy moving memory, not computing); where
+          ``suelo.models.cpu_kernels`` (16-float heads keep eager PyTorch busy moving memory, not computing); where
           those cannot be built, ``_attention_cpu`` and plain torch ops compute the same;
         - the last block's fc2 runs once on the pooled hidden state instead of on every token: fc2 is linear, so
           mean(fc2(h)) = fc2(mean(h)). That is a sixth of the model's multiply-adds.
@@ -486,7 +486,7 @@ def load_presto_encoder(path: str | Path = DEFAULT_WEIGHTS, config: PrestoConfig
 
     Only weights-only files are accepted: an arbitrary pickle can run code when loaded.
     """
-    from pipeline.errors import ModelFileError
+    from suelo.errors import ModelFileError
 
     path = Path(path)
     try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.presto import CHANNELS, PrestoConfig
+from suelo.models.presto import CHANNELS, PrestoConfig
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -105,7 +105,7 @@ def presto_inputs(
 
 
 def cube_to_pixels(cube: xr.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-pixel series of a monthly cube (see ``pipeline.composite``), pixels in row-major (y, x) order.
+    """Per-pixel series of a monthly cube (see ``suelo.composite``), pixels in row-major (y, x) order.
 
     Returns ``reflectance`` ``(N, T, bands)`` float32 (NaN where the month is not valid), ``latlons`` ``(N, 2)``
     (lat, lon) of the pixel centres in degrees and the start month (0 = January). Works on a row/column slice of
@@ -113,7 +113,7 @@ def cube_to_pixels(cube: xr.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
     """
     from pyproj import Transformer
 
-    from pipeline.composite import cube_grid
+    from suelo.composite import cube_grid
 
     times = cube["time"].values.astype("datetime64[M]")
     month_numbers = times.astype(np.int64)  # months since 1970-01

@@ -9,13 +9,13 @@ Design choices that matter downstream:
 
 - BatchNorm, not GroupNorm/LayerNorm over space: in eval mode BatchNorm is a per-pixel affine map, so the network is
   translation-equivariant (up to pooling phase) and a tiled prediction equals the untiled one away from window edges
-  (see ``pipeline.segment``). A norm over the spatial extent would make every pixel depend on the whole window.
+  (see ``suelo.segment``). A norm over the spatial extent would make every pixel depend on the whole window.
 - The input normalization (per-channel mean/std of the training pixels) lives in the model as buffers, so a saved
   state dict is self-contained.
 - Any tile size works: the input is zero-padded at the bottom/right to a multiple of ``2 ** depth`` and the output
   cropped back. Zero is also what a fully missing pixel looks like (all features 0, validity 0).
-- Every saved segmenter carries a novelty gate (``pipeline.novelty``) fitted on its per-pixel input vectors, so a
-  job can say "outside the training data" instead of a confident wrong class (``pipeline.segment``).
+- Every saved segmenter carries a novelty gate (``suelo.novelty``) fitted on its per-pixel input vectors, so a
+  job can say "outside the training data" instead of a confident wrong class (``suelo.segment``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.novelty import NoveltyGate
+from suelo.novelty import NoveltyGate
 
 PRESTO_EMBEDDING_CHANNELS = 128
 DEFAULT_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -250,7 +250,7 @@ def segmenter_features(cube_block: Any, bands: Sequence[str] = DEFAULT_BANDS) ->
 
 def segmenter_inputs(features: np.ndarray, embeddings: Any | None) -> np.ndarray:
     """Concatenate cube features ``(C, y, x)`` with Presto embeddings given as ``(y, x, D)`` (what
-    ``models.inference.encode_cube`` returns, DataArray or array) -> ``(C + D, y, x)`` float32."""
+    ``suelo.models.inference.encode_cube`` returns, DataArray or array) -> ``(C + D, y, x)`` float32."""
     if embeddings is None:
         return features
     emb = np.asarray(getattr(embeddings, "values", embeddings), dtype=np.float32)
@@ -278,7 +278,7 @@ def save_segmenter(model: UNetSegmenter, path: str | Path, **extra: Any) -> None
     gate = model.novelty_gate
     if gate is None:
         # a file without a gate could not be loaded again: refuse it here rather than at the next job
-        raise ValueError("a segmenter needs a novelty gate (model.novelty_gate, pipeline.novelty.fit_gate)")
+        raise ValueError("a segmenter needs a novelty gate (model.novelty_gate, suelo.novelty.fit_gate)")
     if gate.whiten.shape[0] != model.config.in_channels:
         raise ValueError(f"the novelty gate scores {gate.whiten.shape[0]} features, the segmenter takes "
                          f"{model.config.in_channels} inputs")  # fmt: skip
@@ -289,7 +289,7 @@ def save_segmenter(model: UNetSegmenter, path: str | Path, **extra: Any) -> None
     for key, value in extra.items():
         if key not in _GATE_EXTRAS:
             payload[f"{key}_json"] = json.dumps(value, default=float)
-    from pipeline.atomic import atomic_output
+    from suelo.atomic import atomic_output
 
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -298,10 +298,10 @@ def save_segmenter(model: UNetSegmenter, path: str | Path, **extra: Any) -> None
 def load_segmenter(path: Any) -> tuple[UNetSegmenter, dict[str, Any]]:
     """The model (eval mode, ``novelty_gate`` set) and the decoded JSON extras of a file written by
     :func:`save_segmenter`; the extras hold the gate's scalars under ``novelty`` and the gate itself
-    (:class:`pipeline.novelty.NoveltyGate`) under ``gate``."""
+    (:class:`suelo.novelty.NoveltyGate`) under ``gate``."""
     import json
 
-    from pipeline.errors import ModelFileError
+    from suelo.errors import ModelFileError
 
     if isinstance(path, (str, Path)) and not Path(path).is_file():
         raise ModelFileError(path, "segmenter file not found")

@@ -5,14 +5,14 @@ Exactly how it was made::
     .venv/bin/python models/train_default.py        # reads data/worldcereal/*parquet
 
 i.e. the three ESA WorldCereal point extractions (real Sentinel-2 L2A, MIT; copies of
-``../shared/data/worldcereal_extractions/point_timeseries``) loaded with ``pipeline.samples.load_worldcereal``
+``../shared/data/worldcereal_extractions/point_timeseries``) loaded with ``suelo.samples.load_worldcereal``
 (12 months around each label's valid_time, dekads -> monthly median), ewoc_code -> LANDCOVER10, bands B02 B03 B04
 B05 B06 B07 B08 B11 B12 (the data have no B8A), the pretrained Presto encoder frozen, an MLP head trained with
 ``TrainConfig.legacy()`` (the defaults of when it was made: every sample, a fixed 200 epochs without early
 stopping, 10 km blocks; the later defaults would make another model). Classes with fewer than 5 training samples
 are left out.
 
-1. The model card (``pipeline.model_card``): the whole procedure over 10 spatial split seeds, each a three-way
+1. The model card (``suelo.model_card``): the whole procedure over 10 spatial split seeds, each a three-way
    split (train 60 % / calibration 20 % / test 20 %, 10 km blocks), scored on the test points, with the
    RandomForest baseline on the same inputs.
 2. The shipped model: the same procedure once (seed 0) on train 80 % / calibration 20 %, no test split, i.e. on
@@ -40,13 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.artifact import save_artifact  # noqa: E402
-from pipeline.atomic import write_json_atomic  # noqa: E402
-from pipeline.legend import load_legend  # noqa: E402
-from pipeline.model_card import DEFAULT_SEEDS, card_markdown, seed_averaged_card  # noqa: E402
-from pipeline.samples import Samples, load_worldcereal  # noqa: E402
-from pipeline.train import TrainConfig, train_model, write_training_figures  # noqa: E402
-from pipeline.write import write_text_atomic  # noqa: E402
+from suelo.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from suelo.legend import load_legend  # noqa: E402
+from suelo.model_card import DEFAULT_SEEDS, card_markdown, seed_averaged_card  # noqa: E402
+from suelo.models.artifact import save_artifact  # noqa: E402
+from suelo.samples import Samples, load_worldcereal  # noqa: E402
+from suelo.train import TrainConfig, train_model, write_training_figures  # noqa: E402
 
 EXTRACTIONS = sorted((ROOT / "data" / "worldcereal").glob("*parquet"))
 OPEN_SET = ROOT / "benchmarks" / "open_set_results.json"
@@ -96,7 +95,7 @@ def fewer_months_section(path: Path = FEWER_MONTHS) -> tuple[dict, str]:
 def card_sections_only(model: Path) -> None:
     """Refresh the benchmark sections of the shipped model's card (open set, fewer months) in its meta and its
     MODEL_CARD.md, leaving weights, gate and thresholds as they are."""
-    from models.artifact import load_artifact
+    from suelo.models.artifact import load_artifact
 
     artifact = load_artifact(model)
     card = artifact.meta["model_card"]

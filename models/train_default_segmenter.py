@@ -3,20 +3,20 @@
 How it was made (re-run ``.venv/bin/python models/train_default_segmenter.py`` to reproduce, CPU, a few minutes;
 ``--calibrate-only`` redoes only the calibration step on an existing file):
 
-- training scene: ``pipeline.synthetic_city.make_synthetic_city(seed=TRAIN_SEED, shape=TRAIN_SHAPE)``;
+- training scene: ``suelo.synthetic_city.make_synthetic_city(seed=TRAIN_SEED, shape=TRAIN_SHAPE)``;
   held-out scene for the reported metrics: another city, ``seed=TEST_SEED`` (different layout, spectra noise and
   clouds); both are SYNTHETIC, so the numbers show that the pipeline works, not real-world accuracy;
-- inputs: ``models.segmenter.segmenter_features`` (37 cube summaries) + 128 Presto embeddings
-  (``models.inference.encode_cube`` with the shipped ``presto_default.pt``, bf16 ``fast`` mode on CPU);
-- training: ``pipeline.train_segmenter.train_segmenter`` with ``CONFIG`` and ``seed=TRAIN_SEED``; it also fits the
-  novelty gate (``pipeline.novelty``) on the training pixels' input vectors and calibrates its threshold on the
+- inputs: ``suelo.models.segmenter.segmenter_features`` (37 cube summaries) + 128 Presto embeddings
+  (``suelo.models.inference.encode_cube`` with the shipped ``presto_default.pt``, bf16 ``fast`` mode on CPU);
+- training: ``suelo.train_segmenter.train_segmenter`` with ``CONFIG`` and ``seed=TRAIN_SEED``; it also fits the
+  novelty gate (``suelo.novelty``) on the training pixels' input vectors and calibrates its threshold on the
   validation blocks for a 5 % rejection rate (the held-out city's rejected share is reported too);
 - calibration and confidence threshold: :func:`calibrate` on the held-out city (temperature scaling, threshold
   certified for 95 % accuracy of mapped pixels), stored like the land-cover model's so a job treats both alike.
 
 The file is a ``weights_only`` torch dict: ``state.*`` and ``novelty.*`` tensors plus JSON strings (config, novelty
 gate, feature names, legend codes and names, training and held-out metrics, inference speed, provenance). Load with
-``models.segmenter.load_segmenter``. It is a demo/test artifact: train on real Urban Atlas labels for real maps.
+``suelo.models.segmenter.load_segmenter``. It is a demo/test artifact: train on real Urban Atlas labels for real maps.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.inference import encode_cube
-from models.presto import load_presto_encoder
-from models.segmenter import (
+from suelo.models.inference import encode_cube
+from suelo.models.presto import load_presto_encoder
+from suelo.models.segmenter import (
     SegmenterConfig,
     UNetSegmenter,
     count_parameters,
@@ -44,15 +44,15 @@ from models.segmenter import (
     segmenter_features,
     segmenter_inputs,
 )
-from pipeline.segment import predict_array
-from pipeline.synthetic_city import CLASSES, make_synthetic_city
-from pipeline.train_segmenter import (
+from suelo.segment import predict_array
+from suelo.synthetic_city import CLASSES, make_synthetic_city
+from suelo.train_segmenter import (
     SegmenterTrainConfig,
     codes_to_indices,
     segmentation_metrics,
     train_segmenter,
 )
-from pipeline.urban_atlas import ua_class_name
+from suelo.urban_atlas import ua_class_name
 
 TRAIN_SEED, TEST_SEED = 1, 2
 TRAIN_SHAPE, TEST_SHAPE = (160, 160), (128, 128)
@@ -95,7 +95,7 @@ def calibrate(path: Path = OUT) -> dict:
     independent samples, and adjacent pixels are strongly correlated, so the lattice keeps the guarantee from being
     as optimistic as on all pixels (it remains approximate for spatially correlated errors).
     """
-    from pipeline.threshold import calibrate_and_certify
+    from suelo.threshold import calibrate_and_certify
 
     model, extras = load_segmenter(path)
     encoder = load_presto_encoder()
@@ -163,15 +163,15 @@ def main() -> None:
         bands=list(BANDS),
         legend_codes=list(CLASSES),
         legend_names=class_names,
-        months=12,  # pipeline.synthetic_city makes 12-month cubes of L2A-like surface reflectance
+        months=12,  # suelo.synthetic_city makes 12-month cubes of L2A-like surface reflectance
         product_level="L2A",
         metrics={"validation_same_city": metrics, "held_out_city": held_out, "summary": summary},
         provenance={
-            "data": "SYNTHETIC (pipeline.synthetic_city), not real imagery",
+            "data": "SYNTHETIC (suelo.synthetic_city), not real imagery",
             "train": f"make_synthetic_city(seed={TRAIN_SEED}, shape={TRAIN_SHAPE})",
             "held_out": f"make_synthetic_city(seed={TEST_SEED}, shape={TEST_SHAPE})",
             "train_config": CONFIG.to_dict(),
-            "embeddings": "models/presto_default.pt via models.inference.encode_cube(fast=True)",
+            "embeddings": "models/presto_default.pt via suelo.models.inference.encode_cube(fast=True)",
             "script": "models/train_default_segmenter.py",
         },
     )

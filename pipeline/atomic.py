@@ -109,7 +109,7 @@ def _verify(tmp: Path, final: Path, verify: Callable[[Path], None] | None, allow
 _TEMPORARY_NAME = re.compile(
     r"^\..+\.(?:(?P<token>[0-9a-f]{8})-)?[A-Za-z0-9_]{8}\.tmp(?:\.stage\.tif)?(?:\.aux\.xml|\.ovr|\.msk)?$"
 )
-_run_token: str | None = None  # the token of the run this process works for (pipeline.outdir records it)
+_run_token: str | None = None  # the token of the run this process works for (suelo.outdir records it)
 
 
 def set_run_token(token: str | None) -> None:
@@ -260,7 +260,7 @@ def check_raster(
     """Open ``path`` with rasterio and read every band in full; raise ValueError when it differs from what is given.
 
     ``expected`` (bands, y, x) is compared value by value and implies count, dtype and shape. For small rasters
-    (block rasters); a COG is checked by its writer (pipeline.write) without reading all of it.
+    (block rasters); a COG is checked by its writer (suelo.write) without reading all of it.
     """
     import numpy as np
     import rasterio
@@ -326,3 +326,12 @@ def write_json_atomic(final: Path, payload: Any) -> None:
 
     with atomic_output(final, verify=same_text) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: the one way every text output (QML, HTML, JSON, STAC) is
+    written, so none is ever seen half-written."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from pipeline.atomic import atomic_output
+from suelo.atomic import atomic_output
 
 CalibrationMethod = Literal["none", "temperature", "vector"]
 

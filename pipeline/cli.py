@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline import __version__
-from pipeline.errors import SueloError
+from suelo import __version__
+from suelo.errors import SueloError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,7 +52,7 @@ def reports_errors(command: F) -> F:
 
     A full disk (or quota, or read-only file system) is no user error but needs no traceback either: one line and
     exit status 1, like a failed block; outputs are atomic and verified before they are published (a write that
-    does not read back is removed, pipeline.atomic), so re-running after freeing space resumes. So is an output
+    does not read back is removed, suelo.atomic), so re-running after freeing space resumes. So is an output
     that failed that verification for another reason, or a block raster found damaged: one line, exit status 1.
     """
 
@@ -64,7 +64,7 @@ def reports_errors(command: F) -> F:
             click.echo(f"suelo: error: {one_line(exc)}", err=True)
             sys.exit(2)
         except Exception as exc:
-            from pipeline.atomic import DamagedOutputError, WriteVerificationError
+            from suelo.atomic import DamagedOutputError, WriteVerificationError
 
             problem = _out_of_space(exc)
             if problem is not None:
@@ -109,7 +109,7 @@ def main() -> None:
 @reports_errors
 def validate(job_file: Path) -> None:
     """Check a job spec and its inputs without processing anything."""
-    from pipeline.ingest import (
+    from suelo.ingest import (
         check_band_headers,
         check_remote_access,
         discover_scenes,
@@ -117,7 +117,7 @@ def validate(job_file: Path) -> None:
         scenes_in_period,
         scenes_on_grid,
     )
-    from pipeline.settings import load_job
+    from suelo.settings import load_job
 
     job = load_job(job_file)
     scenes = discover_scenes(job)  # also checks every href and input path against the job's access rules
@@ -127,7 +127,7 @@ def validate(job_file: Path) -> None:
     check_remote_access(scenes)
     # the models, their certificates and novelty gates are checked as a run would, before any work; a job that
     # makes no map (`suelo ingest` only, e.g. to train a model on its cube) has none to check
-    from pipeline.orchestrate import make_plan
+    from suelo.orchestrate import make_plan
 
     products = job.products.landcover.enabled or job.products.urban_atlas.enabled
     plan = make_plan(job, grid, scenes, "") if products else None
@@ -190,8 +190,8 @@ def run(
     Exit status: 0 when every block and product is done, 1 when a block failed after its retries (the others are
     kept: re-run to resume), 2 on a user error.
     """
-    from pipeline.jobs import run as run_job
-    from pipeline.settings import load_job
+    from suelo.jobs import run as run_job
+    from suelo.settings import load_job
 
     job = load_job(job_file)
     compute = {k: v for k, v in {"device": device, "workers": workers, "scheduler": scheduler}.items() if v}
@@ -234,8 +234,8 @@ def run(
 @reports_errors
 def ingest(job_file: Path, output: Path | None, overwrite: bool, force: bool, workers: int | None) -> None:
     """Ingest the job's Sentinel-2 inputs into a cloud-masked monthly cube (NetCDF)."""
-    from pipeline.jobs import ingest as run_ingest
-    from pipeline.settings import load_job
+    from suelo.jobs import ingest as run_ingest
+    from suelo.settings import load_job
 
     job = load_job(job_file)
     updates: dict[str, Any] = {}
@@ -275,13 +275,13 @@ legend_option = click.option(
 def _load_training_samples(
     samples: tuple[Path, ...], legend_path: Path | None, cube: Path | None, class_column: str | None
 ) -> Any:
-    from pipeline.legend import load_legend
-    from pipeline.samples import load_samples
+    from suelo.legend import load_legend
+    from suelo.samples import load_samples
 
     legend = load_legend(legend_path) if legend_path else load_legend()
     cube_ds = None
     if cube is not None:
-        from pipeline.composite import open_cube
+        from suelo.composite import open_cube
 
         cube_ds = open_cube(cube)
     return legend, load_samples(samples, legend, cube=cube_ds, class_column=class_column)
@@ -375,8 +375,8 @@ def train(
     validation blocks and write the model and a <stem>_report/ folder (default legend: Urban Atlas 2018).
     """
     if model_kind == "segmenter":
-        from pipeline.errors import ConfigError
-        from pipeline.train_segmenter import SegmenterTrainConfig, train_segmenter_from_files
+        from suelo.errors import ConfigError
+        from suelo.train_segmenter import SegmenterTrainConfig, train_segmenter_from_files
 
         if len(samples) != 1 or cube is None:
             raise ConfigError("--model segmenter takes one label file (polygons or a label raster) and --cube")
@@ -388,11 +388,11 @@ def train(
         train_segmenter_from_files(samples[0], cube, output, legend_path, class_column or "code_2018", config,
                                    seed, log=log)  # fmt: skip
         return
-    from models.artifact import save_artifact
-    from pipeline.errors import ConfigError
-    from pipeline.evaluate import dropped_line
-    from pipeline.train import TrainConfig, train_model, write_training_figures
-    from pipeline.train_progress import StderrProgress
+    from suelo.errors import ConfigError
+    from suelo.evaluate import dropped_line
+    from suelo.models.artifact import save_artifact
+    from suelo.train import TrainConfig, train_model, write_training_figures
+    from suelo.train_progress import StderrProgress
 
     try:
         block: float | str = "auto" if block_m.strip().lower() == "auto" else float(block_m)
@@ -453,15 +453,15 @@ def evaluate(
     """Score MODEL on its held-out samples among SAMPLES, as a map would use it, next to a RandomForest trained on
     the model's training samples. Writes metrics.json, confusion-matrix PNGs and dropped_samples.csv (every sample
     left out, with the reason)."""
-    from models.artifact import load_artifact
-    from pipeline.evaluate import evaluate_model, report_lines, samples_legend, write_report
-    from pipeline.samples import load_samples
+    from suelo.evaluate import evaluate_model, report_lines, samples_legend, write_report
+    from suelo.models.artifact import load_artifact
+    from suelo.samples import load_samples
 
     artifact = load_artifact(model)
     legend = samples_legend(artifact.legend, legend_path)
     cube_ds = None
     if cube is not None:
-        from pipeline.composite import open_cube
+        from suelo.composite import open_cube
 
         cube_ds = open_cube(cube)
     data = load_samples(samples, legend, cube=cube_ds, class_column=class_column)
@@ -520,10 +520,10 @@ def predict(
     observations, nodata), in the NetCDF and as a styled COG beside it."""
     import numpy as np
 
-    from models.artifact import load_artifact
-    from pipeline.composite import open_cube
-    from pipeline.errors import ConfigError
-    from pipeline.predict import predict_cube, write_prediction
+    from suelo.composite import open_cube
+    from suelo.errors import ConfigError
+    from suelo.models.artifact import load_artifact
+    from suelo.predict import predict_cube, write_prediction
 
     masking_options = {
         "--target-accuracy": target_accuracy, "--threshold": threshold, "--delta": delta,
@@ -538,8 +538,8 @@ def predict(
     cube_ds = open_cube(cube)
     policy = report = None
     if apply_masking:  # the policy first: an uncertifiable target stops before any work, as in a run
-        from pipeline.settings import ConfidenceSpec
-        from pipeline.threshold import certification_problem, policy_for_model
+        from suelo.settings import ConfidenceSpec
+        from suelo.threshold import certification_problem, policy_for_model
 
         defaults = ConfidenceSpec()
         delta = defaults.delta if delta is None else delta
@@ -554,8 +554,8 @@ def predict(
     prediction = predict_cube(artifact, cube_ds, device=device, cube_name=cube)
     written = []
     if policy is not None:
-        from pipeline.predict import apply_masking as mask  # the flag has the function's name
-        from pipeline.predict import cube_clear_observations, write_class_map_cog
+        from suelo.predict import apply_masking as mask  # the flag has the function's name
+        from suelo.predict import cube_clear_observations, write_class_map_cog
 
         try:
             prediction = mask(prediction, artifact.legend, policy, cube_clear_observations(cube_ds))

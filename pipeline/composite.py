@@ -1,6 +1,6 @@
 """Composite: scenes on the grid -> a cloud-masked monthly cube.
 
-The cube is an :class:`xarray.Dataset` on the job's :class:`~pipeline.grid.Grid`:
+The cube is an :class:`xarray.Dataset` on the job's :class:`~suelo.grid.Grid`:
 
 - ``reflectance`` ``(time, band, y, x)`` float32: per calendar month, the per-band median of the clear
   observations (physical reflectance, offset and quantification applied); NaN where the month has none,
@@ -26,10 +26,10 @@ import numpy as np
 import xarray as xr
 from rasterio.warp import transform_bounds
 
-from pipeline import __version__
-from pipeline.grid import Grid
-from pipeline.ingest.scene import Scene, read_scene
-from pipeline.settings import IngestSpec, PeriodSpec
+from suelo import __version__
+from suelo.grid import Grid
+from suelo.ingest.scene import Scene, read_scene
+from suelo.settings import IngestSpec, PeriodSpec
 
 COMPOSITING_METHOD = (
     "per-band median of clear observations per calendar month (mean of the two middle values for even counts)"
@@ -193,7 +193,7 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
     made from it are identical to outputs made from the inputs). The CF grid mapping lets GDAL and QGIS open the
     variables georeferenced.
     """
-    from pipeline.atomic import atomic_output
+    from suelo.atomic import atomic_output
 
     grid = cube_grid(cube)
     out = cube.copy()

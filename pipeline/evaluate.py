@@ -6,7 +6,7 @@ the comparison says what the encoder adds over a classic per-pixel classifier.
 
 The held-out samples are those whose ids the model stores (``meta["split"]``), picked by id from whatever is
 given; the model is scored as a map uses it (coverage and accuracy at its certified threshold), and every sample
-left out on the way is counted and listed with its reason (``pipeline.samples.DROP_REASONS``).
+left out on the way is counted and listed with its reason (``suelo.samples.DROP_REASONS``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.legend import Legend
-from pipeline.samples import DROP_REASONS, DROPPED_COLUMNS, Samples, drop_rows, dropped_table
+from suelo.legend import Legend
+from suelo.samples import DROP_REASONS, DROPPED_COLUMNS, Samples, drop_rows, dropped_table
 
 # A missing month enters the RandomForest as this value: no real reflectance is negative below -0.1 (the baseline
 # 04.00 offset gives at most -0.1), so trees can split "missing" off cleanly without imputing.
@@ -26,8 +26,8 @@ RF_MISSING_VALUE = -1.0
 RF_TREES = 300
 
 if TYPE_CHECKING:  # heavy imports (torch, dask) only for the type checker; the functions import them late
-    from models.artifact import ModelArtifact
-    from pipeline.threshold import ThresholdPolicy
+    from suelo.models.artifact import ModelArtifact
+    from suelo.threshold import ThresholdPolicy
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, legend: Legend) -> dict[str, Any]:
@@ -101,9 +101,9 @@ def predict_samples(
     (True = outside the training data) of a model artifact on samples: what a map would get."""
     import torch
 
-    from models.inference import encode_pixels
-    from models.presto_inputs import presto_inputs
-    from pipeline.calibrate import Calibration
+    from suelo.calibrate import Calibration
+    from suelo.models.inference import encode_pixels
+    from suelo.models.presto_inputs import presto_inputs
 
     bands = artifact.contract["bands"]
     s = samples.select_bands(bands)
@@ -122,7 +122,7 @@ DROPPED_CSV = "dropped_samples.csv"
 
 
 def dropped_counts(dropped: pd.DataFrame) -> dict[str, int]:
-    """Samples left out per reason, in the order of ``pipeline.samples.DROP_REASONS`` (reasons that occur only)."""
+    """Samples left out per reason, in the order of ``suelo.samples.DROP_REASONS`` (reasons that occur only)."""
     if dropped is None or not len(dropped):
         return {}
     counts = dropped["reason"].value_counts()
@@ -150,8 +150,7 @@ def recover_split_ids(artifact: ModelArtifact, samples: Samples) -> dict[str, li
     """The split ids of a model that stores only their digests, redone from ``samples`` with the recorded split
     settings as training did (split on all samples, then keep the model's classes); None unless every digest
     matches exactly, i.e. unless ``samples`` are exactly the samples the model was trained on."""
-    from pipeline.samples import three_way_split
-    from pipeline.train import ids_digest
+    from suelo.samples import ids_digest, three_way_split
 
     split = artifact.meta["split"]
     parts = three_way_split(
@@ -227,10 +226,10 @@ def at_threshold(
     policy_report: dict[str, Any],
     fitted_here: bool,
 ) -> dict[str, Any]:
-    """What a map would make of the samples under ``policy``: :func:`pipeline.threshold.classify_block` on the
+    """What a map would make of the samples under ``policy``: :func:`suelo.threshold.classify_block` on the
     calibrated posteriors with the novelty gate's verdict (the very function a run applies). Coverage is the share
     of all samples mapped; the rest is outside the training data or below the confidence threshold."""
-    from pipeline.threshold import classify_block, reasons_for
+    from suelo.threshold import classify_block, reasons_for
 
     reasons = reasons_for(legend)
     class_codes = np.asarray(legend.codes)
@@ -299,11 +298,10 @@ def evaluate_model(
     classes the model does not have in the drop list. The report's ``dropped`` counts every left-out sample per
     reason; ``dropped_samples`` lists them (``write_report`` puts them in a CSV, not the JSON).
     """
-    from models.artifact import SPLIT_ID_KEYS
-    from pipeline.errors import ConfigError, InputError
-    from pipeline.samples import three_way_split
-    from pipeline.threshold import certification_problem, policy_for_model
-    from pipeline.train import ids_digest
+    from suelo.errors import ConfigError, InputError
+    from suelo.models.artifact import SPLIT_ID_KEYS
+    from suelo.samples import ids_digest, three_way_split
+    from suelo.threshold import certification_problem, policy_for_model
 
     if split not in SPLIT_MODES:
         raise ConfigError(f"split must be one of {list(SPLIT_MODES)}, got {split!r}")
@@ -441,7 +439,7 @@ def plot_confusion(metrics: dict[str, Any], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.atomic import atomic_output
+    from suelo.atomic import atomic_output
 
     cm = np.asarray(metrics["confusion_matrix"]["matrix"], dtype=float)
     names = metrics["confusion_matrix"]["names"]
@@ -467,7 +465,7 @@ def plot_confusion(metrics: dict[str, Any], path: Path, title: str) -> None:
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """``metrics.json`` (without the per-sample drop list), one confusion-matrix PNG per model (the RandomForest's
     only when there was one) and ``dropped_samples.csv`` (every sample left out, with its reason) in ``out_dir``."""
-    from pipeline.atomic import atomic_output, write_json_atomic
+    from suelo.atomic import atomic_output, write_json_atomic
 
     out_dir = Path(out_dir)
     written = [out_dir / "metrics.json"]
@@ -491,8 +489,8 @@ def samples_legend(model_legend: Legend, path: Path | None = None) -> Legend:
     class of the model under the same code, else the model's own. A fuller legend than the model's matters: the
     samples of classes training dropped as too rare are then loaded (so a re-split sees the samples training
     split, and the drop list names them) instead of being lost in the loader."""
-    from pipeline.errors import ConfigError
-    from pipeline.legend import load_legend
+    from suelo.errors import ConfigError
+    from suelo.legend import load_legend
 
     legend = load_legend(path) if path else load_legend()
     clashes = [

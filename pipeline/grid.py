@@ -16,7 +16,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds, transform_geom
 
-from pipeline.errors import ConfigError
+from suelo.errors import ConfigError
 
 Bounds = tuple[float, float, float, float]
 #: About 10,000 km at 10 m: larger than any real region, small enough that block lists and arrays stay sane.

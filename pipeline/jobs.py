@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -19,14 +18,14 @@ from typing import Any
 
 import dask
 
-from pipeline import __version__
-from pipeline.atomic import write_json_atomic
-from pipeline.composite import build_cube, write_cube
-from pipeline.errors import ConfigError
-from pipeline.grid import Grid
-from pipeline.ingest import check_remote_access, discover_scenes, job_grid, scenes_in_period, scenes_on_grid
-from pipeline.ingest.scene import Scene
-from pipeline.settings import JobSpec
+from suelo.atomic import write_json_atomic
+from suelo.composite import build_cube, write_cube
+from suelo.errors import ConfigError
+from suelo.grid import Grid
+from suelo.ingest import check_remote_access, discover_scenes, job_grid, scenes_in_period, scenes_on_grid
+from suelo.ingest.scene import Scene
+from suelo.provenance import software_versions
+from suelo.settings import JobSpec
 
 CUBE_NAME = "cube.nc"
 
@@ -49,27 +48,6 @@ class IngestResult:
         return self.grid.height * self.grid.width * self.n_months / self.seconds / 1e6
 
 
-def software_versions() -> dict[str, str]:
-    import numpy
-    import rasterio
-    import torch
-    import xarray
-
-    from models import cpu_kernels
-
-    return {
-        "suelo": __version__,
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "torch": torch.__version__,
-        "rasterio": rasterio.__version__,
-        "gdal": rasterio.__gdal_version__,
-        "xarray": xarray.__version__,
-        "dask": dask.__version__,
-        "cpu_kernels": cpu_kernels.describe(),
-    }
-
-
 def job_digest(job: JobSpec, scene_ids: list[str]) -> str:
     """Fingerprint of what determines the cube: inputs, AOI, grid, period, ingest settings and the scenes found."""
     spec = job.model_dump(mode="json", include={"inputs", "aoi", "grid", "period", "ingest"})
@@ -86,8 +64,8 @@ def peak_rss_mb() -> float:
 def ingest(job: JobSpec, overwrite: bool = False, force: bool = False) -> IngestResult:
     """Build and write the monthly cube of ``job`` and its run.json; skip when an identical cube already exists.
 
-    The output folder is claimed and locked first (``pipeline.outdir``), before anything is read or written."""
-    from pipeline.outdir import claimed_output
+    The output folder is claimed and locked first (``suelo.outdir``), before anything is read or written."""
+    from suelo.outdir import claimed_output
 
     started = time.perf_counter()
     with claimed_output(Path(job.output.dir), force):
@@ -181,17 +159,17 @@ class RunResult:
 def run(job: JobSpec, overwrite: bool = False, log_format: str = "text", force: bool = False) -> RunResult:
     """The whole job: the cube (if ``output.cube``), every block of every enabled product, the final maps and report.
 
-    Blocks run on Dask (pipeline.orchestrate); a finished job re-run does nothing, an interrupted one resumes. The
-    output folder is claimed and locked before anything else (``pipeline.outdir``).
+    Blocks run on Dask (suelo.orchestrate); a finished job re-run does nothing, an interrupted one resumes. The
+    output folder is claimed and locked before anything else (``suelo.outdir``).
     """
-    from pipeline.outdir import claimed_output
+    from suelo.outdir import claimed_output
 
     with claimed_output(Path(job.output.dir), force) as token:
         return _run(job, overwrite, log_format, token)
 
 
 def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = None) -> RunResult:
-    from pipeline.orchestrate import make_plan, run_region
+    from suelo.orchestrate import make_plan, run_region
 
     started = time.perf_counter()
     scenes, grid = discover(job)

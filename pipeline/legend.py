@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import ConfigError, file_kind
+from suelo.data import LEGENDS
+from suelo.errors import ConfigError, file_kind
 
-DEFAULT_LEGEND = Path(__file__).resolve().parent.parent / "data" / "legends" / "worldcereal_landcover10.yaml"
+DEFAULT_LEGEND = LEGENDS / "worldcereal_landcover10.yaml"
 MAX_LEGEND_BYTES = 16 * 2**20  # the largest shipped legend is ~5 KB; Urban Atlas + CORINE together are far below
 MAX_CODE = 65535  # the widest map dtype is uint16
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -155,7 +156,7 @@ def load_legend(path: str | Path = DEFAULT_LEGEND) -> Legend:
 def check_reason_codes(legend: Legend, source: str | Path) -> None:
     """A legend whose codes collide with the reason codes of its maps (no data, too few observations, outside the
     training data, low confidence) is refused when it is loaded, not after a whole run at assembly."""
-    from pipeline.threshold import reason_code_collisions, reasons_for
+    from suelo.threshold import reason_code_collisions, reasons_for
 
     collide = reason_code_collisions(legend)
     if collide:

@@ -2,7 +2,7 @@
 
 One split says little with a few hundred spatially clustered points (the shipped model's card has the head between
 -3.6 and +16.0 macro-F1 points from RandomForest depending on the seed), so every headline figure is a mean +- standard
-deviation over ``seeds`` three-way spatial splits (pipeline.samples.three_way_split): the head and the novelty
+deviation over ``seeds`` three-way spatial splits (suelo.samples.three_way_split): the head and the novelty
 gate's Gaussians are fitted on train, temperature, gate threshold and confidence thresholds on calibration, and
 everything is scored once on test, which no fit saw. The RandomForest baseline gets the same train split and the
 same inputs (raw monthly reflectance). The shipped model is then trained on all the data (train + calibration, no
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.legend import Legend
-from pipeline.samples import Samples
-from pipeline.train import TrainConfig, train_model
+from suelo.legend import Legend
+from suelo.samples import Samples
+from suelo.train import TrainConfig, train_model
 
 DEFAULT_SEEDS = tuple(range(10))
 

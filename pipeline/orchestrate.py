@@ -36,13 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import atomic_output, file_sha256, write_json_atomic
-from pipeline.errors import ConfigError, InputError, SueloError
-from pipeline.grid import Grid
-from pipeline.ingest.scene import Scene
-from pipeline.legend import Legend
-from pipeline.settings import JobSpec
-from pipeline.threshold import ReasonCodes, ThresholdPolicy
+import suelo.models
+from suelo.atomic import atomic_output, file_sha256, write_json_atomic
+from suelo.errors import ConfigError, InputError, SueloError
+from suelo.grid import Grid
+from suelo.ingest.scene import Scene
+from suelo.legend import Legend
+from suelo.settings import JobSpec
+from suelo.threshold import ReasonCodes, ThresholdPolicy
 
 # Above this share of the imaged pixels rejected by a model's novelty gate (4x the 5% the gate rejects of data like
 # the training data), the run report and run.json warn that the model's certified accuracy does not transfer here.
@@ -52,10 +53,10 @@ MANIFEST = "manifest.jsonl"
 BLOCKS = "blocks"
 CACHE = "cache"
 MANIFEST_VERSION = 1
-ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(suelo.models.__file__).resolve().parent  # the shipped models, in a checkout and a wheel alike
 DEFAULT_MODELS = {
-    "landcover": ROOT / "models" / "landcover_default.pt",
-    "urban_atlas": ROOT / "models" / "segmenter_default.pt",
+    "landcover": MODELS / "landcover_default.pt",
+    "urban_atlas": MODELS / "segmenter_default.pt",
 }
 
 
@@ -87,7 +88,7 @@ class ProductPlan:
     policy: ThresholdPolicy
     policy_report: dict[str, Any]
     metrics: dict[str, Any]
-    novelty: dict[str, Any] = field(default_factory=dict)  # the model's novelty gate (pipeline.novelty meta)
+    novelty: dict[str, Any] = field(default_factory=dict)  # the model's novelty gate (suelo.novelty meta)
     caveats: tuple[str, ...] = ()  # what the report must say first about this product (e.g. fewer months)
 
 
@@ -100,7 +101,7 @@ class RunPlan:
     halo: int  # extra pixels around a block for the segmenter's spatial context
     digest: str
     cube_digest: str = ""  # what the composites depend on (inputs, grid, period, ingest): keys the composite cache
-    run_token: str | None = None  # names this run's temporaries in every worker (pipeline.outdir); not in the digest
+    run_token: str | None = None  # names this run's temporaries in every worker (suelo.outdir); not in the digest
 
     def blocks(self) -> list[Block]:
         size = self.job.compute.block_size
@@ -118,8 +119,8 @@ def make_plan(
     job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str, run_token: str | None = None
 ) -> RunPlan:
     """Resolve models, legends, reason codes and confidence policies once, before any block runs."""
-    from pipeline.threshold import certification_problem, policy_for_model
-    from pipeline.write import map_dtype, map_legend, reasons_for
+    from suelo.threshold import certification_problem, policy_for_model
+    from suelo.write import map_dtype, map_legend, reasons_for
 
     check_device(job)
 
@@ -136,8 +137,8 @@ def make_plan(
     halo = 0
     landcover = job.products.landcover
     if landcover.enabled:
-        from models.artifact import check_artifact_for_job, load_artifact
-        from pipeline.composite import month_starts
+        from suelo.composite import month_starts
+        from suelo.models.artifact import check_artifact_for_job, load_artifact
 
         path = Path(landcover.model or DEFAULT_MODELS["landcover"])
         artifact = load_artifact(path)
@@ -159,7 +160,7 @@ def make_plan(
         certifiable(path, artifact.meta, report, landcover, "landcover")
         metrics: dict[str, Any] = {}
         if artifact.meta.get("model_card"):
-            from pipeline.model_card import card_summary
+            from suelo.model_card import card_summary
 
             # the seed-averaged figures first: the single calibration split below says little on its own
             metrics["model_card"] = card_summary(artifact.meta["model_card"])
@@ -184,9 +185,9 @@ def make_plan(
         )
     urban = job.products.urban_atlas
     if urban.enabled:
-        from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
-        from models.segmenter import load_segmenter
-        from pipeline.urban_atlas import UA_REASONS, urban_atlas_legend
+        from suelo.models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
+        from suelo.models.segmenter import load_segmenter
+        from suelo.urban_atlas import UA_REASONS, urban_atlas_legend
 
         path = Path(urban.model or DEFAULT_MODELS["urban_atlas"])
         _model, meta = load_segmenter(path)
@@ -232,8 +233,8 @@ def make_plan(
 
 def fewer_months_caveats(name: str, trained: int, job: JobSpec, card: dict[str, Any] | None) -> tuple[str, ...]:
     """The report's caveat when a job runs a model on fewer months than it was trained on (allowed by the job)."""
-    from pipeline.composite import month_starts
-    from pipeline.model_card import fewer_months_statement
+    from suelo.composite import month_starts
+    from suelo.model_card import fewer_months_statement
 
     n_months = len(month_starts(job.period))
     if not trained or n_months >= trained:
@@ -248,8 +249,8 @@ def fewer_months_caveats(name: str, trained: int, job: JobSpec, card: dict[str, 
 def check_segmenter_for_job(meta: dict[str, Any], job: JobSpec, levels: Sequence[str], path: Path) -> None:
     """The segmenter's months and product level against the job's, as the land-cover model's contract is checked
     (segmenter files record ``months`` and ``product_level``; one without them is checked on its bands only)."""
-    from models.artifact import NORMALIZATION, contract_problems
-    from pipeline.composite import month_starts
+    from suelo.composite import month_starts
+    from suelo.models.artifact import NORMALIZATION, contract_problems
 
     months, level = meta.get("months"), meta.get("product_level")
     if months is None or level is None:
@@ -317,14 +318,14 @@ def _cached_model(kind: str, path: str, sha256: str) -> Any:
     """Models are loaded once per worker process (the sha256 makes a changed file a new entry)."""
     del sha256
     if kind == "encoder":
-        from models.presto import DEFAULT_WEIGHTS, load_presto_encoder
+        from suelo.models.presto import DEFAULT_WEIGHTS, load_presto_encoder
 
         return load_presto_encoder(path or DEFAULT_WEIGHTS)
     if kind == "landcover":
-        from models.artifact import load_artifact
+        from suelo.models.artifact import load_artifact
 
         return load_artifact(path)
-    from models.segmenter import load_segmenter
+    from suelo.models.segmenter import load_segmenter
 
     return load_segmenter(path)
 
@@ -339,8 +340,8 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
     """Everything for one block, written to its block rasters; returns the block's manifest entry."""
     import torch
 
-    from pipeline.atomic import set_run_token
-    from pipeline.threshold import classify_block, masking_counts
+    from suelo.atomic import set_run_token
+    from suelo.threshold import classify_block, masking_counts
 
     started = time.perf_counter()
     job = plan.job
@@ -399,7 +400,7 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
 
 def _block_cube(plan: RunPlan, outer: Grid, top: int, left: int) -> Any:
     """The monthly composite of a block (with its halo), from the composite cache when allowed and present."""
-    from pipeline.composite import build_cube, open_cube, write_cube
+    from suelo.composite import build_cube, open_cube, write_cube
 
     job = plan.job
     cache = None
@@ -419,14 +420,14 @@ def _block_cube(plan: RunPlan, outer: Grid, top: int, left: int) -> Any:
 
 
 def _embeddings(cube: Any, job: JobSpec) -> Any:
-    from models.inference import encode_cube
+    from suelo.models.inference import encode_cube
 
     encoder = _cached_model("encoder", "", "")
     return encode_cube(encoder, cube, job.compute.batch_size, job.compute.device, _fast(job))
 
 
 def _fast(job: JobSpec) -> bool | None:
-    from models.inference import fast_for_precision
+    from suelo.models.inference import fast_for_precision
 
     return fast_for_precision(job.compute.precision)
 
@@ -438,7 +439,7 @@ def _posteriors(
     them (y, x): outside the model's training data."""
     job = plan.job
     if product.name == "landcover":
-        from pipeline.predict import predict_cube
+        from suelo.predict import predict_cube
 
         artifact = _cached_model("landcover", str(product.model_path), product.model_sha256)
         inner_cube = cube.isel(y=crop[0], x=crop[1])
@@ -448,9 +449,9 @@ def _posteriors(
             allow_fewer_months=job.products.landcover.allow_fewer_months,
         )  # fmt: skip
         return prediction["posterior"].values, prediction["outside_training"].values
-    from models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
-    from pipeline.calibrate import Calibration
-    from pipeline.segment import segment_cube, segment_outside_training
+    from suelo.calibrate import Calibration
+    from suelo.models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
+    from suelo.segment import segment_cube, segment_outside_training
 
     model, meta = _cached_model("urban_atlas", str(product.model_path), product.model_sha256)
     spec = job.products.urban_atlas
@@ -470,7 +471,7 @@ def _posteriors(
 def _write_block(path: Path, planes: np.ndarray, grid: Grid) -> None:
     import rasterio
 
-    from pipeline.atomic import check_raster, gdal_errors_raised
+    from suelo.atomic import check_raster, gdal_errors_raised
 
     profile = {
         "driver": "GTiff", "height": grid.height, "width": grid.width, "count": planes.shape[0],
@@ -492,7 +493,7 @@ def _write_block(path: Path, planes: np.ndarray, grid: Grid) -> None:
 def _read_block(path: Path, band: int) -> np.ndarray:
     import rasterio
 
-    from pipeline.atomic import DamagedOutputError
+    from suelo.atomic import DamagedOutputError
 
     try:
         with rasterio.open(path) as src:
@@ -606,7 +607,7 @@ def _block_expectations(plan: RunPlan) -> dict[str, dict[str, Any]]:
 def _file_matches(path: Path, sha256: str, expect: dict[str, Any] | None = None) -> bool:
     """``path`` has checksum ``sha256`` and, a raster, opens and reads in full (with ``expect``'s bands, dtype and
     shape when given)."""
-    from pipeline.atomic import raster_readable
+    from suelo.atomic import raster_readable
 
     try:
         if not path.is_file() or path.stat().st_size == 0 or file_sha256(path) != sha256:
@@ -788,7 +789,7 @@ class RegionResult:
 
 def run_region(plan: RunPlan, overwrite: bool = False, log_format: str = "text") -> RegionResult:
     """Run every unfinished block of ``plan``, then (all done) assemble and write the final products."""
-    from pipeline.outdir import claimed_output, remove_stale_temporaries
+    from suelo.outdir import claimed_output, remove_stale_temporaries
 
     out_dir = Path(plan.job.output.dir)
     with claimed_output(out_dir):  # re-entrant: `suelo run` claimed the folder before anything else
@@ -892,9 +893,9 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     """Final map sets (COG + styles + STAC) from the block rasters, urban-atlas sieve and polygons, run report."""
     import dask
 
-    from pipeline.report import write_run_report
-    from pipeline.threshold import masking_report, merge_counts, outside_training_pct, report_from_counts
-    from pipeline.write import write_map_set
+    from suelo.report import write_run_report
+    from suelo.threshold import masking_report, merge_counts, outside_training_pct, report_from_counts
+    from suelo.write import write_map_set
 
     job = plan.job
     out_dir = Path(job.output.dir)
@@ -923,7 +924,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
             }  # fmt: skip
             folder = out_dir / product.name
             if product.name == "urban_atlas":
-                from pipeline.urban_atlas import sieve, urban_atlas_vector
+                from suelo.urban_atlas import sieve, urban_atlas_vector
 
                 spec = job.products.urban_atlas
                 # the sieve merges patches across block borders, so it runs on the whole mosaic (uint16 + uint8

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline import __version__
-from pipeline.atomic import is_suelo_temporary, set_run_token, temporary_token, write_json_atomic
-from pipeline.errors import ConfigError
+from suelo import __version__
+from suelo.atomic import is_suelo_temporary, set_run_token, temporary_token, write_json_atomic
+from suelo.errors import ConfigError
 
 MARKER = ".suelo-output.json"
 LOCK = ".suelo.lock"

@@ -1,14 +1,14 @@
 """Apply a land-cover model to a monthly cube: posteriors (class, y, x), the novelty gate and the class codes (y, x).
 
 The cube is read in row blocks of about one encoder batch, so memory stays bounded by the block, not the cube.
-Every pixel's embedding is scored by the model's novelty gate (``pipeline.novelty``) before any class is given:
+Every pixel's embedding is scored by the model's novelty gate (``suelo.novelty``) before any class is given:
 ``outside_training`` marks the pixels unlike the training data, and ``class_code`` carries the model's
 "outside the training data" reason code there instead of a class. Pixels with no valid month get NaN posteriors
 and code 0 (the nodata reason code of the legend contract).
 
 ``apply_masking`` adds the map ``suelo run`` would make (``class_map``: the certified confidence threshold and the
-too-few-observations rule too, by the run's own ``pipeline.threshold.classify_block``), and
-``write_class_map_cog`` writes it as the run's styled COG (``pipeline.write``).
+too-few-observations rule too, by the run's own ``suelo.threshold.classify_block``), and
+``write_class_map_cog`` writes it as the run's styled COG (``suelo.write``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from models.artifact import ModelArtifact, check_contract
-from pipeline.calibrate import Calibration
-from pipeline.errors import InputError
-from pipeline.legend import Legend
-from pipeline.threshold import CONFIDENCE_NODATA, ThresholdPolicy, classify_block, reasons_for
+from suelo.calibrate import Calibration
+from suelo.errors import InputError
+from suelo.legend import Legend
+from suelo.models.artifact import ModelArtifact, check_contract
+from suelo.threshold import CONFIDENCE_NODATA, ThresholdPolicy, classify_block, reasons_for
 
 NODATA_CODE = 0
 
@@ -45,10 +45,10 @@ def predict_cube(
 
     ``embeddings`` (y, x, feature) from the pretrained encoder may be passed when another product already computed
     them; they are used only if this model kept the pretrained encoder (a fine-tuned one encodes afresh).
-    ``fast`` is the encoder precision of ``models.inference.encode_pixels`` (None: bf16 on CUDA, fp32 on CPU).
+    ``fast`` is the encoder precision of ``suelo.models.inference.encode_pixels`` (None: bf16 on CUDA, fp32 on CPU).
     """
-    from models.inference import cube_read_pixels, default_device, encode_pixels
-    from models.presto_inputs import cube_to_pixels, presto_inputs
+    from suelo.models.inference import cube_read_pixels, default_device, encode_pixels
+    from suelo.models.presto_inputs import cube_to_pixels, presto_inputs
 
     check_contract(artifact, cube, cube_name, allow_fewer_months)
     device = device or default_device()
@@ -141,7 +141,7 @@ def predict_cube(
 
 def write_prediction(prediction: xr.Dataset, path: Path) -> None:
     """NetCDF, written atomically (temp file beside ``path``, then rename)."""
-    from pipeline.atomic import atomic_output
+    from suelo.atomic import atomic_output
 
     encoding = {
         "posterior": {"zlib": True, "complevel": 4},
@@ -177,13 +177,13 @@ def apply_masking(
     code or a reason code (nodata, too few clear observations, outside the training data, low confidence; in
     that precedence), and ``confidence`` (calibrated top-1 in percent, 255 = none).
 
-    Both come from :func:`pipeline.threshold.classify_block`, the function a run applies to each block, on the
+    Both come from :func:`suelo.threshold.classify_block`, the function a run applies to each block, on the
     same calibrated posteriors and novelty-gate verdict, so the codes are the run's. It works on strips of
     ``rows`` rows (it is per pixel) to bound its temporaries. Without ``n_clear`` a pixel without posteriors is
     still nodata, but the too-few-observations rule cannot be applied: a ``policy`` asking for more than one clear
     observation is then an error.
     """
-    from pipeline.write import map_dtype
+    from suelo.write import map_dtype
 
     reasons = reasons_for(legend)
     dtype = np.dtype(map_dtype(legend, reasons))
@@ -224,11 +224,11 @@ def write_class_map_cog(
     policy_report: dict[str, Any] | None = None,
 ) -> list[Path]:
     """The ``class_map`` of :func:`apply_masking` as the run writes its land-cover map: a paletted COG with its
-    ``.tif.aux.xml`` (class names, attribute table) and ``.qml`` style, by the writers of ``pipeline.write``."""
-    from pipeline.atomic import file_sha256
-    from pipeline.composite import cube_grid
-    from pipeline.style import write_qml
-    from pipeline.write import write_class_map
+    ``.tif.aux.xml`` (class names, attribute table) and ``.qml`` style, by the writers of ``suelo.write``."""
+    from suelo.atomic import file_sha256
+    from suelo.composite import cube_grid
+    from suelo.style import write_qml
+    from suelo.write import write_class_map
 
     legend = artifact.legend
     reasons = reasons_for(legend)

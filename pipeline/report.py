@@ -19,8 +19,8 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from pipeline.atomic import atomic_output
-from pipeline.write import MapSet, hex_to_rgba, write_text_atomic
+from suelo.atomic import atomic_output, write_text_atomic
+from suelo.write import MapSet, hex_to_rgba
 
 QUICKLOOK_MAX = 512
 QUICKLOOK_MIN = 300
@@ -97,7 +97,7 @@ def write_run_report(
 ) -> dict[str, Path]:
     """Write the report for ``maps``; ``masking`` maps ``"<product folder>/<map name>"`` (or just the map name) to
     its :func:`threshold.masking_report`. ``warnings`` are shown first, prominently (and in report.json)."""
-    from pipeline.jobs import software_versions
+    from suelo.provenance import software_versions
 
     folder = Path(folder)
     masking, metrics, config = dict(masking or {}), dict(metrics or {}), dict(config or {})

@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from pipeline.errors import InputError, file_kind
+from suelo.errors import InputError, file_kind
 
 SUPPORTED = (
     "expected a WorldCereal point extraction (.parquet/.geoparquet with an ewoc_code column), labelled points or "
@@ -24,7 +24,7 @@ SUPPORTED = (
 )
 RASTER_SUFFIXES = (".tif", ".tiff")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
-TEXT_TABLE_SUFFIXES = (".csv", ".txt")  # pipeline.samples.read_label_vector reads both as CSV
+TEXT_TABLE_SUFFIXES = (".csv", ".txt")  # suelo.samples.read_label_vector reads both as CSV
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 # column names read_label_vector accepts for the point position of a plain table (WGS84 degrees)
 LON_NAMES = ("lon", "longitude", "x")

@@ -2,7 +2,7 @@
 
 Every loader returns the same :class:`Samples`: physical reflectance ``(N, T, B)`` float32 (DN / 10000, NaN where
 a month has no valid value), the start month of each series and a location, so the encoder sees training samples
-exactly as it sees cube pixels (``models.presto_inputs.cube_to_pixels``).
+exactly as it sees cube pixels (``suelo.models.presto_inputs.cube_to_pixels``).
 
 Sources:
 
@@ -18,6 +18,7 @@ Samples with no valid month at all are dropped: the encoder would see only their
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -28,10 +29,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pipeline.errors import InputError
-from pipeline.legend import Legend, load_legend
+from suelo.data import LEGENDS
+from suelo.errors import InputError
+from suelo.legend import Legend, load_legend
 
-MAPPING_FILE = Path(__file__).resolve().parent.parent / "data" / "legends" / "worldcereal_class_mappings.json"
+MAPPING_FILE = LEGENDS / "worldcereal_class_mappings.json"
 WORLDCEREAL_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
 NODATA_DN = 65535
 DN_SCALE = 10000.0
@@ -106,7 +108,7 @@ class Samples:
     # subset, select_bands and concat so training and evaluation can say what they did not use and why.
     dropped: pd.DataFrame = field(default=None)  # type: ignore[assignment]
     # The labelled feature each sample comes from: the pixels of one polygon share it, so training can cap pixels
-    # per polygon (pipeline.sampling); by default every sample is its own feature (points, rasters, WorldCereal).
+    # per polygon (suelo.sampling); by default every sample is its own feature (points, rasters, WorldCereal).
     features: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -209,6 +211,11 @@ class Samples:
 
 
 # spatial blocks and splitting -----------------------------------------------------------------------------------
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """Order-independent fingerprint of a set of sample ids (to check a later evaluation uses the same split)."""
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
 
 
 def spatial_blocks(latlons: np.ndarray, block_m: float = DEFAULT_BLOCK_M) -> np.ndarray:
@@ -474,8 +481,8 @@ def samples_at_pixels(
     ``features``: the labelled feature of each pixel (default: each pixel its own)."""
     from pyproj import Transformer
 
-    from models.artifact import cube_product_level
-    from pipeline.composite import cube_grid
+    from suelo.composite import cube_grid
+    from suelo.models.artifact import cube_product_level
 
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     sel = {"y": xr.DataArray(rows, dims="sample"), "x": xr.DataArray(cols, dims="sample")}
@@ -555,7 +562,7 @@ def sample_vector(
     falls inside; where polygons overlap, the later feature wins). Labels are reprojected to the cube's CRS."""
     from rasterio.features import rasterize
 
-    from pipeline.composite import cube_grid
+    from suelo.composite import cube_grid
 
     path = Path(path)
     legend = load_legend() if legend is None else legend
@@ -622,7 +629,7 @@ def sample_vector(
             lost.append(drop_rows(ids[which], str(path), reason, labels[which]))
     sample_ids = np.array([f"{ids[f]}@{r},{c}" for f, r, c in zip(feat, rows, cols, strict=False)], dtype=object)
     # the pixels of one polygon share its feature (file and row), so training can cap pixels per polygon; a point's
-    # pixel is its own feature, so points are never reduced by that cap (pipeline.sampling.cap_samples)
+    # pixel is its own feature, so points are never reduced by that cap (suelo.sampling.cap_samples)
     features = np.array(
         [
             f"{path.name}#{f}" if is_poly[f] else f"{path.name}#{f}@{r},{c}"
@@ -642,7 +649,7 @@ def sample_raster(cube: xr.Dataset, path: str | Path, legend: Legend | None = No
     import rasterio
     from rasterio.warp import Resampling, reproject
 
-    from pipeline.composite import cube_grid
+    from suelo.composite import cube_grid
 
     path = Path(path)
     legend = load_legend() if legend is None else legend
@@ -690,7 +697,7 @@ def load_samples(
     legend = load_legend() if legend is None else legend
     parts = []
     for p in map(Path, paths):
-        from pipeline.sample_formats import check_sample_file
+        from suelo.sample_formats import check_sample_file
 
         check_sample_file(p, cube is not None, class_column)  # names what the file is and what it lacks
         suffix = p.suffix.lower()

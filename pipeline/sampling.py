@@ -7,7 +7,7 @@ outweigh many small ones in the loss. :func:`cap_samples` keeps at most ``max_pe
 and ``max_per_class`` samples of each class, chosen at random but reproducibly (a seeded hash of each sample id,
 so the choice does not depend on file order or on which other files were loaded).
 
-Spatial blocks (:func:`pipeline.samples.spatial_split`) must be small next to the samples' extent, or the greedy
+Spatial blocks (:func:`suelo.samples.spatial_split`) must be small next to the samples' extent, or the greedy
 filling of whole blocks cannot come near the requested fraction: 10 km blocks over a 15 km scene are four blocks,
 and a user got 54 % of the samples in validation instead of 20 %. :func:`auto_block_m` picks the largest block of
 a fixed ladder (10 km down to 250 m) at which the samples fill enough blocks.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.samples import _M_PER_DEG, Samples, spatial_blocks
+from suelo.samples import _M_PER_DEG, Samples, spatial_blocks
 
 # 50 pixels of one polygon (0.5 ha at 10 m) keep the spread inside a field (edges, wetter and drier parts) while
 # giving a small parcel and a 30 ha forest nearly the same weight; 1,000 polygons still give 50,000 samples.

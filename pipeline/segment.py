@@ -14,7 +14,7 @@ How a prediction is assembled:
   With a receptive-field radius of at most ``overlap // 3`` the result equals the untiled prediction (up to float
   rounding); with a larger one the blend hides the (small) differences.
 - Logits, not probabilities, are blended, so the result can be calibrated exactly like an untiled prediction
-  (``pipeline.calibrate.Calibration.apply``). The default calibration ("none") is a plain softmax.
+  (``suelo.calibrate.Calibration.apply``). The default calibration ("none") is a plain softmax.
 - Memory: the area is processed in output blocks of ``block`` pixels; each block runs the windows that touch it
   (including the parts of those windows outside the block) and keeps only its own pixels, so memory is bounded by
   the block and one batch of windows, never by the area. Windows straddling two blocks are run twice; the result
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from pipeline.calibrate import Calibration
-from pipeline.novelty import NoveltyGate
+from suelo.calibrate import Calibration
+from suelo.novelty import NoveltyGate
 
 ReadWindow = Callable[[slice, slice], np.ndarray]  # (rows, cols) -> (C, rows, cols) float32
 
@@ -190,12 +190,12 @@ def segment_cube(
     **kwargs: Any,
 ) -> xr.DataArray:
     """Posteriors ``(class, y, x)`` of a cube (+ its Presto embeddings ``(y, x, D)``), ready for
-    ``pipeline.threshold.classify``. Pixels without any clear observation get NaN posteriors (-> nodata).
+    ``suelo.threshold.classify``. Pixels without any clear observation get NaN posteriors (-> nodata).
 
     Features are computed per window from the cube (they are per-pixel, so this is exact); a lazy cube is read
     window by window.
     """
-    from models.segmenter import DEFAULT_BANDS, segmenter_features, segmenter_inputs
+    from suelo.models.segmenter import DEFAULT_BANDS, segmenter_features, segmenter_inputs
 
     bands = tuple(bands or DEFAULT_BANDS)
 
@@ -243,7 +243,7 @@ def segment_outside_training(
     ``(y, x, D)``), here in ``block`` x ``block`` tiles: they are per pixel, so tiling is exact, and memory is
     bounded by a tile (about 3 KB per pixel for 12 months of 10 bands and 165 inputs: ~180 MB at 256 px).
     """
-    from models.segmenter import DEFAULT_BANDS, segmenter_features, segmenter_inputs
+    from suelo.models.segmenter import DEFAULT_BANDS, segmenter_features, segmenter_inputs
 
     if block <= 0:
         raise ValueError(f"block must be positive, got {block}")

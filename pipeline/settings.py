@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from pipeline.band_names import canonical_band
-from pipeline.errors import ConfigError, file_kind
+from suelo.band_names import canonical_band
+from suelo.errors import ConfigError, file_kind
 
 #: Sentinel-2 spectral bands by their canonical names, with native resolution in metres.
 S2_BAND_RESOLUTION: dict[str, int] = {
@@ -580,7 +580,7 @@ def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSp
     for key, value in (overrides or {}).items():
         data[key] = value
     job = validate_job(data, str(path))
-    job._folder = base  # local inputs may lie under the job file's folder (pipeline.ingest.confine)
+    job._folder = base  # local inputs may lie under the job file's folder (suelo.ingest.confine)
     return job
 
 

@@ -19,8 +19,8 @@ from pystac.extensions.projection import ProjectionExtension
 from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 
-from pipeline.legend import normalize_class_name
-from pipeline.write import write_text_atomic
+from suelo.atomic import write_text_atomic
+from suelo.legend import normalize_class_name
 
 QML_MEDIA_TYPE = "application/xml"  # no registered media type for QGIS styles; QML is XML
 PAM_MEDIA_TYPE = "application/xml"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from xml.sax.saxutils import quoteattr
 
-from pipeline.atomic import atomic_output
+from suelo.atomic import atomic_output
 
 # Colorblind-safe sequential ramp (viridis, 5 stops): low confidence / few observations dark, high bright.
 RAMP = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")

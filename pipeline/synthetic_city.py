@@ -1,7 +1,7 @@
 """SYNTHETIC urban scenes for tests, demos and sanity-check training. Nothing here is real imagery.
 
 A generated scene is a plausible small city on a 10 m grid, with a monthly Sentinel-2 L2A cube in exactly the
-format of ``pipeline.composite.build_cube`` and its reference labels (raster and polygons) in Urban Atlas 2018
+format of ``suelo.composite.build_cube`` and its reference labels (raster and polygons) in Urban Atlas 2018
 codes. It exists so that the segmenter, the tiler, the sieve and the vector writer can be tested end to end with a
 known truth; numbers measured on it say the code works, not how well a model does on real cities.
 
@@ -36,9 +36,9 @@ from rasterio.features import shapes
 from scipy.ndimage import gaussian_filter
 from shapely.geometry import shape
 
-from pipeline import __version__
-from pipeline.grid import Grid, as_crs
-from pipeline.urban_atlas import ua_class_name
+from suelo import __version__
+from suelo.grid import Grid, as_crs
+from suelo.urban_atlas import ua_class_name
 
 BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 
@@ -267,13 +267,13 @@ def make_synthetic_city(
             "title": "SYNTHETIC suelo monthly Sentinel-2 L2A-like cube (generated, not real imagery)",
             "grid": json.dumps(grid.to_dict()),
             "crs": grid.crs.to_string(),
-            "compositing": "synthetic: generated monthly values (pipeline.synthetic_city), no compositing",
+            "compositing": "synthetic: generated monthly values (suelo.synthetic_city), no compositing",
             "reflectance_formula": "synthetic endmember mixtures, physical reflectance",
             "scl_masked_classes": json.dumps([]),
             "resampling": "none",
             "scenes": json.dumps([]),
             "software": f"suelo {__version__}",
-            "synthetic": f"pipeline.synthetic_city.make_synthetic_city(seed={seed}, shape={tuple(shape)})",
+            "synthetic": f"suelo.synthetic_city.make_synthetic_city(seed={seed}, shape={tuple(shape)})",
         },
     )
     cube["reflectance"].attrs.update(units="1", long_name="surface reflectance (BOA), SYNTHETIC")

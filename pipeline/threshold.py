@@ -4,7 +4,7 @@ Every map pixel ends up as exactly one of: a class code, or a reason code that i
 
 - ``nodata``: no imagery (no clear observation at all, or no posterior),
 - ``too_few_observations``: fewer clear observations than ``min_clear_observations``,
-- ``outside_training``: the novelty gate (``pipeline.novelty``) found the pixel unlike the model's training data;
+- ``outside_training``: the novelty gate (``suelo.novelty``) found the pixel unlike the model's training data;
   decided before, and whatever, the confidence (out-of-distribution inputs often get *high* posteriors),
 - ``low_confidence``: the model's calibrated confidence is below the threshold.
 
@@ -28,7 +28,7 @@ import xarray as xr
 from scipy.special import softmax
 from scipy.stats import beta
 
-from pipeline.atomic import atomic_output, write_json_atomic
+from suelo.atomic import atomic_output, write_json_atomic
 
 Score = Literal["top1", "margin"]
 CONFIDENCE_NODATA = 255
@@ -415,7 +415,7 @@ def calibrate_and_certify(
     points (what a map gets), not only of those inside the gate. With ``honest_target`` a target the data cannot
     certify is lowered to the highest certifiable one on :data:`TARGET_LADDER` (the report says so).
     """
-    from pipeline.calibrate import expected_calibration_error, fit_calibration, negative_log_likelihood
+    from suelo.calibrate import expected_calibration_error, fit_calibration, negative_log_likelihood
 
     logits = np.asarray(logits, dtype=np.float64)
     uncalibrated = softmax(logits, axis=1)

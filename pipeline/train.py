@@ -13,11 +13,11 @@ seconds. Everything is seeded; the artifact records why training stopped ("early
 
 Splits are spatial (whole blocks on one side): train / calibration / test (``test_fraction`` > 0; the shipped
 model uses no test split and takes its accuracy figures from the seed-averaged procedure of
-``pipeline.model_card``). The block size is chosen from the samples' extent unless given (``block_m="auto"``,
-pipeline.sampling.auto_block_m), so the calibration and test fractions come out as asked. Training fits only on
+``suelo.model_card``). The block size is chosen from the samples' extent unless given (``block_m="auto"``,
+suelo.sampling.auto_block_m), so the calibration and test fractions come out as asked. Training fits only on
 the train split. On the calibration split ("validation" in the metrics): the novelty gate's threshold
-(``pipeline.novelty``, its Gaussians fitted on the train embeddings), the temperature, and the confidence threshold
-certified for ``target_accuracy`` (pipeline.threshold) on the points the gate lets through, as a share of all of
+(``suelo.novelty``, its Gaussians fitted on the train embeddings), the temperature, and the confidence threshold
+certified for ``target_accuracy`` (suelo.threshold) on the points the gate lets through, as a share of all of
 them. A target the calibration data cannot certify is lowered to the highest one it does certify. The calibration
 scores are stored in the artifact so a job can ask for another target at run time without retraining. With a test
 split, everything is then scored once on it (``metrics["test"]``).
@@ -27,7 +27,7 @@ of whole blocks carved from the train split (``stop_fraction`` of it) and restor
 lowest loss there. Stopping on the calibration split would let it choose the model it then certifies, making the
 certificate optimistic; the calibration split is the same samples with early stopping on or off.
 
-The train split may be thinned before any of this (pipeline.sampling.cap_samples): at most ``max_per_polygon``
+The train split may be thinned before any of this (suelo.sampling.cap_samples): at most ``max_per_polygon``
 pixels of each polygon and ``max_per_class`` samples of each class, seeded. The calibration and test splits are
 never thinned: the certificate is computed on every pixel of the held-out blocks, as the map will see them, and
 ``suelo evaluate`` finds the same split again.
@@ -36,7 +36,6 @@ never thinned: the certificate is computed on every pixel of the held-out blocks
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -49,17 +48,17 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from models.artifact import ModelArtifact, input_contract
-from models.heads import HeadConfig, MLPHead
-from pipeline import __version__
-from pipeline.atomic import file_sha256
-from pipeline.errors import ConfigError
-from pipeline.evaluate import classification_metrics, rf_baseline
-from pipeline.legend import Legend
-from pipeline.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
-from pipeline.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, spatial_split, three_way_split
-from pipeline.sampling import DEFAULT_MAX_PER_CLASS, DEFAULT_MAX_PER_POLYGON, auto_block_m, cap_samples
-from pipeline.train_progress import TrainProgress
+from suelo import __version__
+from suelo.atomic import file_sha256
+from suelo.errors import ConfigError
+from suelo.evaluate import classification_metrics, rf_baseline
+from suelo.legend import Legend
+from suelo.models.artifact import ModelArtifact, input_contract
+from suelo.models.heads import HeadConfig, MLPHead
+from suelo.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
+from suelo.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, ids_digest, spatial_split, three_way_split
+from suelo.sampling import DEFAULT_MAX_PER_CLASS, DEFAULT_MAX_PER_POLYGON, auto_block_m, cap_samples
+from suelo.train_progress import TrainProgress
 
 # Pixels per embedding call: progress is reported between calls. A multiple of the encoder's CPU batch sizes
 # (64 fp32, 128 bf16), so every batch holds the same pixels as in one call and the embeddings are bit-identical.
@@ -159,11 +158,6 @@ class TrainResult:
     stopping: Samples | None = None  # the stopping split (None without early stopping)
 
 
-def ids_digest(ids: Sequence[str]) -> str:
-    """Order-independent fingerprint of a set of sample ids (to check a later evaluation uses the same split)."""
-    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
-
-
 def class_weights(labels: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor:
     """Loss weight per class: ``balanced`` ~ 1/frequency, ``sqrt`` ~ 1/sqrt(frequency), ``none`` all ones."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
@@ -175,7 +169,7 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str = "balanced") ->
 
 
 def _presto_arrays(samples: Samples, bands: Sequence[str]) -> dict[str, np.ndarray]:
-    from models.presto_inputs import presto_inputs
+    from suelo.models.presto_inputs import presto_inputs
 
     x, mask, dw = presto_inputs(samples.reflectance, bands, latlons=samples.latlons)
     return {"x": x, "mask": mask, "dw": dw, "latlons": samples.latlons.astype(np.float32), "month": samples.start_month}
@@ -187,8 +181,8 @@ def _take(arrays: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndar
 
 def resolve_block_m(block_m: float | str, samples: Samples) -> tuple[float, dict[str, Any]]:
     """The block size the split uses: ``block_m`` itself, or for ``"auto"`` the one chosen from the samples'
-    anchors (pipeline.sampling.auto_block_m); with what was chosen and why."""
-    from pipeline.sampling import effective_blocks, extent_km
+    anchors (suelo.sampling.auto_block_m); with what was chosen and why."""
+    from suelo.sampling import effective_blocks, extent_km
 
     if block_m == "auto":
         size, info = auto_block_m(samples.anchors)
@@ -310,8 +304,8 @@ def train_model(
     progress: TrainProgress | None = None,
 ) -> TrainResult:
     """Split ``samples`` spatially, train, score the model and the RandomForest baseline, build the artifact."""
-    from models.inference import encode_pixels
-    from models.presto import DEFAULT_WEIGHTS, load_presto_encoder
+    from suelo.models.inference import encode_pixels
+    from suelo.models.presto import DEFAULT_WEIGHTS, load_presto_encoder
 
     config = config or TrainConfig()
     config.check()
@@ -572,7 +566,7 @@ def train_model(
             "seconds": round(time.perf_counter() - started, 1),
         },
         "split": {
-            "method": "spatial blocks (pipeline.samples.spatial_split)",
+            "method": "spatial blocks (suelo.samples.spatial_split)",
             "block_m": block_m,
             "block_m_requested": blocks["requested"],
             "blocks": {k: v for k, v in blocks.items() if k not in ("requested", "block_m")},
@@ -591,7 +585,7 @@ def train_model(
             "val_ids_sha256": ids_digest(val.sample_ids),
             "test_ids_sha256": ids_digest(test.sample_ids) if test is not None else None,
             # the ids themselves, so `suelo evaluate` scores exactly these samples (long lists are stored
-            # compressed, models.artifact.pack_split_ids)
+            # compressed, suelo.models.artifact.pack_split_ids)
             "train_ids": sorted(map(str, split_train.sample_ids)),
             "calibration_ids": sorted(map(str, val.sample_ids)),
             "test_ids": sorted(map(str, test.sample_ids)) if test is not None else [],
@@ -623,9 +617,9 @@ def train_model(
 def calibrate_and_threshold(
     logits: np.ndarray, targets: np.ndarray, config: TrainConfig, inside: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """Calibration, ECE/NLL and the certified threshold of the validation logits (pipeline.threshold); ``inside``
+    """Calibration, ECE/NLL and the certified threshold of the validation logits (suelo.threshold); ``inside``
     marks the points the novelty gate lets through."""
-    from pipeline.threshold import calibrate_and_certify
+    from suelo.threshold import calibrate_and_certify
 
     return calibrate_and_certify(
         logits, targets, config.calibration, config.target_accuracy, config.delta, config.threshold_score, inside,
@@ -648,8 +642,8 @@ def score_test_split(
     and of the RandomForest (same train split, same inputs), ECE before/after calibration, the gate's rejection
     rate, and for each of ``config.card_targets`` the threshold certified on the calibration split with what it
     gives on test (coverage of all test points, accuracy of the mapped ones)."""
-    from pipeline.calibrate import Calibration, expected_calibration_error
-    from pipeline.threshold import choose_threshold, confidence_score
+    from suelo.calibrate import Calibration, expected_calibration_error
+    from suelo.threshold import choose_threshold, confidence_score
 
     code_index = {c: i for i, c in enumerate(kept_codes)}
     y_test = np.array([code_index[c] for c in test.labels], dtype=np.int64)
@@ -691,8 +685,8 @@ def score_test_split(
 
 def write_training_figures(result: TrainResult, folder: Path) -> list[Path]:
     """Reliability diagram and risk-coverage curve (PNG + JSON) of the validation split, beside the model."""
-    from pipeline.calibrate import Calibration, plot_reliability, reliability
-    from pipeline.threshold import ThresholdChoice, confidence_score, write_risk_coverage
+    from suelo.calibrate import Calibration, plot_reliability, reliability
+    from suelo.threshold import ThresholdChoice, confidence_score, write_risk_coverage
 
     assert result.val_logits is not None and result.val_targets is not None
     meta = result.artifact.meta

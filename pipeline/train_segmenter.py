@@ -8,11 +8,11 @@
   validation pixels; training chips are drawn only where the whole chip is training area.
 - Training: random chips with flips and 90-degree rotations (land cover has no "up"), class-weighted
   cross-entropy with the ignore index, AdamW with a cosine schedule; the state with the lowest validation loss is
-  kept. Validation predicts the whole area with the tiler of ``pipeline.segment`` and scores validation pixels
+  kept. Validation predicts the whole area with the tiler of ``suelo.segment`` and scores validation pixels
   only, once each.
 - Metrics as for the land-cover model (OA, macro F1, kappa, per-class precision/recall/F1, confusion matrix, via
-  ``pipeline.evaluate.classification_metrics``) plus per-class and mean IoU.
-- Novelty gate (``pipeline.novelty``): class-conditional Gaussians fitted on the per-pixel input vectors of (at
+  ``suelo.evaluate.classification_metrics``) plus per-class and mean IoU.
+- Novelty gate (``suelo.novelty``): class-conditional Gaussians fitted on the per-pixel input vectors of (at
   most ``GATE_MAX_PIXELS``) labelled training pixels, its threshold calibrated on the validation pixels' lattice
   for a 5 % rejection rate; it travels with the model (``model.novelty_gate``) and its scalars are in the metrics.
 - Deterministic for a seed on CPU (seeded numpy and torch generators, single-process data).
@@ -35,11 +35,11 @@ from rasterio.features import rasterize
 from rasterio.warp import Resampling, reproject
 from scipy import ndimage
 
-from models.segmenter import SegmenterConfig, UNetSegmenter
-from pipeline.atomic import file_sha256
-from pipeline.grid import Grid
-from pipeline.legend import Legend, LegendClass
-from pipeline.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
+from suelo.atomic import file_sha256
+from suelo.grid import Grid
+from suelo.legend import Legend, LegendClass
+from suelo.models.segmenter import SegmenterConfig, UNetSegmenter
+from suelo.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
 
 IGNORE_INDEX = 255
 # training pixels the gate's Gaussians are fitted on: ~165 dimensions need a few thousand, neighbours add little
@@ -142,7 +142,7 @@ def segmentation_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, class_codes: Sequence[int], names: Sequence[str]
 ) -> dict[str, Any]:
     """``classification_metrics`` of the land-cover model plus per-class IoU and mean IoU (over present classes)."""
-    from pipeline.evaluate import classification_metrics
+    from suelo.evaluate import classification_metrics
 
     legend = Legend(tuple(LegendClass(int(c), n, "#000000") for c, n in zip(class_codes, names, strict=True)))
     codes = np.asarray(class_codes)
@@ -236,7 +236,7 @@ def train_segmenter(
     """Train on ``features`` ``(C, y, x)`` and a label raster of class *codes* ``(y, x)`` (codes not in
     ``class_codes``, e.g. 0, are ignored). Returns the model (eval mode, best validation loss, ``novelty_gate``
     fitted by :func:`fit_input_gate`) and metrics (the gate's scalars under ``novelty``)."""
-    from pipeline.segment import predict_array
+    from suelo.segment import predict_array
 
     cfg = config or SegmenterTrainConfig()
     class_codes = [int(c) for c in class_codes]
@@ -356,7 +356,7 @@ class SegmenterLabels:
 def read_segmenter_labels(path: Any, grid: Grid, legend: Legend, class_column: str = "code_2018") -> SegmenterLabels:
     """Polygons (any OGR vector, class codes or names in ``class_column``) or a label raster (nodata skipped),
     on ``grid``; codes the legend lacks are dropped and counted, not an error."""
-    from pipeline.errors import InputError
+    from suelo.errors import InputError
 
     path = Path(path)
     if path.suffix.lower() in RASTER_SUFFIXES:
@@ -380,7 +380,7 @@ def read_segmenter_labels(path: Any, grid: Grid, legend: Legend, class_column: s
         codes[np.isin(codes, list(unknown))] = _NO_LABEL
         return SegmenterLabels(codes, "raster", unknown)
 
-    from pipeline.samples import read_label_vector
+    from suelo.samples import read_label_vector
 
     gdf = read_label_vector(path)
     if class_column not in gdf.columns:
@@ -431,23 +431,29 @@ def train_segmenter_from_files(
 ) -> dict[str, Any]:
     """``suelo train --model segmenter``: labels + a suelo cube -> a calibrated segmenter file and a report.
 
-    Features are :func:`models.segmenter.segmenter_features` of the cube's Presto bands plus the Presto embeddings
-    (:func:`models.inference.encode_cube`, as a job computes them); :func:`train_segmenter` trains with its spatial
-    block split and fits the novelty gate; the validation pixels (on a lattice) calibrate the gate's threshold, fit
-    the temperature and certify the confidence threshold (:func:`pipeline.threshold.calibrate_and_certify`).
+    Features are :func:`suelo.models.segmenter.segmenter_features` of the cube's Presto bands plus the Presto
+    embeddings (:func:`suelo.models.inference.encode_cube`, as a job computes them); :func:`train_segmenter` trains
+    with its spatial block split and fits the novelty gate; the validation pixels (on a lattice) calibrate the gate's
+    threshold, fit the temperature and certify the confidence threshold (:func:`suelo.threshold.calibrate_and_certify`).
     Writes ``output`` (``save_segmenter``) and ``<stem>_report/`` (metrics.json, confusion.png, reliability.png,
     risk_coverage.json/png). Returns a summary.
     """
-    from models.artifact import cube_product_level
-    from models.inference import encode_cube
-    from models.presto import DEFAULT_WEIGHTS, load_presto_encoder
-    from models.segmenter import DEFAULT_BANDS, feature_names, save_segmenter, segmenter_features, segmenter_inputs
-    from pipeline import __version__
-    from pipeline.composite import cube_grid, open_cube
-    from pipeline.errors import ConfigError
-    from pipeline.legend import DEFAULT_LEGEND, load_legend
-    from pipeline.segment import predict_array
-    from pipeline.threshold import calibrate_and_certify
+    from suelo import __version__
+    from suelo.composite import cube_grid, open_cube
+    from suelo.errors import ConfigError
+    from suelo.legend import DEFAULT_LEGEND, load_legend
+    from suelo.models.artifact import cube_product_level
+    from suelo.models.inference import encode_cube
+    from suelo.models.presto import DEFAULT_WEIGHTS, load_presto_encoder
+    from suelo.models.segmenter import (
+        DEFAULT_BANDS,
+        feature_names,
+        save_segmenter,
+        segmenter_features,
+        segmenter_inputs,
+    )
+    from suelo.segment import predict_array
+    from suelo.threshold import calibrate_and_certify
 
     labels_path, cube_path, output = Path(labels_path), Path(cube_path), Path(output)
     legend_path = Path(legend_path) if legend_path else DEFAULT_LEGEND.with_name(DEFAULT_SEGMENTER_LEGEND)
@@ -540,8 +546,8 @@ def train_segmenter_from_files(
         "grid": grid.to_dict(),
         "train_config": cfg.to_dict(),
         "seed": seed,
-        "embeddings": f"{Path(DEFAULT_WEIGHTS).name} via models.inference.encode_cube (fp32)",
-        "command": "suelo train --model segmenter (pipeline.train_segmenter.train_segmenter_from_files)",
+        "embeddings": f"{Path(DEFAULT_WEIGHTS).name} via suelo.models.inference.encode_cube (fp32)",
+        "command": "suelo train --model segmenter (suelo.train_segmenter.train_segmenter_from_files)",
         "software": {"suelo": __version__, "torch": torch.__version__},
     }
     save_segmenter(
@@ -573,10 +579,10 @@ def write_segmenter_report(
     folder: Any, metrics: dict[str, Any], logits: np.ndarray, targets: np.ndarray, confidence: dict[str, Any]
 ) -> Any:
     """metrics.json, the validation confusion matrix, reliability diagram and risk-coverage curve in ``folder``."""
-    from pipeline.atomic import write_json_atomic
-    from pipeline.calibrate import Calibration, plot_reliability, reliability
-    from pipeline.evaluate import plot_confusion
-    from pipeline.threshold import ThresholdChoice, confidence_score, write_risk_coverage
+    from suelo.atomic import write_json_atomic
+    from suelo.calibrate import Calibration, plot_reliability, reliability
+    from suelo.evaluate import plot_confusion
+    from suelo.threshold import ThresholdChoice, confidence_score, write_risk_coverage
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -33,12 +33,13 @@ import geopandas as gpd
 import numpy as np
 from scipy import ndimage
 
-from pipeline.atomic import atomic_output
-from pipeline.grid import Grid, as_crs
-from pipeline.legend import Legend, load_legend
-from pipeline.write import URBAN_ATLAS_REASONS
+from suelo.atomic import atomic_output
+from suelo.data import LEGENDS
+from suelo.grid import Grid, as_crs
+from suelo.legend import Legend, load_legend
+from suelo.write import URBAN_ATLAS_REASONS
 
-URBAN_ATLAS_LEGEND = Path(__file__).resolve().parent.parent / "data" / "legends" / "urban_atlas_2018.yaml"
+URBAN_ATLAS_LEGEND = LEGENDS / "urban_atlas_2018.yaml"
 
 # Reason codes of the uint16 urban-atlas map: the map writer's (0 nodata, 65534 too few clear observations, i.e.
 # Urban Atlas' "clouds, shadows", 65535 unclassified (low confidence), 65533 outside the segmenter's training

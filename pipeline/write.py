@@ -11,7 +11,7 @@ Every raster goes the same way, so a region of any size never needs one whole ar
 3. copy to the final temp file with GDAL's COG driver (tiles 512, DEFLATE + horizontal predictor, the staging
    overviews reused as they are), and once it is closed and fsynced verify it (rio-cogeo's validation, size,
    georeferencing, overviews, and tiles and the smallest overview read back and compared with the staging file;
-   GDAL errors that rasterio only logs are raised), then rename it into place (pipeline.atomic).
+   GDAL errors that rasterio only logs are raised), then rename it into place (suelo.atomic).
 
 DEFLATE rather than ZSTD: equally compact on class maps and readable by every GDAL build users have (QGIS LTR
 packages, ArcGIS, older rasterio wheels).
@@ -41,9 +41,9 @@ import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from pipeline.atomic import WriteVerificationError, atomic_output, gdal_errors_raised, temporary_beside
-from pipeline.legend import Legend
-from pipeline.threshold import (  # noqa: F401  (reason codes are re-exported: the map writer is where users look)
+from suelo.atomic import WriteVerificationError, atomic_output, gdal_errors_raised, temporary_beside
+from suelo.legend import Legend
+from suelo.threshold import (  # noqa: F401  (reason codes are re-exported: the map writer is where users look)
     CONFIDENCE_NODATA,
     LANDCOVER_REASONS,
     UINT16_REASONS,
@@ -233,7 +233,7 @@ def write_count(
 
 
 def _provenance_tags(tags: Mapping[str, Any] | None) -> dict[str, Any]:
-    from pipeline.jobs import software_versions  # late: jobs pulls in the whole ingest stack
+    from suelo.provenance import software_versions
 
     versions = software_versions()
     return {"SOFTWARE": f"suelo {versions['suelo']}", "SOFTWARE_VERSIONS": versions, **dict(tags or {})}
@@ -306,7 +306,7 @@ def _write_cog(
         "zlevel": 1,  # staging only: fast; the COG copy compresses hard
         "bigtiff": "IF_SAFER",
     }
-    # the staging GeoTIFF is a suelo temporary of its own (pipeline.atomic names it, so a resume after a kill
+    # the staging GeoTIFF is a suelo temporary of its own (suelo.atomic names it, so a resume after a kill
     # removes it); it stays until the COG made from it has been checked against it
     stage = temporary_beside(path, "stage")
     written_tags = {k: _tag_value(v) for k, v in tags.items()}
@@ -362,7 +362,7 @@ def _verify_cog(
     values as the staging file in the first and the last full-resolution tile (the last one is the end of the file
     in a COG: a truncated write loses it first) and in the smallest overview; not every tile, so that verifying
     stays cheap next to writing (benchmarks/pipeline.py measures it). Block rasters, which are small, are read back
-    in full and compared with what was written (pipeline.orchestrate).
+    in full and compared with what was written (suelo.orchestrate).
     """
     _validate_cog(tmp, name)
     height, width = profile["height"], profile["width"]
@@ -427,13 +427,6 @@ def pam_xml(entries: Sequence[MapEntry], counts: Mapping[int, int], dtype: str) 
     return "\n".join(lines)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
-
-
 @dataclass(frozen=True)
 class MapSet:
     """One map and its companions as written: what the run report and the manifest need."""
@@ -471,8 +464,8 @@ def write_map_set(
 ) -> MapSet:
     """``<name>.tif`` + ``.tif.aux.xml`` + ``.qml`` + ``.json`` and, when given, ``<name>_confidence.tif`` and
     ``<name>_nclear.tif`` with their styles: the output layout of DESIGN.md for one map."""
-    from pipeline.stac_out import write_stac_item
-    from pipeline.style import write_qml
+    from suelo.stac_out import write_stac_item
+    from suelo.style import write_qml
 
     folder = Path(folder)
     reasons = reasons or reasons_for(legend)

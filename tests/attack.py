@@ -55,7 +55,7 @@ def job(folder: Path, out: Path, **compute: object) -> Path:
 
 
 def suelo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "suelo.cli", *args], capture_output=True, text=True)
 
 
 def map_checksums(out: Path) -> dict[str, str]:
@@ -110,7 +110,7 @@ def kills(root: Path, n_main: int, n_worker: int, seed: int = 0) -> list[tuple[s
         for i in range(count):
             folder = root / f"kill-{label[:20].replace(' ', '_')}-{i}"
             path = job(folder, folder / "out", **compute)
-            process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(path)],
+            process = subprocess.Popen([sys.executable, "-m", "suelo.cli", "run", str(path)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(rng.uniform(1.0, seconds * (1.0 if "main" in label else 3.0)))
             if "main" in label:
@@ -244,7 +244,7 @@ def hostile(root: Path) -> list[tuple[str, int, int]]:
     rows = []
     for name, path in results:
         try:
-            done = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", str(path)],
+            done = subprocess.run([sys.executable, "-m", "suelo.cli", "validate", str(path)],
                                   capture_output=True, text=True, timeout=60)  # fmt: skip
             lines = (done.stdout + done.stderr).strip().splitlines()
             ok = done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr
@@ -260,7 +260,7 @@ def fuzz(n: int, seed: int = 0) -> list[tuple[str, int, int]]:
     from hypothesis import HealthCheck, given, settings
     from test_fuzz import job_like
 
-    from pipeline.cli import main
+    from suelo.cli import main
 
     survived = tried = 0
     failures: list[str] = []

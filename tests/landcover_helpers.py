@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 from rasterio.transform import Affine
 
-from pipeline.grid import Grid
+from suelo.grid import Grid
 
 BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
 # a 10 m grid in UTM 31N near Liege (50.63 N, 5.33 E)

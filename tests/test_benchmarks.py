@@ -11,7 +11,7 @@ import torch
 
 from benchmarks import encoder as bench
 from benchmarks.reference_presto import ReferenceEncoder, load_reference_encoder
-from models.presto import CHANNELS, load_presto_encoder
+from suelo.models.presto import CHANNELS, load_presto_encoder
 
 PARITY = Path(__file__).parent / "data" / "presto_parity.npz"
 TOL = 1e-4

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from pipeline.calibrate import (
+from suelo.calibrate import (
     Calibration,
     expected_calibration_error,
     fit_calibration,

@@ -10,8 +10,8 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.composite import cube_grid, open_cube
+from suelo.cli import main
+from suelo.composite import cube_grid, open_cube
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEMO = PROJECT / "workflows" / "demo.yaml"
@@ -207,7 +207,7 @@ def _demo_job(tmp_path: Path, **landcover: object) -> Path:
 
 
 def test_an_uncertifiable_target_stops_before_any_work(tmp_path: Path) -> None:
-    from models.artifact import load_artifact
+    from suelo.models.artifact import load_artifact
 
     n = load_artifact(PROJECT / "models" / "landcover_default.pt").meta["novelty"]["n_calibration"]
     result = CliRunner().invoke(main, ["run", str(_demo_job(tmp_path, target_accuracy=0.995))])

@@ -10,10 +10,10 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.composite import build_cube, composite_block, cube_grid, month_starts, open_cube, write_cube
-from pipeline.grid import Grid
-from pipeline.ingest.scene import BandRef, Radiometry, Scene
-from pipeline.settings import IngestSpec, MaskingSpec, PeriodSpec
+from suelo.composite import build_cube, composite_block, cube_grid, month_starts, open_cube, write_cube
+from suelo.grid import Grid
+from suelo.ingest.scene import BandRef, Radiometry, Scene
+from suelo.settings import IngestSpec, MaskingSpec, PeriodSpec
 
 CRS_UTM = CRS.from_epsg(32631)
 TRANSFORM = Affine(10, 0, 600000, 0, -10, 5700000)
@@ -157,7 +157,7 @@ def test_month_starts_cross_years() -> None:
 
 
 def test_median_of_clear_equals_nanmedian() -> None:
-    from pipeline.composite import median_of_clear
+    from suelo.composite import median_of_clear
 
     rng = np.random.default_rng(0)
     stack = rng.uniform(0, 1, (5, 3, 7, 9)).astype(np.float32)

@@ -25,13 +25,13 @@ from click.testing import CliRunner
 from safe_builder import build_safe
 
 from benchmarks.ingest import generate_region
-from pipeline.cli import main
-from pipeline.errors import InputError
-from pipeline.grid import Grid
-from pipeline.ingest import discover_scenes
-from pipeline.ingest.confine import NOT_ALLOWED_FORMAT, InputAccess, open_raster
-from pipeline.ingest.scene import BandRef, read_on_grid
-from pipeline.settings import load_job
+from suelo.cli import main
+from suelo.errors import InputError
+from suelo.grid import Grid
+from suelo.ingest import discover_scenes
+from suelo.ingest.confine import NOT_ALLOWED_FORMAT, InputAccess, open_raster
+from suelo.ingest.scene import BandRef, read_on_grid
+from suelo.settings import load_job
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEMO = PROJECT / "workflows" / "demo.yaml"
@@ -71,7 +71,7 @@ def one_line_error(*args: object, code: int = 2) -> str:
 def in_subprocess(*args: object) -> str:
     """Run ``suelo`` in a real process with a timeout (for FIFOs: a regression would block, not fail)."""
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "suelo.cli", *map(str, args)], capture_output=True, text=True, timeout=120
     )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

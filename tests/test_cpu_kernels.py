@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import cpu_kernels
-from models.presto import load_presto_encoder
+from suelo.models import cpu_kernels
+from suelo.models.presto import load_presto_encoder
 
 needs_kernels = pytest.mark.skipif(cpu_kernels.library() is None, reason="the C kernels cannot be built here")
 
@@ -122,7 +122,7 @@ def test_encoder_with_and_without_the_kernels(monkeypatch: pytest.MonkeyPatch, l
     encoder = load_presto_encoder()
     generator = torch.Generator().manual_seed(6)
     x = torch.rand(24, 12, 9, generator=generator) * 0.4
-    from models.presto_inputs import presto_inputs
+    from suelo.models.presto_inputs import presto_inputs
 
     latlons = np.tile(np.array([[50.5, 4.5]], dtype=np.float32), (24, 1))
     s2 = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
@@ -168,7 +168,7 @@ def test_a_failing_compiler_means_the_pytorch_forms(
     compiler.chmod(compiler.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("CC", str(compiler))
     monkeypatch.setenv("SUELO_KERNEL_CACHE", str(tmp_path / "cache"))
-    with caplog.at_level(logging.WARNING, logger="models.cpu_kernels"):
+    with caplog.at_level(logging.WARNING, logger="suelo.models.cpu_kernels"):
         assert cpu_kernels.library() is None
     assert "cannot compile" in caplog.text
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix == ".so"]
@@ -196,7 +196,7 @@ def test_portable_build_computes_the_same(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_run_records_say_what_ran(monkeypatch: pytest.MonkeyPatch, library_reset: None) -> None:
-    from pipeline.jobs import software_versions
+    from suelo.provenance import software_versions
 
     if cpu_kernels.library() is not None:
         assert software_versions()["cpu_kernels"].startswith("cpu_kernels-")
@@ -213,7 +213,7 @@ def test_an_unwritable_cache_means_the_pytorch_forms(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
     monkeypatch.setenv("SUELO_KERNEL_CACHE", str(blocker / "suelo"))
-    with caplog.at_level(logging.WARNING, logger="models.cpu_kernels"):
+    with caplog.at_level(logging.WARNING, logger="suelo.models.cpu_kernels"):
         assert cpu_kernels.library() is None  # logged, not raised: the encoder still runs
     assert "could not be built" in caplog.text
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from rasterio.crs import CRS
 
-from pipeline.errors import ConfigError
-from pipeline.ingest import default_crs, job_grid
-from pipeline.ingest.scene import BandRef, Radiometry, Scene
-from pipeline.settings import JobSpec, validate_job
+from suelo.errors import ConfigError
+from suelo.ingest import default_crs, job_grid
+from suelo.ingest.scene import BandRef, Radiometry, Scene
+from suelo.settings import JobSpec, validate_job
 
 WGS84 = CRS.from_epsg(4326)
 RADIOMETRY = Radiometry(10000.0, {}, None, "test")
@@ -71,7 +71,7 @@ def test_an_epsg4326_geotiff_job_without_grid_crs_maps_in_utm(tmp_path: Path) ->
     import rasterio
     from affine import Affine
 
-    from pipeline.ingest import discover_scenes, read_scene
+    from suelo.ingest import discover_scenes, read_scene
 
     path = tmp_path / "S2_20210612.tif"
     values = np.stack([np.full((20, 20), 2200, np.uint16), np.full((20, 20), 3300, np.uint16)])

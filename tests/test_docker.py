@@ -76,7 +76,7 @@ def test_copied_paths_exist_and_are_in_the_context(dockerfile: Path) -> None:
 def suelo_command() -> list[str]:
     """The ``suelo`` the images' ENTRYPOINT runs, as installed in this virtualenv."""
     script = Path(sys.executable).with_name("suelo")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from pipeline.cli import main; main()"]
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from suelo.cli import main; main()"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -112,11 +112,27 @@ def test_constraints_pin_every_runtime_dependency() -> None:
             assert canonicalize_name(extra) in pins or (extra == "distributed" and "distributed" in pins)
 
 
-def test_package_ships_models_and_legends() -> None:
-    tomllib = pytest.importorskip("tomllib")
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    assert "data.legends" in setuptools["packages"]["find"]["include"]
-    assert "*.pt" in setuptools["package-data"]["models"] and "*.yaml" in setuptools["package-data"]["data.legends"]
+def test_the_wheel_is_one_suelo_package_with_models_legends_and_licences(tmp_path: Path) -> None:
+    """``pip wheel .`` gives one top-level package, ``suelo`` (no generic ``pipeline``/``models``/``data``), with the
+    shipped models, the legends, the project's and Presto's licences, and ``python -m suelo``."""
+    import zipfile
+
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    built = subprocess.run([*command, str(ROOT)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("suelo-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"suelo", wheel.name.split("-py3")[0] + ".dist-info"}
+    for expected in (
+        "suelo/__main__.py", "suelo/cli.py", "suelo/ingest/stac.py", "suelo/models/presto.py",
+        "suelo/models/landcover_default.pt", "suelo/models/presto_default.pt", "suelo/models/segmenter_default.pt",
+        "suelo/models/PRESTO_LICENSE", "suelo/models/cpu_kernels.c", "suelo/data/__init__.py",
+        "suelo/data/legends/worldcereal_landcover10.yaml", "suelo/data/legends/urban_atlas_2018.yaml",
+    ):  # fmt: skip
+        assert expected in names, expected
+    licences = [n for n in names if "/licenses/" in n]
+    assert any(n.endswith("/LICENSE") for n in licences) and any(n.endswith("PRESTO_LICENSE") for n in licences)
+    assert not any("/sample/" in n or n.endswith(".parquet") for n in names)  # the repository's data stay in it
 
 
 def test_hadolint() -> None:

@@ -16,15 +16,23 @@ from click.testing import CliRunner
 from landcover_helpers import BANDS, GRID, tiny_cube
 from shapely.geometry import Point, box
 
-from models.artifact import PACK_IDS_ABOVE, load_artifact, save_artifact
-from pipeline.cli import main
-from pipeline.errors import InputError
-from pipeline.evaluate import dropped_counts, evaluate_model, predict_samples, recover_split_ids, write_report
-from pipeline.legend import load_legend
-from pipeline.predict import apply_masking, predict_cube
-from pipeline.samples import DROPPED_COLUMNS, Samples, drop_rows, load_class_mapping, load_worldcereal, sample_vector
-from pipeline.threshold import ThresholdPolicy, choose_threshold
-from pipeline.train import TrainConfig, TrainResult, ids_digest, train_model
+from suelo.cli import main
+from suelo.errors import InputError
+from suelo.evaluate import dropped_counts, evaluate_model, predict_samples, recover_split_ids, write_report
+from suelo.legend import load_legend
+from suelo.models.artifact import PACK_IDS_ABOVE, load_artifact, save_artifact
+from suelo.predict import apply_masking, predict_cube
+from suelo.samples import (
+    DROPPED_COLUMNS,
+    Samples,
+    drop_rows,
+    ids_digest,
+    load_class_mapping,
+    load_worldcereal,
+    sample_vector,
+)
+from suelo.threshold import ThresholdPolicy, choose_threshold
+from suelo.train import TrainConfig, TrainResult, train_model
 
 PROJECT = Path(__file__).resolve().parent.parent
 MONTH_FILE = PROJECT / "data" / "worldcereal" / "month_2022_FRA_LPIS_POLY_110.geoparquet"

@@ -25,8 +25,8 @@ from affine import Affine
 from run_outputs import map_checksums
 
 from benchmarks.ingest import generate_region
-from pipeline.atomic import file_sha256 as sha256
-from pipeline.orchestrate import MANIFEST
+from suelo.atomic import file_sha256 as sha256
+from suelo.orchestrate import MANIFEST
 
 SIZE = 64  # 4 blocks of 32 px, 12 months (as in test_orchestrate)
 BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
@@ -54,7 +54,7 @@ def job_file(folder: Path, items: Path, out: Path | None = None, **compute: obje
 
 
 def suelo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "suelo.cli", *args], capture_output=True, text=True)
 
 
 def assert_consistent(out: Path) -> None:
@@ -132,7 +132,7 @@ def test_worker_killed_mid_run(region: Path, reference: tuple[Path, float], tmp_
     job = job_file(tmp_path, region, workers=2, scheduler="local", retries=2)
     manifest = tmp_path / "out" / MANIFEST
     log = open(tmp_path / "stderr.log", "w")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--log-format", "json"],
+    process = subprocess.Popen([sys.executable, "-m", "suelo.cli", "run", str(job), "--log-format", "json"],
                                stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     wait_for_blocks(process, manifest, 1)
     assert process.poll() is None, "the run ended before a worker could be killed"
@@ -161,7 +161,7 @@ def test_run_killed_at_random_points(region: Path, reference: tuple[Path, float]
     job = job_file(tmp_path, region, scheduler="synchronous")
     rng = random.Random(seed)
     for _ in range(2):  # two kills in a row, then a run to completion
-        process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job)],
+        process = subprocess.Popen([sys.executable, "-m", "suelo.cli", "run", str(job)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             process.wait(timeout=rng.uniform(0.5, seconds * 1.1))

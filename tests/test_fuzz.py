@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safe_builder import build_safe
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.ingest import safe
-from pipeline.legend import load_legend
-from pipeline.settings import load_job, validate_job
+from suelo.errors import ConfigError, InputError
+from suelo.ingest import safe
+from suelo.legend import load_legend
+from suelo.settings import load_job, validate_job
 
 QUICK = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 LONG = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))

@@ -5,8 +5,8 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.errors import ConfigError
-from pipeline.grid import Grid, as_crs, utm_crs_for
+from suelo.errors import ConfigError
+from suelo.grid import Grid, as_crs, utm_crs_for
 
 
 def test_from_bounds_snaps_outward_to_pixel_multiples() -> None:

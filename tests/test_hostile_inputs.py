@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from safe_builder import build_safe, zip_safe
 
 from benchmarks.ingest import generate_region
-from pipeline.cli import main
-from pipeline.ingest import safe
+from suelo.cli import main
+from suelo.ingest import safe
 
 # "billion laughs": nine lines whose aliases expand to 10**9 values
 ALIAS_BOMB = b"a: &a [x,x,x,x,x,x,x,x,x,x]\n" + b"".join(
@@ -93,7 +93,7 @@ def set_property(key: str, value: object):  # type: ignore[no-untyped-def]
 def test_yaml_tags_never_execute(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     job = write_job(tmp_path, f"!!python/object/apply:os.system ['touch {marker}']\n")
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", str(job)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "suelo.cli", "validate", str(job)], capture_output=True, text=True)
     assert done.returncode == 2 and "not valid YAML" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not marker.exists()
@@ -320,7 +320,7 @@ def test_pickle_model_does_not_execute_in_a_real_process(tmp_path: Path, region:
     torch.save(Exploit(marker), model)
     products = {"landcover": {"model": str(model)}}
     job = write_job(tmp_path, spec(tmp_path, [{"kind": "stac", "paths": [str(region)]}], products=products))
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "suelo.cli", "run", str(job)], capture_output=True, text=True)
     assert done.returncode == 2 and "not a suelo model artifact" in done.stderr and "Traceback" not in done.stderr
     assert not marker.exists()
 

@@ -8,10 +8,10 @@ import pytest
 from rasterio.crs import CRS
 from shapely.geometry import box
 
-from pipeline.errors import InputError
-from pipeline.grid import Grid
-from pipeline.ingest.aoi import load_aoi
-from pipeline.settings import AoiSpec
+from suelo.errors import InputError
+from suelo.grid import Grid
+from suelo.ingest.aoi import load_aoi
+from suelo.settings import AoiSpec
 
 
 def test_geojson_and_geopackage_in_any_crs_give_the_same_grid(tmp_path: Path) -> None:

@@ -12,11 +12,11 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.grid import Grid
-from pipeline.ingest.geotiff import discover
-from pipeline.ingest.scene import read_scene
-from pipeline.settings import GeoTiffInput, IngestSpec
+from suelo.errors import ConfigError, InputError
+from suelo.grid import Grid
+from suelo.ingest.geotiff import discover
+from suelo.ingest.scene import read_scene
+from suelo.settings import GeoTiffInput, IngestSpec
 
 UTM31, UTM32 = CRS.from_epsg(32631), CRS.from_epsg(32632)
 # 60 x 40 px straddling 6°E (the zone 31/32 boundary) at about 50°N, in zone 31

@@ -18,13 +18,13 @@ import yaml
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.band_names import canonical_band
-from pipeline.errors import ConfigError, InputError
-from pipeline.grid import Grid
-from pipeline.ingest.confine import InputAccess
-from pipeline.ingest.geotiff import discover
-from pipeline.ingest.scene import Scene, read_scene
-from pipeline.settings import GeoTiffInput, IngestSpec, validate_job
+from suelo.band_names import canonical_band
+from suelo.errors import ConfigError, InputError
+from suelo.grid import Grid
+from suelo.ingest.confine import InputAccess
+from suelo.ingest.geotiff import discover
+from suelo.ingest.scene import Scene, read_scene
+from suelo.settings import GeoTiffInput, IngestSpec, validate_job
 
 UTM31 = CRS.from_epsg(32631)
 WGS84 = CRS.from_epsg(4326)

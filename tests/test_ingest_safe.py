@@ -17,11 +17,11 @@ from affine import Affine
 from rasterio.crs import CRS
 from safe_builder import DEFAULT_BANDS, build_safe, default_band, write_jp2, zip_safe
 
-from pipeline.errors import InputError
-from pipeline.grid import Grid
-from pipeline.ingest import safe
-from pipeline.ingest.scene import Scene, read_scene
-from pipeline.settings import DEFAULT_SCL_MASK, IngestSpec, MaskingSpec, SafeInput, validate_job
+from suelo.errors import InputError
+from suelo.grid import Grid
+from suelo.ingest import safe
+from suelo.ingest.scene import Scene, read_scene
+from suelo.settings import DEFAULT_SCL_MASK, IngestSpec, MaskingSpec, SafeInput, validate_job
 
 #: The builder's default tile: 20 x 20 pixels of 10 m from (600000, 5700000), i.e. 10 x 10 pixels at 20 m.
 GRID = Grid(CRS.from_epsg(32631), Affine(10, 0, 600000, 0, -10, 5700000), 20, 20)
@@ -427,7 +427,7 @@ def test_l1c_discovered_as_l1c(tmp_path: Path) -> None:
 
 
 def test_l1c_refused_unless_allowed(tmp_path: Path) -> None:
-    from pipeline.ingest import discover_scenes  # the package needs every reader module
+    from suelo.ingest import discover_scenes  # the package needs every reader module
 
     safe_dir = build_safe(tmp_path, level="L1C")
     job = {
@@ -454,7 +454,7 @@ def test_builder_jp2_is_lossless(tmp_path: Path) -> None:
 
 def test_band_headers_checked_for_validate(tmp_path: Path) -> None:
     """Discovery opens one band per granule; check_band_headers (run by ``suelo validate``) opens every one."""
-    from pipeline.ingest import check_band_headers
+    from suelo.ingest import check_band_headers
 
     safe_dir = build_safe(tmp_path)
     scene = only_scene(safe_dir)
@@ -467,7 +467,7 @@ def test_band_headers_checked_for_validate(tmp_path: Path) -> None:
 
 
 def test_band_symlinked_out_of_the_product_is_refused_when_confined(tmp_path: Path) -> None:
-    from pipeline.ingest.confine import InputAccess
+    from suelo.ingest.confine import InputAccess
 
     safe_dir = build_safe(tmp_path / "in")
     jp2 = band_file(safe_dir, "B05")

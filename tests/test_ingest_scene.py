@@ -10,9 +10,9 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.grid import Grid
-from pipeline.ingest import scene
-from pipeline.ingest.scene import BandRef, aligned_factor, read_on_grid
+from suelo.grid import Grid
+from suelo.ingest import scene
+from suelo.ingest.scene import BandRef, aligned_factor, read_on_grid
 
 UTM31 = CRS.from_epsg(32631)
 

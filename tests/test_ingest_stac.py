@@ -14,11 +14,11 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.errors import InputError
-from pipeline.grid import Grid
-from pipeline.ingest.scene import read_scene
-from pipeline.ingest.stac import discover, parse_datetime
-from pipeline.settings import IngestSpec, StacInput
+from suelo.errors import InputError
+from suelo.grid import Grid
+from suelo.ingest.scene import read_scene
+from suelo.ingest.stac import discover, parse_datetime
+from suelo.settings import IngestSpec, StacInput
 
 CRS_UTM31 = CRS.from_epsg(32631)
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5700000.0)
@@ -421,7 +421,7 @@ def test_file_uris_are_decoded_and_other_schemes_refused(tmp_path: Path) -> None
 
 
 def test_huge_or_deep_documents_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.ingest import stac as stac_module
+    from suelo.ingest import stac as stac_module
 
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 200_000 + "]" * 200_000)

@@ -17,12 +17,12 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.grid import Grid
-from pipeline.ingest import READERS, discover_scenes, reader
-from pipeline.ingest.scene import SearchContext, read_scene
-from pipeline.ingest.stac_api import discover
-from pipeline.settings import IngestSpec, StacApiInput, validate_job
+from suelo.errors import ConfigError, InputError
+from suelo.grid import Grid
+from suelo.ingest import READERS, discover_scenes, reader
+from suelo.ingest.scene import SearchContext, read_scene
+from suelo.ingest.stac_api import discover
+from suelo.settings import IngestSpec, StacApiInput, validate_job
 
 CRS_UTM31 = CRS.from_epsg(32631)
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5700000.0)
@@ -244,7 +244,7 @@ def test_needs_an_area() -> None:
 
 def test_registry_and_job_context(hrefs: dict[str, str]) -> None:
     """discover_scenes gives the tiles' bbox and the period to the API reader, and only to it."""
-    assert READERS["stac_api"] == "pipeline.ingest.stac_api" and reader("stac_api") is discover
+    assert READERS["stac_api"] == "suelo.ingest.stac_api" and reader("stac_api") is discover
     items = [item("S2B_31UFS_20230602_0_L2A", 2, hrefs), item("S2B_31UGS_20230602_0_L2A", 2, hrefs)]
     with Api(lambda m, p, b: page(items)) as api:
         job = validate_job(

@@ -14,14 +14,14 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from safe_builder import build_safe
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.ingest import discover_scenes, job_grid, search_context
-from pipeline.ingest.geotiff import discover as discover_geotiff
-from pipeline.ingest.mgrs import tile_bounds, tile_bounds_wgs84, tile_crs
-from pipeline.ingest.safe import discover as discover_safe
-from pipeline.ingest.scene import tile_in_name
-from pipeline.ingest.stac import item_tile
-from pipeline.settings import GeoTiffInput, IngestSpec, SafeInput, validate_job
+from suelo.errors import ConfigError, InputError
+from suelo.ingest import discover_scenes, job_grid, search_context
+from suelo.ingest.geotiff import discover as discover_geotiff
+from suelo.ingest.mgrs import tile_bounds, tile_bounds_wgs84, tile_crs
+from suelo.ingest.safe import discover as discover_safe
+from suelo.ingest.scene import tile_in_name
+from suelo.ingest.stac import item_tile
+from suelo.settings import GeoTiffInput, IngestSpec, SafeInput, validate_job
 
 #: Two tiles either side of the 31/32 UTM zone boundary (6 degrees east), and a third one west of them.
 FOOTPRINTS = {

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.model_card import fewer_months_statement
+from suelo.cli import main
+from suelo.model_card import fewer_months_statement
 from tests.test_plan_checks import demo_job, one_line_error
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.legend import DEFAULT_LEGEND, Legend, load_legend
+from suelo.errors import ConfigError
+from suelo.legend import DEFAULT_LEGEND, Legend, load_legend
 
 
 def test_shipped_landcover10_legend() -> None:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.novelty import METHOD, NoveltyGate, conformal_threshold, fit_gate
-from pipeline.threshold import LANDCOVER_REASONS, ThresholdPolicy, classify_block
+from suelo.novelty import METHOD, NoveltyGate, conformal_threshold, fit_gate
+from suelo.threshold import LANDCOVER_REASONS, ThresholdPolicy, classify_block
 
 
 def _two_clusters(seed: int = 0, n: int = 200, d: int = 4) -> tuple[np.ndarray, np.ndarray]:

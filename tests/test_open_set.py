@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks import open_set as bench
-from pipeline.samples import Samples
+from suelo.samples import Samples
 
 PROJECT = Path(__file__).resolve().parent.parent
 GEOJSON = PROJECT / "data" / "sample" / "belgium_village.geojson"
@@ -92,7 +92,7 @@ def test_belgium_village_labels_are_built_up_on_the_sample_grid() -> None:
     counts = [rasterize([(g, 1)], out_shape=(SIZE, SIZE), transform=transform) for g in polygons.geometry]
     union = rasterize(((g, 1) for g in polygons.geometry), out_shape=(SIZE, SIZE), transform=transform)
     assert sum(int(c.sum()) for c in counts) == int(union.sum()) > 250  # no pixel in two features
-    from pipeline.legend import load_legend
+    from suelo.legend import load_legend
 
     assert load_legend().code_for("built_up") == bench.BUILT_UP  # the class column matches the legend
 

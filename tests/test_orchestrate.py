@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from benchmarks.ingest import generate_region
-from pipeline.orchestrate import MANIFEST
+from suelo.orchestrate import MANIFEST
 
 SIZE = 64  # 4 blocks of 32 px, 12 months: small enough for 2 CPU cores, big enough for several blocks
 
@@ -49,7 +49,7 @@ def checksums(out: Path) -> dict[str, str]:
 
 
 def suelo(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, **kwargs)
+    return subprocess.run([sys.executable, "-m", "suelo.cli", *args], capture_output=True, text=True, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_two_local_workers_equal_one_process(region: Path, single_process: Path,
 def test_killed_run_resumes_without_redoing_blocks(region: Path, single_process: Path, tmp_path: Path) -> None:
     job = job_file(tmp_path, region, scheduler="synchronous")
     manifest = tmp_path / "out" / MANIFEST
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job)],
+    process = subprocess.Popen([sys.executable, "-m", "suelo.cli", "run", str(job)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
@@ -168,8 +168,8 @@ def test_bf16_precision_keeps_the_classes(region: Path, single_process: Path, tm
 def test_default_workers_keep_a_run_under_4_gb(
     cores: int, urban_atlas: bool, expected: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.orchestrate import default_workers
-    from pipeline.settings import load_job
+    from suelo.orchestrate import default_workers
+    from suelo.settings import load_job
 
     job = load_job(Path(__file__).resolve().parents[1] / "workflows" / "demo.yaml")
     products = job.products.model_copy(

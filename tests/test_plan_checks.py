@@ -14,7 +14,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from suelo.cli import main
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEMO = PROJECT / "workflows" / "demo.yaml"
@@ -174,8 +174,8 @@ def test_a_model_that_cannot_serve_the_job_is_one_line_naming_it(tmp_path: Path,
 
 
 def test_a_legend_colliding_with_reason_codes_is_refused_on_load(tmp_path: Path) -> None:
-    from pipeline.errors import ConfigError
-    from pipeline.legend import load_legend
+    from suelo.errors import ConfigError
+    from suelo.legend import load_legend
 
     for codes, reserved in (([0, 1, 65535], "65535"), ([0, 1, 255], "0")):
         path = tmp_path / "legend.yaml"
@@ -206,8 +206,8 @@ def test_an_unreachable_scheduler_is_one_line_at_once(tmp_path: Path) -> None:
 def test_a_legend_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
     import os
 
-    from pipeline.errors import ConfigError
-    from pipeline.legend import load_legend
+    from suelo.errors import ConfigError
+    from suelo.legend import load_legend
 
     fifo = tmp_path / "legend.yaml"
     os.mkfifo(fifo)
@@ -217,8 +217,8 @@ def test_a_legend_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_run_deletes_only_the_temporaries_of_runs_recorded_in_its_folder(tmp_path: Path) -> None:
-    from pipeline.atomic import temporary_token
-    from pipeline.outdir import claimed_output
+    from suelo.atomic import temporary_token
+    from suelo.outdir import claimed_output
 
     out = tmp_path / "out"
     with claimed_output(out) as first:

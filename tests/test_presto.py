@@ -14,8 +14,9 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
-from models.inference import CUBE_READ_PIXELS, GPU_BATCH, cube_read_pixels, encode_cube, encode_pixels
-from models.presto import (
+from suelo.grid import Grid
+from suelo.models.inference import CUBE_READ_PIXELS, GPU_BATCH, cube_read_pixels, encode_cube, encode_pixels
+from suelo.models.presto import (
     CHANNELS,
     DEFAULT_WEIGHTS,
     Encoder,
@@ -27,8 +28,7 @@ from models.presto import (
     month_table,
     sinusoid_table,
 )
-from models.presto_inputs import cube_to_pixels, presto_inputs
-from pipeline.grid import Grid
+from suelo.models.presto_inputs import cube_to_pixels, presto_inputs
 
 PARITY = Path(__file__).parent / "data" / "presto_parity.npz"
 S2_DN_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
@@ -265,7 +265,7 @@ def test_cube_reads_give_a_gpu_full_batches() -> None:
 def test_encode_cube_matches_encode_pixels(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     cube = tiny_cube()
     # reads of 6 pixels = 2 rows per chunk, so the 5 rows take three chunks, the last one short
-    monkeypatch.setattr("models.inference.CUBE_READ_PIXELS", 6)
+    monkeypatch.setattr("suelo.models.inference.CUBE_READ_PIXELS", 6)
     emb = encode_cube(encoder, cube, batch_size=4, device="cpu")
     assert emb.dims == ("y", "x", "feature") and emb.shape == (5, 3, 128)
     assert np.isfinite(emb.values).all()

@@ -17,9 +17,9 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.grid import Grid
-from pipeline.legend import load_legend
-from pipeline.write import hex_to_rgba, write_map_set
+from suelo.grid import Grid
+from suelo.legend import load_legend
+from suelo.write import hex_to_rgba, write_map_set
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 HELPER = Path(__file__).resolve().parent / "qgis_check.py"
@@ -67,7 +67,7 @@ def test_class_maps_in_qgis(legend_file: str, tmp_path: Path) -> None:
     # Write with the map writer first to learn the entries (classes + reason codes, nodata last).
     width = (len(legend) + 4) * BAND  # classes, 3 reason codes and nodata
     grid = Grid(CRS.from_epsg(32631), Affine(10, 0, 600000, 0, -10, 5600000), ROWS, width)
-    from pipeline.write import map_dtype, map_legend, reasons_for
+    from suelo.write import map_dtype, map_legend, reasons_for
 
     reasons = reasons_for(legend)
     entries = map_legend(legend, reasons)
@@ -129,7 +129,7 @@ def test_demo_land_cover_map_in_qgis(tmp_path: Path) -> None:
     import rasterio
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from suelo.cli import main
 
     demo = Path(__file__).resolve().parent.parent / "workflows" / "demo.yaml"
     result = CliRunner().invoke(main, ["run", str(demo), "-o", str(tmp_path / "demo")])

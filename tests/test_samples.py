@@ -13,8 +13,8 @@ from landcover_helpers import BANDS, tiny_cube
 from pyproj import Transformer
 from shapely.geometry import Point, box
 
-from pipeline.errors import InputError
-from pipeline.samples import Samples, load_samples, load_worldcereal, sample_raster, sample_vector, spatial_split
+from suelo.errors import InputError
+from suelo.samples import Samples, load_samples, load_worldcereal, sample_raster, sample_vector, spatial_split
 
 CROPS, IGNORED, TREES = 1100000000, 1000000000, 4300000000  # temporary_crops, ignore, trees in LANDCOVER10
 
@@ -158,7 +158,7 @@ def test_spatial_split_never_shares_a_block_and_is_seeded() -> None:
     s = Samples(np.zeros((n, 12, 9), np.float32), BANDS, np.zeros(n), latlons, np.ones(n), np.arange(n).astype(str))
     train, val = spatial_split(s, block_m=20_000, val_fraction=0.25, seed=3)
     assert len(train) + len(val) == n and not set(train) & set(val)
-    from pipeline.samples import spatial_blocks
+    from suelo.samples import spatial_blocks
 
     blocks = spatial_blocks(latlons, 20_000)
     assert not set(blocks[train]) & set(blocks[val])

@@ -8,12 +8,12 @@ import pytest
 import torch
 import xarray as xr
 
-from models.segmenter import SegmenterConfig, UNetSegmenter, feature_names, segmenter_features, segmenter_inputs
-from pipeline.novelty import fit_gate
-from pipeline.segment import axis_weight, predict_array, segment_cube, segment_outside_training, window_starts
-from pipeline.synthetic_city import CLASSES, make_synthetic_city
-from pipeline.threshold import ThresholdPolicy, classify
-from pipeline.train_segmenter import IGNORE_INDEX, _calibration_pixels, codes_to_indices, fit_input_gate
+from suelo.models.segmenter import SegmenterConfig, UNetSegmenter, feature_names, segmenter_features, segmenter_inputs
+from suelo.novelty import fit_gate
+from suelo.segment import axis_weight, predict_array, segment_cube, segment_outside_training, window_starts
+from suelo.synthetic_city import CLASSES, make_synthetic_city
+from suelo.threshold import ThresholdPolicy, classify
+from suelo.train_segmenter import IGNORE_INDEX, _calibration_pixels, codes_to_indices, fit_input_gate
 
 
 def _small_rf_model(in_channels: int, n_classes: int = 5) -> UNetSegmenter:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.segmenter import (
+from suelo.errors import ModelFileError
+from suelo.models.segmenter import (
     SegmenterConfig,
     UNetSegmenter,
     count_parameters,
@@ -20,9 +21,8 @@ from models.segmenter import (
     segmenter_features,
     segmenter_inputs,
 )
-from pipeline.errors import ModelFileError
-from pipeline.novelty import NoveltyGate, fit_gate
-from pipeline.synthetic_city import make_synthetic_city
+from suelo.novelty import NoveltyGate, fit_gate
+from suelo.synthetic_city import make_synthetic_city
 
 
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (17, 33), (40, 23), (64, 64)])
@@ -65,7 +65,7 @@ def test_features_and_inputs() -> None:
 
 
 def test_quantiles_match_numpy() -> None:
-    from models.segmenter import _nan_quantiles
+    from suelo.models.segmenter import _nan_quantiles
 
     rng = np.random.default_rng(0)
     v = rng.random((12, 5, 6)).astype(np.float32)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.settings import DEFAULT_BANDS, load_job, validate_job
+from suelo.errors import ConfigError
+from suelo.settings import DEFAULT_BANDS, load_job, validate_job
 
 MINIMAL = """
 inputs:

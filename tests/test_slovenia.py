@@ -12,14 +12,14 @@ import rasterio
 import torch
 from click.testing import CliRunner
 
-from models.artifact import check_contract, load_artifact, save_artifact
-from pipeline.composite import cube_grid, open_cube
-from pipeline.errors import InputError
-from pipeline.legend import load_legend
-from pipeline.predict import predict_cube
-from pipeline.samples import load_samples
-from pipeline.settings import DEFAULT_BANDS, load_job
-from pipeline.train import TrainConfig, train_model
+from suelo.composite import cube_grid, open_cube
+from suelo.errors import InputError
+from suelo.legend import load_legend
+from suelo.models.artifact import check_contract, load_artifact, save_artifact
+from suelo.predict import predict_cube
+from suelo.samples import load_samples
+from suelo.settings import DEFAULT_BANDS, load_job
+from suelo.train import TrainConfig, train_model
 
 PROJECT = Path(__file__).resolve().parent.parent
 DATA = PROJECT / "data" / "slovenia"
@@ -39,7 +39,7 @@ def _one_thread():  # type: ignore[no-untyped-def]
 
 
 def _ingest(job_file: Path, out: Path) -> Path:
-    from pipeline.jobs import ingest
+    from suelo.jobs import ingest
 
     job = load_job(job_file)
     job = job.model_copy(update={"output": job.output.model_copy(update={"dir": out})})
@@ -132,7 +132,7 @@ def test_predict_on_l1c_cube_and_level_mismatch(trained: dict, cube_path: Path, 
 
 @pytest.mark.slow
 def test_cli_train_from_label_raster(cube_path: Path, tmp_path: Path) -> None:
-    from pipeline.cli import main
+    from suelo.cli import main
 
     model = tmp_path / "slovenia.pt"
     args = ["train", str(DATA / "LULC.tif"), "--cube", str(cube_path), "--legend", str(LEGEND)]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.segmenter import segmenter_features
-from pipeline.composite import cube_grid
-from pipeline.synthetic_city import BANDS, CLASSES, make_synthetic_city
-from pipeline.train_segmenter import (
+from suelo.composite import cube_grid
+from suelo.models.segmenter import segmenter_features
+from suelo.synthetic_city import BANDS, CLASSES, make_synthetic_city
+from suelo.train_segmenter import (
     IGNORE_INDEX,
     SegmenterTrainConfig,
     chip_origins,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.threshold import (
+from suelo.threshold import (
     LANDCOVER_REASONS,
     ThresholdPolicy,
     choose_policy,
@@ -171,7 +171,7 @@ def test_one_error_among_the_most_confident_does_not_end_the_search() -> None:
 def test_a_target_certified_at_run_time_keeps_scores_that_round_to_its_threshold() -> None:
     """Stored calibration scores are rounded to 6 decimals: a near-certain point stored as 1.0 must not lose its
     pixel twin scoring 0.9999996 (it used to: 0 % coverage on easy data)."""
-    from pipeline.threshold import classify_block
+    from suelo.threshold import classify_block
 
     scores = [1.0] * 200 + [0.6] * 50
     correct = [1] * 200 + [0] * 50

@@ -10,13 +10,13 @@ import pytest
 import torch
 from landcover_helpers import BANDS, tiny_cube
 
-from models.artifact import check_contract, load_artifact, save_artifact
-from pipeline.errors import InputError
-from pipeline.evaluate import evaluate_model, write_report
-from pipeline.legend import load_legend
-from pipeline.predict import predict_cube
-from pipeline.samples import Samples
-from pipeline.train import TrainConfig, train_model
+from suelo.errors import InputError
+from suelo.evaluate import evaluate_model, write_report
+from suelo.legend import load_legend
+from suelo.models.artifact import check_contract, load_artifact, save_artifact
+from suelo.predict import predict_cube
+from suelo.samples import Samples
+from suelo.train import TrainConfig, train_model
 
 PROJECT = Path(__file__).resolve().parent.parent
 VEG = np.array([0.03, 0.06, 0.04, 0.10, 0.25, 0.30, 0.35, 0.20, 0.10], np.float32)
@@ -109,12 +109,12 @@ def test_contract_mismatches(trained: Path) -> None:
 
 def test_default_model_on_demo_cube(tmp_path: Path) -> None:
     """The shipped model on a corner of the shipped demo cube: posteriors sum to 1 where there is data."""
-    from pipeline.jobs import ingest
-    from pipeline.settings import load_job
+    from suelo.jobs import ingest
+    from suelo.settings import load_job
 
     job = load_job(PROJECT / "workflows" / "demo.yaml")
     job = job.model_copy(update={"output": job.output.model_copy(update={"dir": tmp_path})})
-    from pipeline.composite import open_cube
+    from suelo.composite import open_cube
 
     cube = open_cube(ingest(job).cube_path).isel(y=slice(0, 8), x=slice(0, 10))
     art = load_artifact(PROJECT / "models" / "landcover_default.pt")
@@ -192,7 +192,7 @@ def test_three_way_split_scores_an_untouched_test_split() -> None:
 
 
 def test_model_card_averages_the_whole_procedure_over_split_seeds() -> None:
-    from pipeline.model_card import card_markdown, card_summary, seed_averaged_card
+    from suelo.model_card import card_markdown, card_summary, seed_averaged_card
 
     config = TrainConfig(max_epochs=20, block_m=20_000)
     card = seed_averaged_card(synthetic(240), load_legend(), config, seeds=(0, 1, 2), test_fraction=0.2)

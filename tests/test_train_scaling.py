@@ -18,14 +18,14 @@ from landcover_helpers import BANDS, GRID, tiny_cube
 from rasterio.transform import Affine
 from shapely.geometry import Point, box
 
-from models.artifact import load_artifact
-from pipeline.errors import ConfigError, InputError
-from pipeline.grid import Grid
-from pipeline.legend import load_legend
-from pipeline.samples import Samples, load_samples, sample_vector, three_way_split
-from pipeline.sampling import auto_block_m, cap_samples, effective_blocks
-from pipeline.train import STOP_REASONS, TrainConfig, class_weights, train_model
-from pipeline.train_progress import StderrProgress
+from suelo.errors import ConfigError, InputError
+from suelo.grid import Grid
+from suelo.legend import load_legend
+from suelo.models.artifact import load_artifact
+from suelo.samples import Samples, load_samples, sample_vector, three_way_split
+from suelo.sampling import auto_block_m, cap_samples, effective_blocks
+from suelo.train import STOP_REASONS, TrainConfig, class_weights, train_model
+from suelo.train_progress import StderrProgress
 
 VEG = np.array([0.03, 0.06, 0.04, 0.10, 0.25, 0.30, 0.35, 0.20, 0.10], np.float32)
 WATER = np.array([0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.005, 0.003], np.float32)
@@ -337,7 +337,7 @@ def test_unsupported_sample_files_say_what_they_are_and_what_is_missing(tmp_path
 
 
 def test_cli_train_refuses_a_bad_sample_file_and_a_bad_block_size(tmp_path: Path) -> None:
-    from pipeline.cli import main
+    from suelo.cli import main
 
     garbage = tmp_path / "notes.txt"
     garbage.write_text("hello\n")
@@ -352,8 +352,8 @@ def test_cli_train_refuses_a_bad_sample_file_and_a_bad_block_size(tmp_path: Path
 
 def test_cli_train_with_the_new_options(tmp_path: Path) -> None:
     """Polygons on a 600 m cube: every option reaches the model, the split and the caps are what was asked."""
-    from pipeline.cli import main
-    from pipeline.composite import write_cube
+    from suelo.cli import main
+    from suelo.composite import write_cube
 
     size = 60
     grid = Grid(GRID.crs, Affine(10.0, 0.0, 664000.0, 0.0, -10.0, 5612000.0), size, size)

@@ -12,11 +12,11 @@ import rasterio
 import torch
 from click.testing import CliRunner
 
-from models.segmenter import load_segmenter
-from pipeline.cli import main
-from pipeline.composite import write_cube
-from pipeline.novelty import NoveltyGate
-from pipeline.synthetic_city import make_synthetic_city
+from suelo.cli import main
+from suelo.composite import write_cube
+from suelo.models.segmenter import load_segmenter
+from suelo.novelty import NoveltyGate
+from suelo.synthetic_city import make_synthetic_city
 
 # tiny and quick: 40 x 40 px, 16 px chips and blocks, a 2-level U-Net 4 channels wide, a few steps
 TINY = ["--steps", "4", "--chip", "16", "--depth", "2", "--base-width", "4", "--guard", "2"]

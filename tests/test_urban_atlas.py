@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from pipeline.grid import Grid, as_crs
-from pipeline.urban_atlas import (
+from suelo.grid import Grid, as_crs
+from suelo.urban_atlas import (
     UA_LOW_CONFIDENCE,
     mmu_pixels,
     patch_polygons,
@@ -146,7 +146,7 @@ def test_legend_has_all_codes() -> None:
 
 
 def test_islands_below_the_mmu_become_unresolved() -> None:
-    from pipeline.urban_atlas import UA_LOW_CONFIDENCE, sieve
+    from suelo.urban_atlas import UA_LOW_CONFIDENCE, sieve
 
     codes = np.full((20, 20), UA_LOW_CONFIDENCE, dtype=np.uint16)
     codes[2:4, 2:4] = 11100  # 4 px urban island among unclassified pixels: below 25 px, nothing to merge into

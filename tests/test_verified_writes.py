@@ -29,22 +29,22 @@ from affine import Affine
 from rasterio.crs import CRS
 from run_outputs import map_checksums
 
-from pipeline import atomic
-from pipeline import write as write_mod
-from pipeline.atomic import (
+from suelo import atomic
+from suelo import write as write_mod
+from suelo.atomic import (
     WriteVerificationError,
     atomic_output,
     gdal_errors_raised,
     is_suelo_temporary,
     temporary_beside,
 )
-from pipeline.atomic import (
+from suelo.atomic import (
     file_sha256 as sha256,
 )
-from pipeline.grid import Grid
-from pipeline.legend import load_legend
-from pipeline.orchestrate import MANIFEST, _write_block
-from pipeline.write import write_class_map
+from suelo.grid import Grid
+from suelo.legend import load_legend
+from suelo.orchestrate import MANIFEST, _write_block
+from suelo.write import write_class_map
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ITEMS = ROOT / "data" / "sample" / "belgium" / "items.json"
@@ -155,8 +155,8 @@ def test_gdal_io_errors_are_raised_and_harmless_ones_are_not(tmp_path: Path) -> 
 def test_a_damaged_block_raster_found_at_assembly_is_one_line(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from pipeline.cli import reports_errors
-    from pipeline.orchestrate import _read_block
+    from suelo.cli import reports_errors
+    from suelo.orchestrate import _read_block
 
     empty = tmp_path / "r000000_c000000.tif"
     empty.write_bytes(b"")
@@ -261,8 +261,8 @@ def test_a_cube_that_does_not_reopen_is_not_published(tmp_path: Path, monkeypatc
     from test_composite import GRID as CUBE_GRID
     from test_composite import INGEST, constant, make_scene, vegetation
 
-    from pipeline.composite import build_cube, open_cube, write_cube
-    from pipeline.settings import PeriodSpec
+    from suelo.composite import build_cube, open_cube, write_cube
+    from suelo.settings import PeriodSpec
 
     scenes = [make_scene(tmp_path, "a", dt.date(2021, 1, 15), constant(1234), vegetation())]
     cube = build_cube(scenes, CUBE_GRID, PeriodSpec(start=dt.date(2021, 1, 1), end=dt.date(2021, 2, 28)), INGEST)
@@ -303,7 +303,7 @@ def demo_job(folder: Path, out: Path | None = None, cube: bool = False) -> Path:
 
 
 def suelo(*args: str, env: dict[str, str] | None = None, code: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "pipeline.cli", *args]
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "suelo.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
 
 
@@ -365,7 +365,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 FAULTY_DISK = r"""
 import os, sys
 import rasterio, rasterio.shutil
-import pipeline.atomic
+import suelo.atomic
 
 budget = int(os.environ["FAULTY_WRITES"])  # GDAL outputs (block rasters, COGs) that fit before the disk is full
 keep = float(os.environ.get("FAULTY_KEEP", "0"))
@@ -411,8 +411,8 @@ def copy(src, dst, *args, **kwargs):
 
 
 rasterio.open, rasterio.shutil.copy = open_, copy
-pipeline.atomic._disk_full = lambda folder: state["full"]
-from pipeline.cli import main
+suelo.atomic._disk_full = lambda folder: state["full"]
+from suelo.cli import main
 
 main(sys.argv[1:], prog_name="suelo")
 """

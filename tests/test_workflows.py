@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import load_job
+from suelo.settings import load_job
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 sys.path.insert(0, str(WORKFLOWS))
@@ -95,7 +95,7 @@ def test_the_readme_job_spec_validates() -> None:
     """The README's annotated job spec (every key, every input kind) is a valid job as written."""
     import yaml
 
-    from pipeline.settings import validate_job
+    from suelo.settings import validate_job
 
     readme = (WORKFLOWS.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Job spec\n", 1)[1]

@@ -16,12 +16,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
-from pipeline import write as write_mod
-from pipeline.grid import Grid
-from pipeline.legend import Legend, load_legend
-from pipeline.report import write_run_report
-from pipeline.threshold import LANDCOVER_REASONS, ReasonCodes, masking_report
-from pipeline.write import (
+from suelo import write as write_mod
+from suelo.grid import Grid
+from suelo.legend import Legend, load_legend
+from suelo.report import write_run_report
+from suelo.threshold import LANDCOVER_REASONS, ReasonCodes, masking_report
+from suelo.write import (
     URBAN_ATLAS_REASONS,
     ZERO_CLASS_REASONS,
     map_dtype,

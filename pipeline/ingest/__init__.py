@@ -1,15 +1,15 @@
 """Ingest: find Sentinel-2 scenes in the inputs a job names, and decide the target grid.
 
 Each input kind has one reader module exposing ``discover(spec, ingest) -> list[Scene]``; they are plugged in
-through :data:`READERS`. Everything after discovery works on :class:`~pipeline.ingest.scene.Scene` only.
+through :data:`READERS`. Everything after discovery works on :class:`~suelo.ingest.scene.Scene` only.
 
 A reader that searches rather than lists (a STAC API) also needs the job's area, period and tiles: it declares a
 keyword parameter ``context`` (``discover(spec, ingest, *, context: SearchContext)``) and
-:func:`discover_scenes` passes a :class:`~pipeline.ingest.scene.SearchContext` to it, and only to it, so readers
+:func:`discover_scenes` passes a :class:`~suelo.ingest.scene.SearchContext` to it, and only to it, so readers
 with the two-argument interface need no change.
 
 Confinement: a reader that declares a keyword parameter ``access`` gets the job's
-:class:`~pipeline.ingest.confine.InputAccess` (allowed folders and remote hosts, from the job file's folder, the
+:class:`~suelo.ingest.confine.InputAccess` (allowed folders and remote hosts, from the job file's folder, the
 inputs' paths and the job's ``access`` section); every built-in reader does, so each href and each file found in a
 folder is checked at discovery, which ``suelo validate`` runs too.
 
@@ -27,21 +27,21 @@ from typing import Any
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.grid import Bounds, Grid, as_crs, geometry_bounds, utm_crs_for
-from pipeline.ingest.aoi import load_aoi
-from pipeline.ingest.confine import FormatNotAllowed, InputAccess, open_raster
-from pipeline.ingest.scene import BandRef, Radiometry, Scene, SearchContext, read_scene
-from pipeline.settings import IngestSpec, JobSpec, PeriodSpec
+from suelo.errors import ConfigError, InputError
+from suelo.grid import Bounds, Grid, as_crs, geometry_bounds, utm_crs_for
+from suelo.ingest.aoi import load_aoi
+from suelo.ingest.confine import FormatNotAllowed, InputAccess, open_raster
+from suelo.ingest.scene import BandRef, Radiometry, Scene, SearchContext, read_scene
+from suelo.settings import IngestSpec, JobSpec, PeriodSpec
 
 Reader = Callable[[Any, IngestSpec], list[Scene]]
 
 #: input kind (the ``kind`` of an input in the job spec) -> module whose ``discover`` reads it
 READERS: dict[str, str] = {
-    "safe": "pipeline.ingest.safe",
-    "stac": "pipeline.ingest.stac",
-    "geotiff": "pipeline.ingest.geotiff",
-    "stac_api": "pipeline.ingest.stac_api",
+    "safe": "suelo.ingest.safe",
+    "stac": "suelo.ingest.stac",
+    "geotiff": "suelo.ingest.geotiff",
+    "stac_api": "suelo.ingest.stac_api",
 }
 
 
@@ -83,7 +83,7 @@ def search_context(job: JobSpec) -> SearchContext:
         geometry, geometry_crs = load_aoi(job.aoi)
         bbox = transform_bounds(geometry_crs, wgs84, *geometry_bounds(geometry), densify_pts=21)
     elif job.tiles:
-        from pipeline.ingest.mgrs import tile_bounds_wgs84
+        from suelo.ingest.mgrs import tile_bounds_wgs84
 
         bbox = _union([tile_bounds_wgs84(tile) for tile in job.tiles])
     return SearchContext(bbox_wgs84=bbox, start=job.period.start, end=job.period.end, tiles=job.tiles)
@@ -229,7 +229,7 @@ def check_remote_access(scenes: Sequence[Scene]) -> None:
     error (naming the href) at the start instead of every block failing after its retries.
 
     Only the header is read (one HTTP range request); GDAL's HTTP timeouts and retries are bounded (see
-    :mod:`pipeline.ingest.scene`), so this never hangs.
+    :mod:`suelo.ingest.scene`), so this never hangs.
     """
     from rasterio.errors import RasterioError
 

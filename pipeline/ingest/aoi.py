@@ -9,9 +9,9 @@ from typing import Any
 from rasterio.crs import CRS
 from shapely.geometry import box, mapping
 
-from pipeline.errors import InputError, file_kind
-from pipeline.grid import as_crs
-from pipeline.settings import AoiSpec
+from suelo.errors import InputError, file_kind
+from suelo.grid import as_crs
+from suelo.settings import AoiSpec
 
 
 def load_aoi(spec: AoiSpec) -> tuple[dict[str, Any], CRS]:

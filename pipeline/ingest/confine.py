@@ -35,12 +35,12 @@ from urllib.parse import unquote, urlsplit
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from pipeline.errors import InputError, file_kind
+from suelo.errors import InputError, file_kind
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
 
-    from pipeline.settings import JobSpec
+    from suelo.settings import JobSpec
 
 #: GDAL drivers allowed to open user-supplied rasters: GeoTIFF (COGs are GeoTIFFs) and JPEG 2000 (SAFE bands).
 ALLOWED_DRIVERS: tuple[str, ...] = ("GTiff", "JP2OpenJPEG")

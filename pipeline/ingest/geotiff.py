@@ -6,20 +6,20 @@ descriptions and GDAL metadata tags, or the job spec; nothing is guessed from th
 
 Layers, each importing only the ones below it:
 
-- :mod:`pipeline.ingest.geotiff_layouts`: ``file_per_date`` (one multi-band file per acquisition, the default),
+- :mod:`suelo.ingest.geotiff_layouts`: ``file_per_date`` (one multi-band file per acquisition, the default),
   ``band_files`` (one file per band) and ``stack`` (one file of dates x bands) turn files into scenes;
-- :mod:`pipeline.ingest.geotiff_meta`: date, processing level and radiometry of a file, and their precedence;
-- :mod:`pipeline.ingest.geotiff_files`: finding the files (confined like every input) and reading their headers.
+- :mod:`suelo.ingest.geotiff_meta`: date, processing level and radiometry of a file, and their precedence;
+- :mod:`suelo.ingest.geotiff_files`: finding the files (confined like every input) and reading their headers.
 """
 
 from __future__ import annotations
 
-from pipeline.ingest.confine import UNCONFINED, InputAccess
-from pipeline.ingest.geotiff_files import SUFFIXES, find_files
-from pipeline.ingest.geotiff_layouts import band_files, file_per_date, stack
-from pipeline.ingest.geotiff_meta import compile_pattern
-from pipeline.ingest.scene import Scene
-from pipeline.settings import GeoTiffInput, IngestSpec
+from suelo.ingest.confine import UNCONFINED, InputAccess
+from suelo.ingest.geotiff_files import SUFFIXES, find_files
+from suelo.ingest.geotiff_layouts import band_files, file_per_date, stack
+from suelo.ingest.geotiff_meta import compile_pattern
+from suelo.ingest.scene import Scene
+from suelo.settings import GeoTiffInput, IngestSpec
 
 __all__ = ["SUFFIXES", "discover"]
 

@@ -1,6 +1,6 @@
 """GeoTIFF input files: finding them in the paths a job names, and what their headers say.
 
-The bottom layer of the GeoTIFF reader (:mod:`pipeline.ingest.geotiff`): it knows nothing about layouts.
+The bottom layer of the GeoTIFF reader (:mod:`suelo.ingest.geotiff`): it knows nothing about layouts.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
-from pipeline.errors import InputError
-from pipeline.grid import Bounds
-from pipeline.ingest.confine import InputAccess, open_raster, regular_file
+from suelo.errors import InputError
+from suelo.grid import Bounds
+from suelo.ingest.confine import InputAccess, open_raster, regular_file
 
 SUFFIXES = (".tif", ".tiff", ".jp2")
 #: How deep a folder is searched when subfolders are searched: a SAFE's GRANULE/<granule>/IMG_DATA/R10m is 4

@@ -7,9 +7,9 @@
   60 m) is taken at the finest, its native resolution.
 - ``stack``: one file of dates x bands; each date becomes a scene whose bands point into the same file.
 
-Band names are canonical (:func:`pipeline.band_names.canonical_band`); file bands that are not a Sentinel-2 band
+Band names are canonical (:func:`suelo.band_names.canonical_band`); file bands that are not a Sentinel-2 band
 or SCL are left out and listed in ``Scene.extra["ignored_bands"]``. Dates, levels and radiometry follow the rules
-of :mod:`pipeline.ingest.geotiff_meta`.
+of :mod:`suelo.ingest.geotiff_meta`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.band_names import SCL, canonical_band
-from pipeline.errors import ConfigError, InputError
-from pipeline.grid import Bounds
-from pipeline.ingest.geotiff_files import Found, RasterInfo, raster_info
-from pipeline.ingest.geotiff_meta import acquired, compile_pattern, level, match_date, radiometry, scene_extra
-from pipeline.ingest.scene import BandRef, Scene, tile_in_name
-from pipeline.settings import GeoTiffInput
+from suelo.band_names import SCL, canonical_band
+from suelo.errors import ConfigError, InputError
+from suelo.grid import Bounds
+from suelo.ingest.geotiff_files import Found, RasterInfo, raster_info
+from suelo.ingest.geotiff_meta import acquired, compile_pattern, level, match_date, radiometry, scene_extra
+from suelo.ingest.scene import BandRef, Scene, tile_in_name
+from suelo.settings import GeoTiffInput
 
 #: Band descriptions of stacks understood without a ``description_pattern``, tried in this order. Dates before
 #: steps, so that ``20210115_B2`` is a date and not time step 20210115. Earth Engine's ``toBands()`` names bands

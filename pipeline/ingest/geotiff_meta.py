@@ -20,11 +20,11 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
-from pipeline.band_names import SCL
-from pipeline.errors import ConfigError, InputError
-from pipeline.ingest.geotiff_files import RasterInfo
-from pipeline.ingest.scene import Radiometry, baseline_at_least, tile_in_name
-from pipeline.settings import GeoTiffInput
+from suelo.band_names import SCL
+from suelo.errors import ConfigError, InputError
+from suelo.ingest.geotiff_files import RasterInfo
+from suelo.ingest.scene import Radiometry, baseline_at_least, tile_in_name
+from suelo.settings import GeoTiffInput
 
 DATE_GROUPS = ("year", "month", "day")
 #: Metadata tags that hold the acquisition (sensing) time, in the order they are looked at; keys upper-cased.

@@ -10,9 +10,9 @@ from __future__ import annotations
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from pipeline.errors import ConfigError
-from pipeline.grid import Bounds
-from pipeline.ingest.scene import MGRS_TILE
+from suelo.errors import ConfigError
+from suelo.grid import Bounds
+from suelo.ingest.scene import MGRS_TILE
 
 TILE_SIZE_M = 109_800.0
 _COLUMN_SETS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")  # by (zone - 1) % 3; eastings 100 km to 800 km

@@ -1,12 +1,12 @@
 """Reader for Sentinel-2 SAFE products: ``.SAFE`` folders and the ``.zip`` archives Copernicus serves.
 
 Only metadata is read here (``MTD_MSIL2A.xml`` / ``MTD_MSIL1C.xml`` and one band header for the footprint);
-pixels are read later by :func:`pipeline.ingest.scene.read_scene` through GDAL paths (local or ``/vsizip/``),
+pixels are read later by :func:`suelo.ingest.scene.read_scene` through GDAL paths (local or ``/vsizip/``),
 so a zip is never extracted to disk.
 
-Band files are opened with the GeoTIFF/JPEG 2000 drivers only (:func:`pipeline.ingest.confine.open_raster`); the
+Band files are opened with the GeoTIFF/JPEG 2000 drivers only (:func:`suelo.ingest.confine.open_raster`); the
 SENTINEL2 driver is not needed (the metadata is parsed here). A product found in a folder, and every file of a
-.SAFE folder that is read, must resolve into the job's allowed folders (:class:`~pipeline.ingest.confine.InputAccess`).
+.SAFE folder that is read, must resolve into the job's allowed folders (:class:`~suelo.ingest.confine.InputAccess`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path, PurePosixPath
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
-from pipeline.errors import InputError
-from pipeline.grid import Bounds
-from pipeline.ingest.confine import UNCONFINED, InputAccess, open_raster, regular_file
-from pipeline.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
-from pipeline.settings import S2_BAND_RESOLUTION, IngestSpec, SafeInput
+from suelo.errors import InputError
+from suelo.grid import Bounds
+from suelo.ingest.confine import UNCONFINED, InputAccess, open_raster, regular_file
+from suelo.ingest.scene import BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
+from suelo.settings import S2_BAND_RESOLUTION, IngestSpec, SafeInput
 
 #: Product metadata file at the SAFE root, by product level.
 MTD_FILES: dict[str, str] = {"MTD_MSIL2A.xml": "L2A", "MTD_MSIL1C.xml": "L1C"}

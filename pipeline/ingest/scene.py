@@ -22,9 +22,9 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from pipeline.errors import InputError
-from pipeline.grid import Bounds, Grid
-from pipeline.ingest.confine import open_raster
+from suelo.errors import InputError
+from suelo.grid import Bounds, Grid
+from suelo.ingest.confine import open_raster
 
 # Remote hrefs (/vsicurl/, /vsis3/, ...) must fail, not hang, when the network is down or slow: GDAL's defaults
 # wait on libcurl's (minutes-long) connect timeout. The user's own settings win; Dask workers inherit these.

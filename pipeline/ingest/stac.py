@@ -3,7 +3,7 @@
 The JSON is parsed with :mod:`json` rather than pystac so that every malformed document becomes an
 :class:`InputError` naming the file and item, instead of a library traceback half-way through a job.
 
-Hrefs are confined (:mod:`pipeline.ingest.confine`): local ones must resolve into the job's allowed folders (the
+Hrefs are confined (:mod:`suelo.ingest.confine`): local ones must resolve into the job's allowed folders (the
 STAC file's own folder among them) and be GeoTIFF/JPEG 2000 files, remote ones http(s)/s3 URLs on allowed hosts;
 ``/vsi...`` paths are refused.
 
@@ -26,11 +26,11 @@ from urllib.parse import unquote, urljoin, urlsplit
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 
-from pipeline.errors import InputError
-from pipeline.grid import Bounds
-from pipeline.ingest.confine import UNCONFINED, InputAccess, href_scheme, open_raster, read_limited
-from pipeline.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
-from pipeline.settings import S2_BAND_RESOLUTION, IngestSpec, StacInput
+from suelo.errors import InputError
+from suelo.grid import Bounds
+from suelo.ingest.confine import UNCONFINED, InputAccess, href_scheme, open_raster, read_limited
+from suelo.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
+from suelo.settings import S2_BAND_RESOLUTION, IngestSpec, StacInput
 
 #: Earth Search (element84) asset keys; Planetary Computer already uses the canonical names.
 EARTH_SEARCH_ASSETS: dict[str, str] = {
@@ -51,7 +51,7 @@ MAX_DOCUMENT_BYTES = 256 * 1024**2
 def discover(spec: StacInput, ingest: IngestSpec, *, access: InputAccess | None = None) -> list[Scene]:
     """One :class:`Scene` per STAC Item found in ``spec.paths`` (files, or folders of ``*.json``).
 
-    ``access``: the job's input rules (:func:`pipeline.ingest.discover_scenes` passes them); each document's own
+    ``access``: the job's input rules (:func:`suelo.ingest.discover_scenes` passes them); each document's own
     folder is added to its allowed folders, so relative hrefs next to it always work.
     """
     access = access or UNCONFINED

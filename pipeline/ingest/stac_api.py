@@ -1,6 +1,6 @@
 """STAC API reader: search ``POST {url}/search`` for the job's area, period and tiles, then read the items found.
 
-Items are turned into scenes by exactly the code that reads Item JSON files (:func:`pipeline.ingest.stac.item_scene`:
+Items are turned into scenes by exactly the code that reads Item JSON files (:func:`suelo.ingest.stac.item_scene`:
 asset names, radiometry rules, ``https`` hrefs through ``/vsicurl/``), so a search result and the same items saved
 to a file give the same scenes. Only :mod:`urllib` is used: the search is a few JSON requests, not worth a client
 library, and every failure becomes one :class:`InputError` line naming the URL.
@@ -9,7 +9,7 @@ Paging follows the STAC API ``next`` link: a GET link is fetched as is; a POST l
 the previous request body when ``merge`` is true (or the previous body when it gives none).
 
 With ``access.remote_hosts`` the API URL and every ``next`` link must be on those hosts too, and the items' hrefs
-follow the same rules as those of Item files (:mod:`pipeline.ingest.confine`).
+follow the same rules as those of Item files (:mod:`suelo.ingest.confine`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pipeline import __version__
-from pipeline.errors import ConfigError, InputError
-from pipeline.ingest.confine import UNCONFINED, InputAccess
-from pipeline.ingest.scene import Scene, SearchContext
-from pipeline.ingest.stac import collection_features, item_scene
-from pipeline.settings import IngestSpec, StacApiInput
+from suelo import __version__
+from suelo.errors import ConfigError, InputError
+from suelo.ingest.confine import UNCONFINED, InputAccess
+from suelo.ingest.scene import Scene, SearchContext
+from suelo.ingest.stac import collection_features, item_scene
+from suelo.settings import IngestSpec, StacApiInput
 
 #: Items asked per page: small enough for every server's maximum (Earth Search allows 250 at most by default).
 PAGE_LIMIT = 100
