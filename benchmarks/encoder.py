@@ -11,9 +11,11 @@ interleaved round by round, and the best round of each counts; the headline rati
 batch (absolute numbers move with the machine's load). The reference runs as upstream code would: plain modules
 with torch's intra-op threads. Ours runs as the pipeline does (``suelo.models.inference.encode_pixels``). The glibc
 allocator tuning of ``suelo.models.inference`` is applied first, so it speeds both alike. Both must reproduce the parity
-embeddings (tests/data/presto_parity.npz) within 1e-4 first. GFLOP/s count the multiply-adds each implementation
-executes (``suelo.models.presto.flops_per_pixel``; ours skips a sixth of them) against a plain 1024^3 matmul loop
-measured in the same run at the same thread count; "model GFLOP/s" counts the full model's for both.
+embeddings (tests/data/presto_parity.npz) within 1e-4 first, ours as it is timed (on CPU the
+``suelo.models.cpu_engine.CpuEngine``, whose C kernels and their variant the header names). GFLOP/s count the
+multiply-adds each implementation executes (``suelo.models.presto.flops_per_pixel``; on CPU ours skips a sixth of
+them, ``cpu_engine.executed_flops_per_pixel``) against a plain 1024^3 matmul loop measured in the same run at the
+same thread count; "model GFLOP/s" counts the full model's for both.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 
 from benchmarks.reference_presto import ReferenceEncoder, load_reference_encoder
+from suelo.models import cpu_kernels
+from suelo.models.cpu_engine import CpuEngine, executed_flops_per_pixel
 from suelo.models.inference import GPU_BATCH, encode_pixels, tune_cpu_allocator
 from suelo.models.presto import Encoder, flops_per_pixel, load_presto_encoder
 from suelo.models.presto_inputs import presto_inputs
@@ -54,7 +58,7 @@ def make_inputs(n: int, device: torch.device, seed: int = 0) -> dict[str, torch.
     return {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
 
 
-def run_ours(encoder: Encoder, inputs: dict[str, torch.Tensor], sl: slice) -> torch.Tensor:
+def run_ours(encoder: Encoder | CpuEngine, inputs: dict[str, torch.Tensor], sl: slice) -> torch.Tensor:
     i = inputs
     return encoder(i["x"][sl], i["mask"][sl], i["dw"][sl], i["latlons"][sl], i["month"][sl])
 
@@ -64,7 +68,7 @@ def run_reference(encoder: ReferenceEncoder, inputs: dict[str, torch.Tensor], sl
     return encoder(i["x"][sl], i["dw"][sl], i["latlons"][sl], i["mask"][sl], i["month"][sl])
 
 
-def check_parity(ours: Encoder, reference: ReferenceEncoder, device: torch.device) -> dict[str, float]:
+def check_parity(ours: Encoder | CpuEngine, reference: ReferenceEncoder, device: torch.device) -> dict[str, float]:
     """Max abs error of both encoders against the parity embeddings (fp32); raises if either is over 1e-4."""
     with np.load(PARITY) as data:
         p = {k: torch.from_numpy(data[k]).to(device) for k in data.files}
@@ -160,12 +164,15 @@ def main(argv: list[str] | None = None) -> dict:
     reference = load_reference_encoder().to(device)
     if not cuda:
         tune_cpu_allocator()
-    parity = check_parity(ours, reference, device)
+    timed = ours if cuda else CpuEngine(ours)  # what encode_pixels runs on this device (fp32)
+    parity = check_parity(timed, reference, device)
     inputs = make_inputs(n, device)
     host = {k: v.cpu().numpy() for k, v in inputs.items()}
     with torch.inference_mode():
         probe = slice(0, min(n, 256))
-        same_inputs_error = float((run_ours(ours, inputs, probe) - run_reference(reference, inputs, probe)).abs().max())
+        same_inputs_error = float(
+            (run_ours(timed, inputs, probe) - run_reference(reference, inputs, probe)).abs().max()
+        )
 
     def ours_fn(batch: int, bf16: bool) -> Callable[[], None]:
         def run() -> None:
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_flops = flops_per_pixel(MONTHS, TOKENS)
     executed = {"reference fp32": model_flops}
     for name, _ in runs:
-        executed.setdefault(name, model_flops if cuda else flops_per_pixel(MONTHS, TOKENS, pooled_last_fc2=True))
+        executed.setdefault(name, model_flops if cuda else executed_flops_per_pixel(MONTHS, TOKENS))
     rows: dict[str, dict] = {}
     for (name, batch), pps in best.items():
         if name not in rows or pps > rows[name]["px_per_s"]:
@@ -216,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     ref_pps = rows["reference fp32"]["px_per_s"]
     results = {
         "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.backends.cpu.get_cpu_capability()})",
+        "cpu_kernels": None if cuda else cpu_kernels.describe(),
         "threads": torch.get_num_threads(),
         "pixels": n,
         "months": MONTHS,
@@ -246,6 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"Presto encoder, {MONTHS} months S2-only ({TOKENS} tokens/px, {model_flops / 1e6:.1f} MFLOP/px), "
         f"{results['device']}, {results['threads']} threads, {n} px, best of {args.repeats} at the best batch"
     )
+    if not cuda:
+        print(f"CPU kernels: {results['cpu_kernels']}")
     print(f"{'':<20}{'batch':>7}{'px/s':>10}{'GFLOP/s':>9}{'of peak':>9}{'model GFLOP/s':>15}{'x ref':>7}")
     for name, r in results["rows"].items():
         print(

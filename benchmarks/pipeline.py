@@ -175,12 +175,10 @@ def _verification_cost(
     counts = np.minimum(n_clear, 65534).astype(np.uint16)[None]
 
     def write_blocks(out: Path) -> None:
-        for row in range(0, height, 512):
-            for col in range(0, width, 512):
-                inner = grid.window(row, min(row + 512, height), col, min(col + 512, width))
-                rows, cols, name = slice(row, row + 512), slice(col, col + 512), f"r{row}_c{col}.tif"
-                _write_block(out / "landcover" / name, np.ascontiguousarray(planes[:, rows, cols]), inner)
-                _write_block(out / "nclear" / name, np.ascontiguousarray(counts[:, rows, cols]), inner)
+        for tile in grid.tiles(512):
+            rows, cols, name = tile.rows, tile.cols, f"r{tile.row}_c{tile.col}.tif"
+            _write_block(out / "landcover" / name, np.ascontiguousarray(planes[:, rows, cols]), tile.grid)
+            _write_block(out / "nclear" / name, np.ascontiguousarray(counts[:, rows, cols]), tile.grid)
 
     result = {}
     for name, writer in (("map set (COGs)", write_maps), ("block rasters", write_blocks)):

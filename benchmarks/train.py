@@ -70,7 +70,7 @@ def generate_fields(
     from shapely.geometry import box
 
     from suelo.composite import write_cube
-    from suelo.grid import Grid
+    from suelo.grid import Grid, attach_grid
 
     rng = np.random.default_rng(seed)
     side = round(extent_km * 1000 / resolution)
@@ -123,9 +123,10 @@ def generate_fields(
             "clear_count": (("time", "y", "x"), valid.astype(np.uint16)),
             "n_clear": (("y", "x"), valid.sum(axis=0).astype(np.uint16)),
         },
-        coords={"time": times, "band": list(BANDS), "y": grid.y_coords(), "x": grid.x_coords()},
-        attrs={"grid": json.dumps(grid.to_dict()), "crs": grid.crs.to_string(), "scenes": "[]"},
+        coords={"time": times, "band": list(BANDS)},
+        attrs={"crs": grid.crs.to_string(), "scenes": "[]"},
     )
+    cube = attach_grid(cube, grid)
     cube_path, fields_path, evaluation_path = folder / "cube.nc", folder / "fields.gpkg", folder / "evaluation.gpkg"
     write_cube(cube, cube_path)
     # polygons 1 m inside their pixels' outer edges: exactly the h x w pixel centres fall inside

@@ -3,7 +3,13 @@
  * Why: Presto's heads are 16 floats wide, so eager PyTorch spends more time moving the (B, H, N, N) attention
  * scores through memory (score matmul, exp, sum, value matmul, head transposes) than computing them. Here one
  * (sample, head) pair's keys, values and score rows stay in L1 cache: a 16-float head is exactly one AVX-512
- * vector (two AVX2 ones; GCC's vector extensions lower to whatever the -march gives).
+ * vector (GCC's vector extensions lower it to whatever instruction set the pass is compiled for; narrower ones
+ * split it, through memory, which is why cpu_kernels.py runs the kernels by default on AVX-512 CPUs only).
+ *
+ * One library serves every CPU of a mixed cluster: cpu_kernels.py compiles this file once per instruction-set
+ * level (SUELO_VARIANT = avx512bf16, avx512, baseline; each with its -m flags) and links the passes, so every
+ * exported kernel exists once per level with the level in its name (suelo_attention_avx512, ...). The host picks
+ * its level at load time with suelo_cpu_supports, compiled in the baseline pass only.
  *
  * Written for suelo; no code is copied from elsewhere.
  */
@@ -14,6 +20,14 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+#ifndef SUELO_VARIANT
+#define SUELO_VARIANT baseline /* compiled on its own (no cpu_kernels.py): the names of the portable pass */
+#endif
+/* suelo_attention -> suelo_attention_<variant>: two levels, so that SUELO_VARIANT is expanded before pasting */
+#define SUELO_PASTE(name, variant) name##_##variant
+#define SUELO_NAME(name, variant) SUELO_PASTE(name, variant)
+#define EXPORT(name) SUELO_NAME(name, SUELO_VARIANT)
 
 #define HEAD 16 /* floats per head: the kernels serve head_dim == 16 only (Presto's 128 / 8) */
 #define ROWS 4  /* query rows per pass: 4 independent FMA chains, each key/value vector loaded once for 4 rows */
@@ -232,8 +246,8 @@ static inline __attribute__((always_inline)) void attend_rows_in_registers(
  *      them. Arithmetic is float32 throughout.
  * Returns 0, or -1 if scratch memory could not be had.
  */
-int suelo_attention(const void *qkv, const uint8_t *keep, void *out, int64_t batch, int64_t tokens, int64_t heads,
-                    int qkv_bf16, int out_bf16) {
+int EXPORT(suelo_attention)(const void *qkv, const uint8_t *keep, void *out, int64_t batch, int64_t tokens,
+                            int64_t heads, int qkv_bf16, int out_bf16) {
     const int64_t width = heads * HEAD, stride = 3 * width;
     const int64_t blocks = (tokens + HEAD - 1) / HEAD, padded = blocks * HEAD;
     /* one sample's keys and values for all heads, gathered in one sequential pass over its qkv rows */
@@ -312,8 +326,8 @@ int suelo_attention(const void *qkv, const uint8_t *keep, void *out, int64_t bat
  * multiple of 16): x += delta (skipped when delta is NULL; float32 or bf16), then
  * out = (x - mean) / sqrt(var + eps) * gamma + beta, written as float32 or bf16. Mean and variance are two-pass
  * float32 sums over the row, as torch's layer_norm. */
-void suelo_add_layer_norm(float *x, const void *delta, int delta_bf16, const float *gamma, const float *beta,
-                          float eps, void *out, int out_bf16, int64_t rows, int64_t width) {
+void EXPORT(suelo_add_layer_norm)(float *x, const void *delta, int delta_bf16, const float *gamma,
+                                  const float *beta, float eps, void *out, int out_bf16, int64_t rows, int64_t width) {
     const int64_t vectors = width / HEAD;
     for (int64_t i = 0; i < rows; i++) {
         float *row = x + i * width;
@@ -343,8 +357,8 @@ void suelo_add_layer_norm(float *x, const void *delta, int delta_bf16, const flo
 
 /* Per-sample weighted sums over tokens: out[b] = sum_n weights[b, n] * values[b, n] for values (batch, tokens,
  * width) float32 or bf16 and width a multiple of 16; out is float32 (batch, width). The encoder's masked mean. */
-void suelo_weighted_sum(const void *values, int bf16, const float *weights, float *out, int64_t batch, int64_t tokens,
-                        int64_t width) {
+void EXPORT(suelo_weighted_sum)(const void *values, int bf16, const float *weights, float *out, int64_t batch,
+                                int64_t tokens, int64_t width) {
     for (int64_t b = 0; b < batch; b++) {
         float *row = out + b * width;
         for (int64_t v = 0; v < width; v += HEAD) store_f32(row + v, splat(0.0f));
@@ -356,3 +370,28 @@ void suelo_weighted_sum(const void *values, int bf16, const float *weights, floa
         }
     }
 }
+
+#if defined(SUELO_DISPATCH)
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+/* 1 if this host's CPU (and its OS, which must save the wider registers) can run the named variant, else 0.
+ * Exactly the features the variant's pass is compiled for are asked for: cpu_kernels.py keeps the lists the same. */
+int suelo_cpu_supports(const char *variant) {
+    if (strcmp(variant, "baseline") == 0) return 1;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    const int avx512 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                       __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (strcmp(variant, "avx512") == 0) return avx512;
+    if (strcmp(variant, "avx512bf16") == 0) {
+        /* CPUID leaf 7, subleaf 1, EAX bit 5; asked directly, as not every compiler's __builtin_cpu_supports
+         * knows "avx512bf16". Its registers are AVX-512's, whose OS support the line above checked. */
+        unsigned int eax = 0, ebx, ecx, edx;
+        return avx512 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 5 & 1u);
+    }
+#endif
+    return 0;
+}
+#endif

@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suelo.models import cpu_kernels
-
 DEFAULT_WEIGHTS = Path(__file__).with_name("presto_default.pt")
 
 CHANNELS: tuple[str, ...] = (
@@ -45,6 +43,8 @@ BAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 @dataclass(frozen=True)
 class PrestoConfig:
+    """The encoder's shape; the defaults are the published weights'."""
+
     embedding_size: int = 128
     depth: int = 2
     num_heads: int = 8
@@ -220,22 +220,17 @@ class Encoder(nn.Module):
         return torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], -1)
 
     # forward ----------------------------------------------------------------------------------------------------
-    def forward(
+    def embed(
         self,
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
         dynamic_world: torch.Tensor | None = None,
         latlons: torch.Tensor | None = None,
         month: torch.Tensor | int = 0,
-        kernels: str | None = None,
-        compute_dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """Pooled embeddings ``(B, D)`` float32.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer's input: tokens ``(B, N, D)`` and ``keep (B, N)``, which of them exist.
 
-        ``kernels="torch"`` runs the blocks as plain modules (autograd, GPU autocast); ``"cpu"`` runs the same
-        math in fewer passes over memory (see ``_transformer_cpu``), for inference only. The default picks "cpu"
-        for CPU tensors with gradients off. ``compute_dtype=torch.bfloat16`` (the "cpu" kernels only) runs the
-        matmuls in bf16 on a float32 residual stream.
+        Each sample's kept tokens come first (see ``_compact``); the rest are padding that ``keep`` blocks.
         """
         cfg = self.config
         if x.ndim != 3 or x.shape[-1] != len(cfg.channels):
@@ -295,14 +290,22 @@ class Encoder(nn.Module):
             missing_slots = torch.cat(slot_missing, dim=2) if len(slot_missing) > 1 else slot_missing[0]
             keep.append(~missing_slots.flatten(1, 2))
         tokens, keep = torch.cat(tokens, dim=1), torch.cat(keep, dim=1)  # (B, N, D), (B, N)
+        return self._compact(tokens, keep)
 
-        tokens, keep = self._compact(tokens, keep)
-        if kernels is None:
-            kernels = "cpu" if tokens.device.type == "cpu" and not torch.is_grad_enabled() else "torch"
-        if kernels == "cpu":
-            return self._transformer_cpu(tokens, keep, compute_dtype)
-        if kernels != "torch":
-            raise ValueError(f"kernels must be 'cpu', 'torch' or None, got {kernels!r}")
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        dynamic_world: torch.Tensor | None = None,
+        latlons: torch.Tensor | None = None,
+        month: torch.Tensor | int = 0,
+    ) -> torch.Tensor:
+        """Pooled embeddings ``(B, D)``: the blocks, the masked mean over kept tokens, the final norm.
+
+        Plain modules, so autograd and GPU autocast work. ``suelo.models.cpu_engine.CpuEngine`` computes the same
+        function faster on a CPU for inference (what ``suelo.models.inference`` runs there).
+        """
+        tokens, keep = self.embed(x, mask, dynamic_world, latlons, month)
         full = bool(keep.all())  # no padding left: plain attention, plain mean
         attn_mask = None if full else keep[:, None, None, :]  # blocks masked keys for every head and query
         for block in self.blocks:
@@ -327,155 +330,6 @@ class Encoder(nn.Module):
         order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :n_keep]
         tokens = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
         return tokens, keep.gather(1, order)
-
-    # CPU inference kernels ----------------------------------------------------------------------------------------
-    def _transformer_cpu(self, tokens: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The blocks, mean pool and final norm of the "torch" path, computed in fewer passes for CPU inference.
-
-        Same function (parity within 1e-5 in fp32), computed where it pays on a CPU:
-        - linear layers through oneDNN with the bias (and in float32 the exact GELU) fused into the matmul;
-        - attention, each residual add with the LayerNorm after it, and the masked mean by the fused C kernels of
-          ``suelo.models.cpu_kernels`` (16-float heads keep eager PyTorch busy moving memory, not computing); where
-          those cannot be built, ``_attention_cpu`` and plain torch ops compute the same;
-        - the last block's fc2 runs once on the pooled hidden state instead of on every token: fc2 is linear, so
-          mean(fc2(h)) = fc2(mean(h)). That is a sixth of the model's multiply-adds.
-        The residual stream, norms and softmax stay float32 whatever ``dtype`` the matmuls use.
-        """
-        heads = self.config.num_heads
-        pool = keep.float() / keep.sum(1, keepdim=True)  # (B, N): the masked mean as weights
-        x = tokens.float().contiguous()
-        if x is tokens:  # the residual stream is updated in place: never the caller's tensor
-            x = x.clone()
-        weights = self._cpu_weights(dtype)
-        h = _add_layer_norm(x, None, weights[0]["norm1"], dtype)
-        for i, w in enumerate(weights):
-            qkv = _linear(h, w["qkv.w"], w["qkv.b"])
-            a = cpu_kernels.attention(qkv, keep, heads, dtype)
-            if a is None:
-                a = _attention_cpu(qkv, keep, heads).to(dtype)
-            h = _add_layer_norm(x, _linear(a, w["proj.w"], w["proj.b"]), w["norm2"], dtype)
-            h = _linear(h, w["fc1.w"], w["fc1.b"], gelu=True)
-            if i < len(weights) - 1:
-                h = _add_layer_norm(x, _linear(h, w["fc2.w"], w["fc2.b"]), weights[i + 1]["norm1"], dtype)
-        x_mean, h_mean = _weighted_sum(x, pool), _weighted_sum(h, pool)
-        return self.norm(x_mean + _linear(h_mean.to(dtype), w["fc2.w"], w["fc2.b"]).float())
-
-    def _cpu_weights(self, dtype: torch.dtype) -> list[dict]:
-        """Per-block weights for ``_transformer_cpu``: matmul weights in ``dtype``, the attention scale folded in.
-
-        Cached; the key holds each parameter's storage and version, so loading or training weights rebuilds it.
-        """
-        params = list(self.blocks.parameters())
-        key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
-        cached = self.__dict__.get("_cpu_weights_cache")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        d = self.config.embedding_size
-        # exp2(s * log2(e)) = exp(s): the scale 1/sqrt(head_dim) and log2(e) go into the query rows of qkv
-        query_scale = torch.ones(3 * d)
-        query_scale[:d] = (d // self.config.num_heads) ** -0.5 / math.log(2)
-        weights = []
-        with torch.no_grad():
-            for block in self.blocks:
-                scale = query_scale.to(block.attn.qkv.weight.device)
-                weights.append({
-                    "norm1": (block.norm1.weight.float(), block.norm1.bias.float(), block.norm1.eps),
-                    "qkv.w": (block.attn.qkv.weight * scale[:, None]).to(dtype),
-                    "qkv.b": (block.attn.qkv.bias * scale).to(dtype),
-                    "proj.w": block.attn.proj.weight.to(dtype), "proj.b": block.attn.proj.bias.to(dtype),
-                    "norm2": (block.norm2.weight.float(), block.norm2.bias.float(), block.norm2.eps),
-                    "fc1.w": block.mlp.fc1.weight.to(dtype), "fc1.b": block.mlp.fc1.bias.to(dtype),
-                    "fc2.w": block.mlp.fc2.weight.to(dtype), "fc2.b": block.mlp.fc2.bias.to(dtype),
-                })  # fmt: skip
-        self.__dict__["_cpu_weights_cache"] = (key, weights)
-        return weights
-
-
-def _onednn_linear_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _onednn_linear_available()
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool = False) -> torch.Tensor:
-    """``gelu?(x @ weight.T + bias)``; on x86 the matmul is one oneDNN call with the bias in its epilogue.
-
-    The exact (erf) GELU joins the epilogue in float32 (0.4 ms less per fc1 of 64 pixels than a separate pass); in
-    bf16 it stays a separate aten pass, which measured faster there.
-    """
-    onednn = _ONEDNN_LINEAR and x.device.type == "cpu"
-    fused_gelu = onednn and gelu and x.dtype == torch.float32
-    if onednn:
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if fused_gelu else "none", [], "none")
-    else:
-        y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu and not fused_gelu else y
-
-
-def _add_layer_norm(
-    x: torch.Tensor, delta: torch.Tensor | None, norm: tuple[torch.Tensor, torch.Tensor, float], dtype: torch.dtype
-) -> torch.Tensor:
-    """``x += delta`` in place (the residual add), then ``layer_norm(x)`` in the next matmul's ``dtype``."""
-    weight, bias, eps = norm
-    out = cpu_kernels.add_layer_norm(x, delta, weight, bias, eps, dtype)
-    if out is None:
-        if delta is not None:
-            x += delta
-        out = F.layer_norm(x, (x.shape[-1],), weight, bias, eps).to(dtype)
-    return out
-
-
-def _weighted_sum(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``(B, D)`` float32: each sample's tokens ``(B, N, D)`` summed with ``weights (B, N)``."""
-    out = cpu_kernels.weighted_sum(values, weights)
-    if out is None:
-        out = torch.bmm(weights[:, None].to(values.dtype), values)[:, 0].float()
-    return out
-
-
-# exp2 without a shift stays exact while every score is within +-100: no overflow, and a row's top term and
-# every term within 2^-24 of it are normal floats (>= 2^-126)
-_UNSHIFTED_LIMIT = 100.0
-
-
-def _attention_cpu(qkv: torch.Tensor, keep: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head softmax attention from a fused ``qkv (B, N, 3D)`` whose query part is pre-scaled to log2 units.
-
-    With 16-dim heads, attention on a CPU is bound by passes over the (B, H, N, N) scores, not by FLOPs, so this
-    makes four instead of six: the score matmul, one in-place exp2, the normalizer, the value matmul. Softmax
-    subtracts each row's max only to keep exp in range; here the Cauchy-Schwarz bound ``|q| max|k|`` proves every
-    score is within +-100 (it is for Presto's weights on real pixels), and then exp2 needs no shift at all. Masked
-    keys get zero weight. Otherwise the usual row-max form runs, in float32. The unshifted form's matmuls and exp2
-    run in ``qkv``'s dtype: bf16 scores in fast mode, the normalizer always summed in float32.
-    Returns ``(B, N, D)`` float32.
-    """
-    b, n, three_d = qkv.shape
-    d = three_d // 3
-    dh = d // heads
-    q, k, v = (part.contiguous() for part in qkv.view(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4))  # (B, H, N, dh)
-    bound = float(
-        (
-            torch.linalg.vector_norm(q, dim=-1, dtype=torch.float32)
-            * torch.linalg.vector_norm(k, dim=-1, dtype=torch.float32).amax(-1, keepdim=True)
-        ).max()
-    )
-    largest_value = float(v.abs().amax()) * n  # bounds the value matmul: 2^score * n * max|v| must stay finite
-    if bound <= _UNSHIFTED_LIMIT and bound + math.log2(max(largest_value, 1.0)) < 126:
-        weights = torch.matmul(q, k.transpose(-1, -2)).exp2_()
-        if not bool(keep.all()):
-            weights.masked_fill_(~keep[:, None, None, :], 0.0)
-        normalizer = weights.sum(-1, keepdim=True, dtype=torch.float32)
-        out = torch.matmul(weights, v).float().div_(normalizer)
-        return out.transpose(1, 2).reshape(b, n, d)
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2))
-    scores.masked_fill_(~keep[:, None, None, :], -math.inf)
-    weights = scores.sub_(scores.amax(-1, keepdim=True)).exp2_()
-    out = torch.matmul(weights, v.float()).div_(weights.sum(-1, keepdim=True))
-    return out.transpose(1, 2).reshape(b, n, d)
 
 
 # loading --------------------------------------------------------------------------------------------------------
@@ -522,15 +376,12 @@ def load_presto_encoder(path: str | Path = DEFAULT_WEIGHTS, config: PrestoConfig
 # cost -----------------------------------------------------------------------------------------------------------
 
 
-def flops_per_pixel(
-    n_months: int, n_tokens: int | None = None, config: PrestoConfig | None = None, pooled_last_fc2: bool = False
-) -> int:
-    """Analytic FLOPs (2 x multiply-adds) to encode one pixel of ``n_months``.
+def flops_per_pixel(n_months: int, n_tokens: int | None = None, config: PrestoConfig | None = None) -> int:
+    """Analytic FLOPs (2 x multiply-adds) of the model to encode one pixel of ``n_months``.
 
     ``n_tokens`` is the sequence length the transformer actually runs on; it defaults to every token, while with
     S2-only input the encoder keeps 5 per month + lat/lon (``5 * n_months + 1``). Elementwise work (norms,
-    softmax, GELU, adds) is left out. ``pooled_last_fc2`` counts what the CPU kernels execute: the last block's
-    fc2 once per pixel instead of once per token.
+    softmax, GELU, adds) is left out.
     """
     cfg = config or PrestoConfig()
     d = cfg.embedding_size
@@ -538,8 +389,7 @@ def flops_per_pixel(
     groups = dict(cfg.band_groups)
     embed = sum(len(b) * d * (1 if g == cfg.static_group else n_months) for g, b in groups.items()) + 3 * d
     per_layer = n * (3 * d * d + d * d + 2 * d * cfg.mlp_hidden) + 2 * n * n * d  # qkv, proj, mlp; QK^T and AV
-    saved = (n - 1) * d * cfg.mlp_hidden if pooled_last_fc2 else 0
-    return 2 * (embed + cfg.depth * per_layer - saved)
+    return 2 * (embed + cfg.depth * per_layer)
 
 
 def count_parameters(module: nn.Module) -> int:

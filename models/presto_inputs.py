@@ -109,11 +109,12 @@ def cube_to_pixels(cube: xr.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
 
     Returns ``reflectance`` ``(N, T, bands)`` float32 (NaN where the month is not valid), ``latlons`` ``(N, 2)``
     (lat, lon) of the pixel centres in degrees and the start month (0 = January). Works on a row/column slice of
-    a cube too: positions come from the cube's own x/y coordinates, the CRS from its recorded grid.
+    a cube too: positions come from the cube's own x/y coordinates, the CRS from its ``spatial_ref`` (or the
+    attributes of a cube of an earlier version: a CRS holds for any slice of it).
     """
     from pyproj import Transformer
 
-    from suelo.composite import cube_grid
+    from suelo.grid import crs_of
 
     times = cube["time"].values.astype("datetime64[M]")
     month_numbers = times.astype(np.int64)  # months since 1970-01
@@ -128,9 +129,9 @@ def cube_to_pixels(cube: xr.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
     ny, nx, t, nb = refl.shape
     reflectance = refl.reshape(ny * nx, t, nb)
 
-    grid = cube_grid(cube)
+    crs = crs_of(cube)
     xs, ys = np.meshgrid(cube["x"].values, cube["y"].values)  # (y, x) order, row-major like the reshape above
-    to_wgs84 = Transformer.from_crs(grid.crs.to_wkt(), "EPSG:4326", always_xy=True)
+    to_wgs84 = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
     lon, lat = to_wgs84.transform(xs.ravel(), ys.ravel())
     latlons = np.stack([lat, lon], axis=-1).astype(np.float32)
     return reflectance, latlons, start_month

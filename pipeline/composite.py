@@ -1,6 +1,8 @@
 """Composite: scenes on the grid -> a cloud-masked monthly cube.
 
-The cube is an :class:`xarray.Dataset` on the job's :class:`~suelo.grid.Grid`:
+The cube is an :class:`xarray.Dataset` on the job's :class:`~suelo.grid.Grid`, which it carries as its x/y pixel-centre
+coordinates and a CF ``spatial_ref`` coordinate (:func:`suelo.grid.attach_grid`; :func:`cube_grid` reads it back,
+for a slice of the cube too):
 
 - ``reflectance`` ``(time, band, y, x)`` float32: per calendar month, the per-band median of the clear
   observations (physical reflectance, offset and quantification applied); NaN where the month has none,
@@ -15,6 +17,7 @@ scenes in one month, never by the region.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +30,7 @@ import xarray as xr
 from rasterio.warp import transform_bounds
 
 from suelo import __version__
-from suelo.grid import Grid
+from suelo.grid import LEGACY_GRID_ATTR, SPATIAL_REF, Grid, attach_grid, has_grid
 from suelo.ingest.scene import Scene, read_scene
 from suelo.settings import IngestSpec, PeriodSpec
 
@@ -122,22 +125,21 @@ def build_cube(
     months = month_starts(period)
     groups = scenes_by_month(scenes, months)
     n_planes = len(ingest.bands) + 1
-    row_blocks = []
-    for row in range(0, grid.height, block_size):
-        col_blocks = []
-        for col in range(0, grid.width, block_size):
-            block = grid.window(row, min(row + block_size, grid.height), col, min(col + block_size, grid.width))
-            per_month = [
-                da.from_delayed(
-                    dask.delayed(composite_block, pure=True)(_overlapping(group, block), block, ingest),
-                    shape=(n_planes, block.height, block.width),
-                    dtype=np.float32,
-                )[None]
-                for group in groups
-            ]
-            col_blocks.append(da.concatenate(per_month, axis=0))
-        row_blocks.append(col_blocks)
-    planes = da.block(row_blocks)  # (time, band + 1, y, x)
+
+    def chunk(block: Grid) -> da.Array:
+        """The (time, band + 1, y, x) planes of one block: one task per month."""
+        per_month = [
+            da.from_delayed(
+                dask.delayed(composite_block, pure=True)(_overlapping(group, block), block, ingest),
+                shape=(n_planes, block.height, block.width),
+                dtype=np.float32,
+            )[None]
+            for group in groups
+        ]
+        return da.concatenate(per_month, axis=0)
+
+    tile_rows = itertools.groupby(grid.tiles(block_size), key=lambda tile: tile.row)
+    planes = da.block([[chunk(tile.grid) for tile in row] for _, row in tile_rows])  # (time, band + 1, y, x)
     reflectance = planes[:, :-1]
     count = planes[:, -1]
     clear_count = da.minimum(count, 255).astype(np.uint8)
@@ -158,7 +160,6 @@ def build_cube(
         coords=coords,
         attrs={
             "title": "suelo monthly Sentinel-2 L2A composite cube",
-            "grid": json.dumps(grid.to_dict()),
             "crs": grid.crs.to_string(),
             "compositing": COMPOSITING_METHOD,
             "reflectance_formula": "(DN + offset[band]) / quantification, per scene from its own metadata",
@@ -172,12 +173,13 @@ def build_cube(
     ds["valid"].attrs.update(long_name="month has at least one clear observation")
     ds["clear_count"].attrs.update(long_name="clear observations in the month")
     ds["n_clear"].attrs.update(long_name="clear observations over the period")
-    return ds
+    return attach_grid(ds, grid)
 
 
-def cube_grid(cube: xr.Dataset) -> Grid:
-    """The grid a cube was built on (recorded in its attributes, not guessed from coordinates)."""
-    return Grid.from_dict(json.loads(cube.attrs["grid"]))
+def cube_grid(cube: xr.Dataset | xr.DataArray) -> Grid:
+    """The grid of a cube or of a slice of it: the CRS from its ``spatial_ref`` coordinate, the transform from its
+    x/y coordinates (:meth:`suelo.grid.Grid.from_xarray`, which also reads cubes of earlier versions)."""
+    return Grid.from_xarray(cube)
 
 
 def cube_scenes(cube: xr.Dataset) -> list[dict[str, Any]]:
@@ -190,25 +192,17 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
 
     Reflectance is packed as int16 with scale 1e-4 (one Sentinel-2 DN; negative values from the baseline 04.00
     offset stay representable), or kept float32 with ``packed=False`` (lossless: what a cache needs, so that outputs
-    made from it are identical to outputs made from the inputs). The CF grid mapping lets GDAL and QGIS open the
-    variables georeferenced.
+    made from it are identical to outputs made from the inputs). The CF grid mapping (the ``spatial_ref`` variable,
+    with this cube's own ``GeoTransform``, also for a slice) lets GDAL and QGIS open the variables georeferenced.
     """
     from suelo.atomic import atomic_output
 
     grid = cube_grid(cube)
-    out = cube.copy()
-    out["spatial_ref"] = xr.DataArray(
-        0,
-        attrs={
-            "crs_wkt": grid.crs.to_wkt(),
-            "spatial_ref": grid.crs.to_wkt(),
-            "GeoTransform": " ".join(str(v) for v in grid.transform.to_gdal()),
-        },
-    )
-    for name in ("reflectance", "valid", "clear_count", "n_clear"):
-        out[name].attrs["grid_mapping"] = "spatial_ref"
+    out = attach_grid(cube, grid)
+    # also the JSON attribute, of this cube's grid: suelo versions before the spatial_ref coordinate read only it
+    out.attrs[LEGACY_GRID_ATTR] = json.dumps(grid.to_dict())
     out["valid"] = out["valid"].astype(np.uint8)
-    out["valid"].attrs.update(cube["valid"].attrs, grid_mapping="spatial_ref", flag_values="0 1")
+    out["valid"].attrs.update(cube["valid"].attrs, grid_mapping=SPATIAL_REF, flag_values="0 1")
     chunk_y, chunk_x = min(256, grid.height), min(256, grid.width)
     reflectance_encoding: dict[str, Any] = (
         {"dtype": "int16", "scale_factor": 1e-4, "add_offset": 0.0, "_FillValue": np.int16(-32768)}
@@ -251,7 +245,11 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
 
 
 def open_cube(path: Path) -> xr.Dataset:
-    """Open a cube written by :func:`write_cube` lazily, with ``valid`` back as bool."""
+    """Open a cube written by :func:`write_cube` lazily, with ``valid`` back as bool and its grid in its
+    coordinates. Cubes of earlier versions (``spatial_ref`` a data variable, the grid also a JSON attribute) get
+    the ``spatial_ref`` coordinate of today's."""
     ds = xr.open_dataset(path, engine="netcdf4", chunks={})
     ds["valid"] = ds["valid"].astype(bool)
-    return ds.drop_vars("spatial_ref", errors="ignore")
+    if SPATIAL_REF in ds.data_vars:  # not named in any `coordinates` attribute (earlier versions; other tools)
+        ds = ds.set_coords(SPATIAL_REF)
+    return attach_grid(ds, cube_grid(ds)) if has_grid(ds) else ds

@@ -229,7 +229,8 @@ def at_threshold(
     """What a map would make of the samples under ``policy``: :func:`suelo.threshold.classify_block` on the
     calibrated posteriors with the novelty gate's verdict (the very function a run applies). Coverage is the share
     of all samples mapped; the rest is outside the training data or below the confidence threshold."""
-    from suelo.threshold import classify_block, reasons_for
+    from suelo.reasons import reasons_for
+    from suelo.threshold import classify_block
 
     reasons = reasons_for(legend)
     class_codes = np.asarray(legend.codes)

@@ -2,14 +2,24 @@
 
 A :class:`Grid` travels with every array the pipeline produces. Rows are ``y`` and columns are ``x``; shapes are
 always ``(height, width)`` and bounds always ``(left, bottom, right, top)``, as in rasterio.
+
+In xarray the grid travels inside the data, as rioxarray and odc-geo carry it (:func:`attach_grid`): ``x``/``y``
+are the pixel centres and a scalar ``spatial_ref`` coordinate holds the CRS as a CF grid mapping plus GDAL's
+``GeoTransform``; data variables name it in their ``grid_mapping`` attribute. :meth:`Grid.from_xarray` derives the
+grid from the coordinates, so a slice (``isel``) has its own grid, never its parent's.
+
+Every tiling of a grid or array (job blocks, composite chunks, segmenter blocks, gate tiles) is
+:func:`tile_slices`: row by row from the top left, the last tiles cut at the edges, so block ids and seams agree.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from affine import Affine
@@ -18,9 +28,21 @@ from rasterio.warp import transform_bounds, transform_geom
 
 from suelo.errors import ConfigError
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 Bounds = tuple[float, float, float, float]
 #: About 10,000 km at 10 m: larger than any real region, small enough that block lists and arrays stay sane.
 MAX_GRID_SIDE = 1_048_576
+#: The CF grid-mapping coordinate (rioxarray's and odc-geo's name; GDAL reads it from NetCDF).
+SPATIAL_REF = "spatial_ref"
+#: The attribute in which suelo before the ``spatial_ref`` coordinate recorded a cube's grid, as JSON.
+LEGACY_GRID_ATTR = "grid"
+# How far (in pixels) coordinates may stray from a pixel lattice and still be on it: float rounding of
+# ``origin + size * (index + 0.5)`` is many orders of magnitude smaller; any real shift is far larger.
+LATTICE_TOLERANCE = 1e-6
+
+XarrayT = TypeVar("XarrayT", "xr.Dataset", "xr.DataArray")
 
 
 @dataclass(frozen=True)
@@ -129,14 +151,56 @@ class Grid:
             col_stop - col_start,
         )
 
+    def expand(self, pixels: int) -> Grid:
+        """This grid grown by ``pixels`` on every side (shrunk for a negative number), on the same pixel lattice."""
+        return Grid(
+            self.crs,
+            self.transform @ Affine.translation(-pixels, -pixels),
+            self.height + 2 * pixels,
+            self.width + 2 * pixels,
+        )
+
+    def offset_in(self, other: Grid) -> tuple[int, int]:
+        """``(row, col)`` of this grid's top-left pixel in ``other``; ValueError unless both share a pixel lattice."""
+        size_x, size_y = self.resolution
+        other_x, other_y = other.resolution
+        if abs(size_x / other_x - 1) > 1e-9 or abs(size_y / other_y - 1) > 1e-9 or self.crs != other.crs:
+            raise ValueError(f"grid {self.to_dict()} is not on the pixel lattice of {other.to_dict()}")
+        col = (self.transform.c - other.transform.c) / other_x
+        row = (other.transform.f - self.transform.f) / other_y
+        if abs(col - round(col)) > LATTICE_TOLERANCE or abs(row - round(row)) > LATTICE_TOLERANCE:
+            raise ValueError(f"grid {self.to_dict()} is offset by a fraction of a pixel from {other.to_dict()}")
+        return round(row), round(col)
+
+    def slices_in(self, other: Grid) -> tuple[slice, slice]:
+        """Rows and columns of ``other`` that this grid covers (``on_other[grid.slices_in(other)]`` crops an array
+        on ``other`` to this grid); ValueError when it is not inside ``other`` on its pixel lattice."""
+        row, col = self.offset_in(other)
+        if row < 0 or col < 0 or row + self.height > other.height or col + self.width > other.width:
+            raise ValueError(f"grid {self.to_dict()} is not inside {other.to_dict()}")
+        return slice(row, row + self.height), slice(col, col + self.width)
+
+    def tile(self, row_start: int, row_stop: int, col_start: int, col_stop: int, halo: int = 0) -> Tile:
+        """The tile of rows ``[row_start, row_stop)`` and columns ``[col_start, col_stop)``, with ``halo`` more
+        pixels on each side, clipped to this grid (a tile at the grid's edge has no halo on that side)."""
+        if halo < 0:
+            raise ValueError(f"halo must not be negative, got {halo}")
+        inner = self.window(row_start, row_stop, col_start, col_stop)
+        top, left = max(row_start - halo, 0), max(col_start - halo, 0)
+        bottom, right = min(row_stop + halo, self.height), min(col_stop + halo, self.width)
+        return Tile(row_start, col_start, inner, top, left, self.window(top, bottom, left, right))
+
+    def tiles(self, size: int | tuple[int, int], halo: int = 0) -> Iterator[Tile]:
+        """The tiles of at most ``size`` pixels (a side, or ``(rows, cols)``) covering the grid once, each with
+        its ``halo`` (see :meth:`tile`), in the order of :func:`tile_slices`."""
+        for rows, cols in tile_slices(self.shape, size):
+            yield self.tile(rows.start, rows.stop, cols.start, cols.stop, halo)
+
     def blocks(self, block_size: int) -> Iterator[tuple[tuple[int, int], Grid]]:
-        """Yield ``((row_start, col_start), sub_grid)`` tiles of at most ``block_size`` pixels a side."""
-        for row in range(0, self.height, block_size):
-            for col in range(0, self.width, block_size):
-                yield (
-                    (row, col),
-                    self.window(row, min(row + block_size, self.height), col, min(col + block_size, self.width)),
-                )
+        """Yield ``((row_start, col_start), sub_grid)`` tiles of at most ``block_size`` pixels a side
+        (:meth:`tiles` without a halo, in the older spelling)."""
+        for tile in self.tiles(block_size):
+            yield (tile.row, tile.col), tile.grid
 
     def intersects(self, bounds: Bounds, crs: CRS | str | int) -> bool:
         """Whether ``bounds`` given in ``crs`` overlap this grid (tested in this grid's CRS)."""
@@ -156,6 +220,267 @@ class Grid:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Grid:
         return cls(as_crs(data["crs"]), Affine(*data["transform"]), int(data["height"]), int(data["width"]))
+
+    # in xarray -----------------------------------------------------------------------------------------------
+    def grid_mapping(self) -> dict[str, Any]:
+        """Attributes of the ``spatial_ref`` coordinate, as rioxarray writes them: the CRS as CF grid mapping
+        (``pyproj.CRS.to_cf()``), its WKT as ``crs_wkt`` (CF) and ``spatial_ref`` (GDAL), and GDAL's
+        ``GeoTransform`` of this grid."""
+        wkt = self.crs.to_wkt()
+        return _cf_attributes(wkt) | {
+            "crs_wkt": wkt,
+            "spatial_ref": wkt,
+            "GeoTransform": " ".join(str(v) for v in self.transform.to_gdal()),
+        }
+
+    def xarray_coords(self) -> dict[str, Any]:
+        """``y`` and ``x`` (pixel centres) and the scalar ``spatial_ref`` coordinate of an array on this grid."""
+        import xarray as xr
+
+        return {"y": self.y_coords(), "x": self.x_coords(), SPATIAL_REF: xr.DataArray(0, attrs=self.grid_mapping())}
+
+    @classmethod
+    def from_xarray(cls, obj: xr.Dataset | xr.DataArray) -> Grid:
+        """The grid of an xarray object, from its ``spatial_ref`` coordinate (the CRS) and its x/y coordinates
+        (the transform), so a slice gets its own grid: ``Grid.from_xarray(ds.isel(y=slice(a, b), x=slice(c, d)))``
+        is ``grid.window(a, b, c, d)``.
+
+        A 1-pixel axis takes its pixel size from the ``GeoTransform``. Objects of earlier suelo versions, with only
+        a JSON ``grid`` attribute, are read from it when their x/y are that grid's; a slice of one is refused
+        (the attribute is the parent's grid), with a ValueError saying so.
+        """
+        if SPATIAL_REF in obj.coords or SPATIAL_REF in getattr(obj, "data_vars", {}):
+            return _grid_from_coordinates(obj)
+        if LEGACY_GRID_ATTR in obj.attrs:
+            return _legacy_grid(obj)
+        raise ValueError(
+            f"no grid: neither a {SPATIAL_REF!r} coordinate nor a {LEGACY_GRID_ATTR!r} attribute "
+            "(attach one with suelo.grid.attach_grid)"
+        )
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid (:meth:`Grid.tile`): its own pixels and, around them, its halo clipped to the grid.
+
+    ``grid`` is rows ``[row, row + height)`` and columns ``[col, col + width)`` of the parent grid; ``outer`` is
+    the tile grown by the halo and clipped to the parent, starting at ``(outer_row, outer_col)``; ``crop`` cuts an
+    array on ``outer`` down to ``grid``.
+    """
+
+    row: int
+    col: int
+    grid: Grid
+    outer_row: int
+    outer_col: int
+    outer: Grid
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    def rows(self) -> slice:
+        """The tile's rows in the parent grid."""
+        return slice(self.row, self.row + self.height)
+
+    @property
+    def cols(self) -> slice:
+        """The tile's columns in the parent grid."""
+        return slice(self.col, self.col + self.width)
+
+    @property
+    def outer_rows(self) -> slice:
+        """The rows of the tile with its halo in the parent grid."""
+        return slice(self.outer_row, self.outer_row + self.outer.height)
+
+    @property
+    def outer_cols(self) -> slice:
+        """The columns of the tile with its halo in the parent grid."""
+        return slice(self.outer_col, self.outer_col + self.outer.width)
+
+    @property
+    def crop(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` of the tile's own pixels in an array on ``outer``."""
+        top, left = self.row - self.outer_row, self.col - self.outer_col
+        return slice(top, top + self.height), slice(left, left + self.width)
+
+
+def tile_slices(shape: tuple[int, int], size: int | tuple[int, int]) -> Iterator[tuple[slice, slice]]:
+    """``(rows, cols)`` slices of the tiles of at most ``size`` pixels (a side, or ``(rows, cols)``) covering an
+    array of ``shape`` ``(height, width)`` once: row by row from the top left, the last row and column of tiles cut
+    at the edges. The pipeline's one tiling (grid tiles and job blocks are made of it)."""
+    height, width = shape
+    tile_rows, tile_cols = (int(size[0]), int(size[1])) if isinstance(size, tuple) else (int(size), int(size))
+    if tile_rows <= 0 or tile_cols <= 0:
+        raise ValueError(f"tile size must be positive, got {size}")
+    for row in range(0, height, tile_rows):
+        for col in range(0, width, tile_cols):
+            yield slice(row, min(row + tile_rows, height)), slice(col, min(col + tile_cols, width))
+
+
+# -- the grid inside xarray objects ---------------------------------------------------------------------------------
+
+
+def has_grid(obj: xr.Dataset | xr.DataArray) -> bool:
+    """Whether ``obj`` records a grid (a ``spatial_ref`` coordinate, or the JSON attribute of earlier versions)."""
+    return SPATIAL_REF in obj.coords or SPATIAL_REF in getattr(obj, "data_vars", {}) or LEGACY_GRID_ATTR in obj.attrs
+
+
+def attach_grid(obj: XarrayT, grid: Grid) -> XarrayT:
+    """``obj`` (y/x dimensions of ``grid``'s shape) carrying ``grid``: a fresh ``spatial_ref`` coordinate (the
+    ``GeoTransform`` of this grid, not of a parent it was sliced from) named by the ``grid_mapping`` of every
+    variable with y and x dimensions, and x/y pixel-centre coordinates. ``obj`` itself is not changed.
+
+    x/y coordinates it already has are kept, not recomputed (their values are the data's), but must be ``grid``'s:
+    ValueError otherwise. The JSON ``grid`` attribute of earlier versions is dropped: it goes stale on the first
+    slice, the coordinates never do.
+    """
+    shape = (obj.sizes.get("y"), obj.sizes.get("x"))
+    if shape != grid.shape:
+        raise ValueError(f"an array of (y, x) shape {shape} cannot carry a grid of shape {grid.shape}")
+    coords = grid.xarray_coords()
+    for name, expected, size in (("x", coords["x"], grid.resolution[0]), ("y", coords["y"], grid.resolution[1])):
+        if name in obj.coords:
+            if not _on_positions(np.asarray(obj[name].values, dtype=np.float64), expected, size):
+                raise ValueError(f"the {name} coordinates are not the pixel centres of grid {grid.to_dict()}")
+            del coords[name]
+    out = obj.assign_coords(coords)
+    out.attrs = {k: v for k, v in out.attrs.items() if k != LEGACY_GRID_ATTR}
+    for variable in out.data_vars.values() if hasattr(out, "data_vars") else [out]:
+        if "y" in variable.dims and "x" in variable.dims:
+            variable.encoding.pop("grid_mapping", None)  # xarray refuses to write it both here and in attrs
+            variable.attrs["grid_mapping"] = SPATIAL_REF
+    return out
+
+
+def carry_grid(target: XarrayT, source: xr.Dataset | xr.DataArray) -> XarrayT:
+    """``target`` (on the same y/x as ``source``) carrying ``source``'s grid, when ``source`` records one."""
+    return attach_grid(target, Grid.from_xarray(source)) if has_grid(source) else target
+
+
+def crs_of(obj: xr.Dataset | xr.DataArray) -> CRS:
+    """The CRS an xarray object records (``spatial_ref``; else the attributes of earlier versions). Unlike the
+    grid, a CRS holds for any slice, so it is read even from a slice of an old cube."""
+    if SPATIAL_REF in obj.coords or SPATIAL_REF in getattr(obj, "data_vars", {}):
+        return _crs_from_wkt(_mapping_wkt(obj[SPATIAL_REF].attrs))
+    if LEGACY_GRID_ATTR in obj.attrs:
+        return as_crs(json.loads(obj.attrs[LEGACY_GRID_ATTR])["crs"])
+    if "crs" in obj.attrs:
+        return as_crs(obj.attrs["crs"])
+    raise ValueError(f"no CRS: neither a {SPATIAL_REF!r} coordinate nor a {LEGACY_GRID_ATTR!r} or 'crs' attribute")
+
+
+@functools.lru_cache(maxsize=16)
+def _cf_attributes_cached(wkt: str) -> tuple[tuple[str, Any], ...]:
+    from pyproj import CRS as ProjCRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        return tuple(ProjCRS.from_wkt(wkt).to_cf().items())
+    except (CRSError, KeyError, ValueError):  # a CRS CF cannot describe: the WKT alone (as rioxarray does)
+        return ()
+
+
+def _cf_attributes(wkt: str) -> dict[str, Any]:
+    """``pyproj``'s CF grid-mapping attributes of a CRS (cached: a grid is attached to every array)."""
+    return dict(_cf_attributes_cached(wkt))
+
+
+@functools.lru_cache(maxsize=16)
+def _crs_from_wkt(wkt: str) -> CRS:
+    return as_crs(wkt)
+
+
+def _mapping_wkt(attrs: dict[str, Any]) -> str:
+    wkt = attrs.get("crs_wkt") or attrs.get("spatial_ref")
+    if not wkt:
+        raise ValueError(f"the {SPATIAL_REF!r} coordinate has no 'crs_wkt' or 'spatial_ref' attribute (no CRS)")
+    return str(wkt)
+
+
+def _on_positions(values: np.ndarray, expected: np.ndarray, size: float) -> bool:
+    return values.shape == expected.shape and bool(np.all(np.abs(values - expected) <= LATTICE_TOLERANCE * size))
+
+
+def _geotransform(attrs: dict[str, Any]) -> Affine | None:
+    """The north-up ``GeoTransform`` of a grid mapping, or None (absent, unreadable or rotated)."""
+    try:
+        transform = Affine.from_gdal(*(float(v) for v in str(attrs["GeoTransform"]).split()))
+    except (KeyError, TypeError, ValueError):
+        return None
+    north_up = transform.b == 0 and transform.d == 0 and transform.a > 0 and transform.e < 0
+    return transform if north_up else None
+
+
+def _axis(
+    obj: xr.Dataset | xr.DataArray, name: str, origin: float | None, step: float | None
+) -> tuple[float, float, int | None]:
+    """``(edge, pixel size, offset)`` of axis ``name`` from its pixel-centre coordinates; ``offset`` is the
+    axis's first pixel on the GeoTransform's lattice (``origin``, ``step``), None when it is not on it."""
+    count = obj.sizes[name]
+    if name not in obj.coords:  # no coordinate variable: the GeoTransform alone describes the axis
+        if origin is None or step is None:
+            raise ValueError(f"no {name} coordinates and no GeoTransform: the grid is unknown")
+        return origin, step, 0
+    centres = np.asarray(obj[name].values, dtype=np.float64)
+    if centres.ndim != 1:
+        raise ValueError(f"the {name} coordinates are not one-dimensional")
+    if count >= 2:
+        size = float(centres[-1] - centres[0]) / (count - 1)
+        if size == 0 or not np.all(np.abs(np.diff(centres) - size) <= LATTICE_TOLERANCE * abs(size)):
+            raise ValueError(f"the {name} coordinates are not evenly spaced: not a grid")
+    elif step is not None:
+        size = step
+    else:
+        raise ValueError(f"one {name} pixel and no GeoTransform: its pixel size is unknown")
+    edge = float(centres[0]) - size / 2
+    if origin is not None and step is not None and abs(size / step - 1) <= 1e-9:
+        offset = (edge - origin) / step
+        if abs(offset - round(offset)) <= LATTICE_TOLERANCE:
+            return step * round(offset) + origin, step, round(offset)
+    return edge, size, None
+
+
+def _grid_from_coordinates(obj: xr.Dataset | xr.DataArray) -> Grid:
+    if "y" not in obj.dims or "x" not in obj.dims:
+        raise ValueError(f"no y and x dimensions (has {tuple(obj.dims)}): not an array on a grid")
+    attrs = obj[SPATIAL_REF].attrs
+    crs = _crs_from_wkt(_mapping_wkt(attrs))
+    geo = _geotransform(attrs)
+    left, size_x, col = _axis(obj, "x", geo.c if geo else None, geo.a if geo else None)
+    top, size_y, row = _axis(obj, "y", geo.f if geo else None, geo.e if geo else None)
+    if geo is not None and col is not None and row is not None:
+        # on the lattice of the GeoTransform (the grid the array was made on): exactly what Grid.window computes
+        transform = geo @ Affine.translation(col, row)
+    else:  # coordinates moved off that lattice (e.g. resampled): they are the truth
+        transform = Affine(size_x, 0.0, left, 0.0, size_y, top)
+    return Grid(crs, transform, obj.sizes["y"], obj.sizes["x"])
+
+
+def _legacy_grid(obj: xr.Dataset | xr.DataArray) -> Grid:
+    """The JSON ``grid`` attribute of earlier versions, when ``obj``'s x/y are that grid's (not a slice of it)."""
+    grid = Grid.from_dict(json.loads(obj.attrs[LEGACY_GRID_ATTR]))
+    shape = (obj.sizes.get("y"), obj.sizes.get("x"))
+    same = shape == grid.shape and all(
+        name not in obj.coords or _on_positions(np.asarray(obj[name].values, dtype=np.float64), expected, size)
+        for name, expected, size in (
+            ("x", grid.x_coords(), grid.resolution[0]),
+            ("y", grid.y_coords(), grid.resolution[1]),
+        )
+    )
+    if not same:
+        raise ValueError(
+            f"this array records its grid only in the {LEGACY_GRID_ATTR!r} attribute of earlier suelo versions, "
+            f"and its (y, x) shape {shape} or coordinates are not that grid's (a slice of it?), so its grid is "
+            "unknown: attach the grid before slicing (suelo.grid.attach_grid(cube, suelo.composite.cube_grid(cube)))"
+            ", or open the cube file with suelo.composite.open_cube, which does"
+        )
+    return grid
 
 
 def as_crs(crs: CRS | str | int) -> CRS:

@@ -156,7 +156,8 @@ def load_legend(path: str | Path = DEFAULT_LEGEND) -> Legend:
 def check_reason_codes(legend: Legend, source: str | Path) -> None:
     """A legend whose codes collide with the reason codes of its maps (no data, too few observations, outside the
     training data, low confidence) is refused when it is loaded, not after a whole run at assembly."""
-    from suelo.threshold import reason_code_collisions, reasons_for
+    from suelo.reasons import reasons_for
+    from suelo.threshold import reason_code_collisions
 
     collide = reason_code_collisions(legend)
     if collide:

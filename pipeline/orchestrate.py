@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -39,11 +40,12 @@ import numpy as np
 import suelo.models
 from suelo.atomic import atomic_output, file_sha256, write_json_atomic
 from suelo.errors import ConfigError, InputError, SueloError
-from suelo.grid import Grid
+from suelo.grid import Grid, Tile, carry_grid
 from suelo.ingest.scene import Scene
 from suelo.legend import Legend
+from suelo.reasons import ReasonCodes
 from suelo.settings import JobSpec
-from suelo.threshold import ReasonCodes, ThresholdPolicy
+from suelo.threshold import ThresholdPolicy
 
 # Above this share of the imaged pixels rejected by a model's novelty gate (4x the 5% the gate rejects of data like
 # the training data), the run report and run.json warn that the model's certified accuracy does not transfer here.
@@ -76,6 +78,10 @@ class Block:
     def block_id(self) -> str:
         return f"r{self.row:06d}_c{self.col:06d}"
 
+    def tile(self, grid: Grid, halo: int = 0) -> Tile:
+        """The block on the job grid, with ``halo`` pixels of context around it (clipped to the grid)."""
+        return grid.tile(self.row, self.row + self.height, self.col, self.col + self.width, halo)
+
 
 @dataclass(frozen=True)
 class ProductPlan:
@@ -104,12 +110,8 @@ class RunPlan:
     run_token: str | None = None  # names this run's temporaries in every worker (suelo.outdir); not in the digest
 
     def blocks(self) -> list[Block]:
-        size = self.job.compute.block_size
-        return [
-            Block(row, col, min(size, self.grid.height - row), min(size, self.grid.width - col))
-            for row in range(0, self.grid.height, size)
-            for col in range(0, self.grid.width, size)
-        ]
+        """The job grid's tiles of ``compute.block_size`` pixels, row by row (their order numbers the manifest)."""
+        return [Block(t.row, t.col, t.height, t.width) for t in self.grid.tiles(self.job.compute.block_size)]
 
     def product(self, name: str) -> ProductPlan | None:
         return next((p for p in self.products if p.name == name), None)
@@ -119,8 +121,9 @@ def make_plan(
     job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str, run_token: str | None = None
 ) -> RunPlan:
     """Resolve models, legends, reason codes and confidence policies once, before any block runs."""
+    from suelo.reasons import reasons_for
     from suelo.threshold import certification_problem, policy_for_model
-    from suelo.write import map_dtype, map_legend, reasons_for
+    from suelo.write import map_dtype, map_legend
 
     check_device(job)
 
@@ -348,16 +351,9 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
     set_run_token(plan.run_token)  # a Dask worker's temporaries carry the run's token too
     # the same thread count in every mode: float reductions, hence outputs, must not depend on where a block ran
     torch.set_num_threads(job.compute.threads_per_worker)
-    inner = plan.grid.window(block.row, block.row + block.height, block.col, block.col + block.width)
-    top, left = max(block.row - plan.halo, 0), max(block.col - plan.halo, 0)
-    bottom = min(block.row + block.height + plan.halo, plan.grid.height)
-    right = min(block.col + block.width + plan.halo, plan.grid.width)
-    outer = plan.grid.window(top, bottom, left, right)
-    crop = (
-        slice(block.row - top, block.row - top + block.height),
-        slice(block.col - left, block.col - left + block.width),
-    )
-    cube = _block_cube(plan, outer, top, left)
+    tile = block.tile(plan.grid, plan.halo)
+    inner, crop = tile.grid, tile.crop
+    cube = _block_cube(plan, tile.outer, tile.outer_row, tile.outer_col)
     n_clear_outer = cube["n_clear"].values
     n_clear = n_clear_outer[crop]
     out_dir = Path(job.output.dir)
@@ -423,7 +419,8 @@ def _embeddings(cube: Any, job: JobSpec) -> Any:
     from suelo.models.inference import encode_cube
 
     encoder = _cached_model("encoder", "", "")
-    return encode_cube(encoder, cube, job.compute.batch_size, job.compute.device, _fast(job))
+    embeddings = encode_cube(encoder, cube, job.compute.batch_size, job.compute.device, _fast(job))
+    return carry_grid(embeddings, cube)  # on the block's grid like every other array a block makes
 
 
 def _fast(job: JobSpec) -> bool | None:
@@ -877,16 +874,13 @@ def _mosaic(plan: RunPlan, folder: str, band: int, dtype: str) -> Any:
     import dask.array as da
 
     out_dir = Path(plan.job.output.dir)
-    size = plan.job.compute.block_size
-    rows = []
-    for row in range(0, plan.grid.height, size):
-        cols = []
-        for col in range(0, plan.grid.width, size):
-            block = Block(row, col, min(size, plan.grid.height - row), min(size, plan.grid.width - col))
-            path = out_dir / BLOCKS / folder / f"{block.block_id}.tif"
-            cols.append(da.from_delayed(dask.delayed(_read_block)(path, band), (block.height, block.width), dtype))
-        rows.append(cols)
-    return da.block(rows)
+
+    def read(block: Block) -> Any:
+        path = out_dir / BLOCKS / folder / f"{block.block_id}.tif"
+        return da.from_delayed(dask.delayed(_read_block)(path, band), (block.height, block.width), dtype)
+
+    rows = itertools.groupby(plan.blocks(), key=lambda block: block.row)
+    return da.block([[read(block) for block in row] for _, row in rows])
 
 
 def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str, list[Path]], Path | None, list[Path]]:

@@ -24,9 +24,11 @@ import xarray as xr
 
 from suelo.calibrate import Calibration
 from suelo.errors import InputError
+from suelo.grid import carry_grid
 from suelo.legend import Legend
 from suelo.models.artifact import ModelArtifact, check_contract
-from suelo.threshold import CONFIDENCE_NODATA, ThresholdPolicy, classify_block, reasons_for
+from suelo.reasons import reasons_for
+from suelo.threshold import CONFIDENCE_NODATA, ThresholdPolicy, classify_block
 
 NODATA_CODE = 0
 
@@ -73,6 +75,8 @@ def predict_cube(
     if gate is None:
         raise InputError(artifact.path or "model", "has no novelty gate")
     started = time.perf_counter()
+    # full-width strips of `rows` rows, not 2-D tiles (suelo.grid.tile_slices): a strip is one batch of pixels
+    # whatever the cube's width, and `r` also indexes the shared embeddings
     for r in range(0, ny, rows):
         # the model's bands chunk by chunk: selecting them from the whole cube would copy it (~110 MB at 512 px)
         part = cube.isel(y=slice(r, min(r + rows, ny))).sel(band=bands)
@@ -113,7 +117,7 @@ def predict_cube(
             "y": cube["y"].values,
             "x": cube["x"].values,
         },
-        attrs={k: cube.attrs[k] for k in ("grid", "crs") if k in cube.attrs}
+        attrs={k: cube.attrs[k] for k in ("crs",) if k in cube.attrs}
         | {
             "title": "suelo land-cover posteriors",
             "legend": json.dumps(legend.to_list()),
@@ -136,7 +140,7 @@ def predict_cube(
         threshold=gate.threshold,
     )
     out["outside_training"].attrs.update(long_name="the novelty gate rejected the pixel (outside the training data)")
-    return out
+    return carry_grid(out, cube)  # the cube's grid, also for a slice of a cube: GDAL reads the NetCDF georeferenced
 
 
 def write_prediction(prediction: xr.Dataset, path: Path) -> None:
@@ -200,9 +204,8 @@ def apply_masking(
         clear = None if n_clear is None else n_clear[part]
         planes = classify_block(posterior[:, part], codes, policy, clear, reasons, dtype, outside[part])
         class_map[part], confidence[part] = planes[0], planes[1].astype(np.uint8)
-    masked = prediction.assign(
-        class_map=(("y", "x"), class_map),
-        confidence=(("y", "x"), confidence),
+    masked = carry_grid(  # the new variables name the prediction's grid mapping too
+        prediction.assign(class_map=(("y", "x"), class_map), confidence=(("y", "x"), confidence)), prediction
     )
     masked["class_map"].attrs.update(
         long_name="land-cover map as `suelo run` makes it: class code, or a reason code (see reason_codes)",

@@ -35,6 +35,7 @@ import torch
 import xarray as xr
 
 from suelo.calibrate import Calibration
+from suelo.grid import carry_grid, tile_slices
 from suelo.novelty import NoveltyGate
 
 ReadWindow = Callable[[slice, slice], np.ndarray]  # (rows, cols) -> (C, rows, cols) float32
@@ -114,42 +115,41 @@ def predict_blocks(
             logits = model(t)
         return list(logits.float().cpu().numpy())
 
-    for b_row in range(0, height, block):
-        for b_col in range(0, width, block):
-            b_r1, b_c1 = min(b_row + block, height), min(b_col + block, width)
-            wins = [
-                (r, min(r + window, height), c, min(c + window, width))
-                for r in rows_all
-                if r < b_r1 and min(r + window, height) > b_row
-                for c in cols_all
-                if c < b_c1 and min(c + window, width) > b_col
-            ]
-            top, left = min(w[0] for w in wins), min(w[2] for w in wins)
-            bottom, right = max(w[1] for w in wins), max(w[3] for w in wins)
-            acc: np.ndarray | None = None
-            weight = np.zeros((bottom - top, right - left), dtype=np.float64)
-            # windows of equal shape batch together; the cut windows at the area's edges form their own groups
-            by_shape: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
-            for w in wins:
-                by_shape.setdefault((w[1] - w[0], w[3] - w[2]), []).append(w)
-            for group in by_shape.values():
-                for start in range(0, len(group), batch_size):
-                    batch = group[start : start + batch_size]
-                    for (r0, r1, c0, c1), logits in zip(batch, run(batch), strict=True):
-                        if acc is None:
-                            acc = np.zeros((logits.shape[0], bottom - top, right - left), dtype=np.float64)
-                        wy = axis_weight(r1 - r0, overlap, r0 > 0, r1 < height)
-                        wx = axis_weight(c1 - c0, overlap, c0 > 0, c1 < width)
-                        w2 = wy[:, None] * wx[None, :]
-                        acc[:, r0 - top : r1 - top, c0 - left : c1 - left] += logits * w2
-                        weight[r0 - top : r1 - top, c0 - left : c1 - left] += w2
-            assert acc is not None
-            sl = (slice(b_row - top, b_r1 - top), slice(b_col - left, b_c1 - left))
-            logits_block = acc[(slice(None), *sl)] / weight[sl]
-            if output == "logits":
-                yield (b_row, b_col), logits_block.astype(np.float32)
-            else:
-                yield (b_row, b_col), calibration.apply(logits_block, axis=0)
+    for block_rows, block_cols in tile_slices(shape, block):
+        b_row, b_r1, b_col, b_c1 = block_rows.start, block_rows.stop, block_cols.start, block_cols.stop
+        wins = [
+            (r, min(r + window, height), c, min(c + window, width))
+            for r in rows_all
+            if r < b_r1 and min(r + window, height) > b_row
+            for c in cols_all
+            if c < b_c1 and min(c + window, width) > b_col
+        ]
+        top, left = min(w[0] for w in wins), min(w[2] for w in wins)
+        bottom, right = max(w[1] for w in wins), max(w[3] for w in wins)
+        acc: np.ndarray | None = None
+        weight = np.zeros((bottom - top, right - left), dtype=np.float64)
+        # windows of equal shape batch together; the cut windows at the area's edges form their own groups
+        by_shape: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+        for w in wins:
+            by_shape.setdefault((w[1] - w[0], w[3] - w[2]), []).append(w)
+        for group in by_shape.values():
+            for start in range(0, len(group), batch_size):
+                batch = group[start : start + batch_size]
+                for (r0, r1, c0, c1), logits in zip(batch, run(batch), strict=True):
+                    if acc is None:
+                        acc = np.zeros((logits.shape[0], bottom - top, right - left), dtype=np.float64)
+                    wy = axis_weight(r1 - r0, overlap, r0 > 0, r1 < height)
+                    wx = axis_weight(c1 - c0, overlap, c0 > 0, c1 < width)
+                    w2 = wy[:, None] * wx[None, :]
+                    acc[:, r0 - top : r1 - top, c0 - left : c1 - left] += logits * w2
+                    weight[r0 - top : r1 - top, c0 - left : c1 - left] += w2
+        assert acc is not None
+        sl = (slice(b_row - top, b_r1 - top), slice(b_col - left, b_c1 - left))
+        logits_block = acc[(slice(None), *sl)] / weight[sl]
+        if output == "logits":
+            yield (b_row, b_col), logits_block.astype(np.float32)
+        else:
+            yield (b_row, b_col), calibration.apply(logits_block, axis=0)
 
 
 def predict_array(
@@ -210,13 +210,14 @@ def segment_cube(
         post[:, r : r + values.shape[1], c : c + values.shape[2]] = values
     if "n_clear" in cube:
         post[:, np.asarray(cube["n_clear"].values) == 0] = np.nan
-    return xr.DataArray(
+    posterior = xr.DataArray(
         post,
         dims=("class", "y", "x"),
         coords={"class": np.asarray(class_codes), "y": cube["y"].values, "x": cube["x"].values},
         name="posterior",
-        attrs={k: cube.attrs[k] for k in ("grid", "crs") if k in cube.attrs},
+        attrs={k: cube.attrs[k] for k in ("crs",) if k in cube.attrs},
     )
+    return carry_grid(posterior, cube)
 
 
 def _no_clear_observation(cube: xr.Dataset) -> np.ndarray | None:
@@ -251,12 +252,10 @@ def segment_outside_training(
     height, width = cube.sizes["y"], cube.sizes["x"]
     emb = None if embeddings is None else getattr(embeddings, "values", embeddings)
     outside = np.zeros((height, width), dtype=bool)
-    for r0 in range(0, height, block):
-        for c0 in range(0, width, block):
-            rows, cols = slice(r0, min(r0 + block, height)), slice(c0, min(c0 + block, width))
-            feats = segmenter_features(cube.isel(y=rows, x=cols), bands)
-            x = segmenter_inputs(feats, None if emb is None else np.asarray(emb[rows, cols]))
-            outside[rows, cols] = gate.outside(x.reshape(x.shape[0], -1).T).reshape(x.shape[1:])
+    for rows, cols in tile_slices((height, width), block):
+        feats = segmenter_features(cube.isel(y=rows, x=cols), bands)
+        x = segmenter_inputs(feats, None if emb is None else np.asarray(emb[rows, cols]))
+        outside[rows, cols] = gate.outside(x.reshape(x.shape[0], -1).T).reshape(x.shape[1:])
     no_clear = _no_clear_observation(cube)
     if no_clear is not None:
         outside[no_clear] = False

@@ -37,7 +37,7 @@ from scipy.ndimage import gaussian_filter
 from shapely.geometry import shape
 
 from suelo import __version__
-from suelo.grid import Grid, as_crs
+from suelo.grid import Grid, as_crs, attach_grid
 from suelo.urban_atlas import ua_class_name
 
 BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -265,7 +265,6 @@ def make_synthetic_city(
         },
         attrs={
             "title": "SYNTHETIC suelo monthly Sentinel-2 L2A-like cube (generated, not real imagery)",
-            "grid": json.dumps(grid.to_dict()),
             "crs": grid.crs.to_string(),
             "compositing": "synthetic: generated monthly values (suelo.synthetic_city), no compositing",
             "reflectance_formula": "synthetic endmember mixtures, physical reflectance",
@@ -280,7 +279,7 @@ def make_synthetic_city(
     cube["valid"].attrs.update(long_name="month has at least one clear observation")
     cube["clear_count"].attrs.update(long_name="clear observations in the month")
     cube["n_clear"].attrs.update(long_name="clear observations over the period")
-    return SyntheticCity(cube, labels, label_polygons(labels, grid), grid)
+    return SyntheticCity(attach_grid(cube, grid), labels, label_polygons(labels, grid), grid)
 
 
 def label_polygons(labels: np.ndarray, grid: Grid) -> gpd.GeoDataFrame:

@@ -29,53 +29,20 @@ from scipy.special import softmax
 from scipy.stats import beta
 
 from suelo.atomic import atomic_output, write_json_atomic
+from suelo.reasons import (  # noqa: F401  (the threshold stage writes these codes)
+    LANDCOVER_REASONS,
+    UINT16_REASONS,
+    URBAN_ATLAS_REASONS,
+    ZERO_CLASS_REASONS,
+    ReasonCodes,
+    reasons_for,
+)
 
 Score = Literal["top1", "margin"]
 CONFIDENCE_NODATA = 255
 # The stored score of calibration points the novelty gate rejected: never a threshold, never retained, but still
 # counted in the coverage (they are not mapped).
 REJECTED_SCORE = -1.0
-
-
-@dataclass(frozen=True)
-class ReasonCodes:
-    """Map codes for pixels that carry no class; they must not collide with any legend code."""
-
-    nodata: int = 0
-    too_few_observations: int = 253
-    low_confidence: int = 254
-    outside_training: int = 252
-
-    def as_tuple(self) -> tuple[int, int, int, int]:
-        return (self.nodata, self.too_few_observations, self.outside_training, self.low_confidence)
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "nodata": self.nodata,
-            "too_few_observations": self.too_few_observations,
-            "outside_training": self.outside_training,
-            "low_confidence": self.low_confidence,
-        }
-
-
-LANDCOVER_REASONS = ReasonCodes(0, 253, 254, 252)
-
-# Urban Atlas (and any legend with codes above 255) maps are uint16. Urban Atlas' own no-data codes (91000
-# clouds/shadows, 92000 missing imagery) do not fit in uint16, so the top two uint16 values mark the reasons and
-# 0 (not an Urban Atlas code) is nodata; 65533 marks pixels outside the model's training data.
-UINT16_REASONS = ReasonCodes(nodata=0, too_few_observations=65534, low_confidence=65535, outside_training=65533)
-URBAN_ATLAS_REASONS = UINT16_REASONS
-# For uint8 legends that use 0 as a class (Dynamic World: 0 = water), nodata moves to 255.
-ZERO_CLASS_REASONS = ReasonCodes(nodata=255, too_few_observations=253, low_confidence=254, outside_training=252)
-
-
-def reasons_for(legend: Any) -> ReasonCodes:
-    """Default reason codes for a legend: 0/252/253/254 for uint8 legends, 255 as nodata when 0 is a class, and
-    :data:`UINT16_REASONS` when a code exceeds 251 (CORINE, Urban Atlas)."""
-    codes = set(legend.codes)
-    if max(codes) <= 251:
-        return ZERO_CLASS_REASONS if 0 in codes else LANDCOVER_REASONS
-    return UINT16_REASONS
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from suelo.atomic import atomic_output
 from suelo.data import LEGENDS
 from suelo.grid import Grid, as_crs
 from suelo.legend import Legend, load_legend
-from suelo.write import URBAN_ATLAS_REASONS
+from suelo.reasons import URBAN_ATLAS_REASONS
 
 URBAN_ATLAS_LEGEND = LEGENDS / "urban_atlas_2018.yaml"
 
@@ -49,12 +49,7 @@ UA_NODATA = UA_REASONS.nodata
 UA_TOO_FEW_OBSERVATIONS = UA_REASONS.too_few_observations
 UA_LOW_CONFIDENCE = UA_REASONS.low_confidence
 UA_OUTSIDE_TRAINING = UA_REASONS.outside_training
-UA_REASON_NAMES: dict[int, str] = {
-    UA_OUTSIDE_TRAINING: "not mapped (outside the segmenter's training data)",
-    UA_NODATA: "no data (no imagery)",
-    UA_TOO_FEW_OBSERVATIONS: "no data (clouds, shadows: too few clear observations)",
-    UA_LOW_CONFIDENCE: "unclassified (low confidence)",
-}
+UA_REASON_NAMES: dict[int, str] = UA_REASONS.names()  # the same names as the map's legend and style
 
 MMU_URBAN_HA = 0.25
 MMU_OTHER_HA = 1.0

@@ -43,27 +43,20 @@ from rasterio.windows import Window
 
 from suelo.atomic import WriteVerificationError, atomic_output, gdal_errors_raised, temporary_beside
 from suelo.legend import Legend
-from suelo.threshold import (  # noqa: F401  (reason codes are re-exported: the map writer is where users look)
-    CONFIDENCE_NODATA,
+from suelo.reasons import (  # noqa: F401  (reason codes are re-exported: the map writer is where users look)
     LANDCOVER_REASONS,
+    REASON_STYLE,
     UINT16_REASONS,
     URBAN_ATLAS_REASONS,
     ZERO_CLASS_REASONS,
     ReasonCodes,
     reasons_for,
 )
+from suelo.threshold import CONFIDENCE_NODATA
 
 BLOCK = 512
 COUNT_NODATA = 65535
 
-TOO_FEW_NAME = "Not classified (too few clear observations)"
-TOO_FEW_COLOR = "#bdbdbd"
-LOW_CONFIDENCE_NAME = "Unclassified (low confidence)"
-LOW_CONFIDENCE_COLOR = "#808080"
-OUTSIDE_TRAINING_NAME = "Not mapped (outside the model's training data)"
-# magenta: no legend uses it, it is no natural surface colour, and it reads as "flagged", not as a class
-OUTSIDE_TRAINING_COLOR = "#ff00ff"
-NODATA_NAME = "No data"
 
 COG_OPTIONS = {
     "BLOCKSIZE": BLOCK,
@@ -109,10 +102,8 @@ def map_legend(legend: Legend, reasons: ReasonCodes) -> list[MapEntry]:
     if len(set(reasons.as_tuple())) != len(reasons.as_tuple()):
         raise ValueError(f"reason codes must differ from each other, got {reasons}")
     entries = [MapEntry(c.code, c.name, c.color) for c in legend]
-    entries.append(MapEntry(reasons.outside_training, OUTSIDE_TRAINING_NAME, OUTSIDE_TRAINING_COLOR))
-    entries.append(MapEntry(reasons.too_few_observations, TOO_FEW_NAME, TOO_FEW_COLOR))
-    entries.append(MapEntry(reasons.low_confidence, LOW_CONFIDENCE_NAME, LOW_CONFIDENCE_COLOR))
-    entries.append(MapEntry(reasons.nodata, NODATA_NAME, None))
+    codes = reasons.to_dict()
+    entries += [MapEntry(codes[reason], name, colour) for reason, (name, colour) in REASON_STYLE.items()]
     return entries
 
 

@@ -110,3 +110,19 @@ def test_one_installed_package_named_suelo(tmp_path: Path) -> None:
     assert version and absent.strip() == "[True, True, True]"
     main = subprocess.run([sys.executable, "-m", "suelo", "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert main.returncode == 0 and "Usage: python -m suelo" in main.stdout
+
+
+def test_reason_codes_have_one_home_and_one_wording() -> None:
+    """Codes, names and colours of the reasons come from suelo.reasons, for both products and every writer."""
+    from suelo import reasons, threshold, urban_atlas, write
+    from suelo.legend import load_legend
+
+    assert threshold.ReasonCodes is reasons.ReasonCodes and write.URBAN_ATLAS_REASONS is reasons.URBAN_ATLAS_REASONS
+    names = {name for name, _colour in reasons.REASON_STYLE.values()}
+    assert set(urban_atlas.UA_REASON_NAMES.values()) == names
+    legend = load_legend()
+    entries = write.map_legend(legend, reasons.reasons_for(legend))
+    styled = {(e.name, e.color) for e in entries if e.code in reasons.LANDCOVER_REASONS.as_tuple()}
+    assert styled == set(reasons.REASON_STYLE.values())
+    sources = [p.read_text(encoding="utf-8") for p in (ROOT / "pipeline").rglob("*.py") if p.name != "reasons.py"]
+    assert not any('"Unclassified (low confidence)"' in text for text in sources)

@@ -15,13 +15,20 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from suelo.grid import Grid
-from suelo.models.inference import CUBE_READ_PIXELS, GPU_BATCH, cube_read_pixels, encode_cube, encode_pixels
+from suelo.models.cpu_engine import CpuEngine, attention_torch, executed_flops_per_pixel
+from suelo.models.inference import (
+    CUBE_READ_PIXELS,
+    GPU_BATCH,
+    cpu_engine,
+    cube_read_pixels,
+    encode_cube,
+    encode_pixels,
+)
 from suelo.models.presto import (
     CHANNELS,
     DEFAULT_WEIGHTS,
     Encoder,
     PrestoConfig,
-    _attention_cpu,
     count_parameters,
     flops_per_pixel,
     load_presto_encoder,
@@ -46,9 +53,18 @@ def encoder() -> Encoder:
     return load_presto_encoder()
 
 
-def run(encoder: Encoder, x: np.ndarray, mask: np.ndarray, dw: np.ndarray, ll: np.ndarray, month: int) -> np.ndarray:
+Model = Encoder | CpuEngine
+
+
+@pytest.fixture(scope="module", params=["plain modules", "cpu engine"])
+def model(request: pytest.FixtureRequest, encoder: Encoder) -> Model:
+    """The model's own forward and the CPU engine that production runs on a CPU: every contract holds for both."""
+    return encoder if request.param == "plain modules" else CpuEngine(encoder)
+
+
+def run(model: Model, x: np.ndarray, mask: np.ndarray, dw: np.ndarray, ll: np.ndarray, month: int) -> np.ndarray:
     with torch.inference_mode():
-        out = encoder(torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(dw), torch.from_numpy(ll), month)
+        out = model(torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(dw), torch.from_numpy(ll), month)
     return out.numpy()
 
 
@@ -64,16 +80,16 @@ def random_inputs(n: int, t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 # (a) parity with the reference encoder -------------------------------------------------------------------------
 
 
-def test_parity_masked_pixels_in_one_batch(encoder: Encoder, parity: dict[str, np.ndarray]) -> None:
+def test_parity_masked_pixels_in_one_batch(model: Model, parity: dict[str, np.ndarray]) -> None:
     emb = run(
-        encoder, parity["x"], parity["mask"], parity["dynamic_world"], parity["latlons"], int(parity["start_month"])
+        model, parity["x"], parity["mask"], parity["dynamic_world"], parity["latlons"], int(parity["start_month"])
     )
     err = float(np.abs(emb - parity["embeddings"]).max())
     print(f"parity max abs error, 256 masked pixels in one batch: {err:.3g}")
     assert err < TOL
 
 
-def test_parity_with_mixed_masks_in_one_batch(encoder: Encoder, parity: dict[str, np.ndarray]) -> None:
+def test_parity_with_mixed_masks_in_one_batch(model: Model, parity: dict[str, np.ndarray]) -> None:
     # The 256 pixels share one mask (two empty months), so also batch them with the 16 unmasked-month pixels: a
     # batch the reference could not run (it needs equal mask counts), checked against its per-set outputs.
     n = len(parity["x_full"])
@@ -82,17 +98,17 @@ def test_parity_with_mixed_masks_in_one_batch(encoder: Encoder, parity: dict[str
     dw = np.concatenate([parity["dynamic_world"], parity["dynamic_world"][:n]])
     ll = np.concatenate([parity["latlons"], parity["latlons"][:n]])
     assert len(np.unique(mask.sum(axis=(1, 2)))) == 2
-    emb = run(encoder, x, mask, dw, ll, int(parity["start_month"]))
+    emb = run(model, x, mask, dw, ll, int(parity["start_month"]))
     expected = np.concatenate([parity["embeddings"], parity["embeddings_full"]])
     err = float(np.abs(emb - expected).max())
     print(f"parity max abs error, 272 pixels with two mask patterns in one batch: {err:.3g}")
     assert err < TOL
 
 
-def test_parity_full_pixels(encoder: Encoder, parity: dict[str, np.ndarray]) -> None:
+def test_parity_full_pixels(model: Model, parity: dict[str, np.ndarray]) -> None:
     n = len(parity["x_full"])
     emb = run(
-        encoder,
+        model,
         parity["x_full"],
         parity["mask_full"],
         parity["dynamic_world"][:n],
@@ -153,13 +169,13 @@ def test_other_sources_are_normalized() -> None:
 # (c) different masks in one batch -------------------------------------------------------------------------------
 
 
-def test_batch_equals_one_at_a_time(encoder: Encoder) -> None:
+def test_batch_equals_one_at_a_time(model: Model) -> None:
     x, mask, dw, ll = random_inputs(12, 12)
     months = np.arange(12) % 12
     with torch.inference_mode():
-        together = encoder(*map(torch.from_numpy, (x, mask, dw, ll, months))).numpy()
+        together = model(*map(torch.from_numpy, (x, mask, dw, ll, months))).numpy()
         alone = np.concatenate(
-            [encoder(*(torch.from_numpy(a[i : i + 1]) for a in (x, mask, dw, ll, months))).numpy() for i in range(12)]
+            [model(*(torch.from_numpy(a[i : i + 1]) for a in (x, mask, dw, ll, months))).numpy() for i in range(12)]
         )
     assert len({int(m.sum()) for m in mask}) > 1  # the batch really mixes mask counts
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
@@ -169,25 +185,25 @@ def test_batch_equals_one_at_a_time(encoder: Encoder) -> None:
 
 
 @pytest.mark.parametrize(("n_months", "start"), [(1, 0), (24, 11), (7, 11)])
-def test_any_length_and_start_month(encoder: Encoder, n_months: int, start: int) -> None:
+def test_any_length_and_start_month(model: Model, n_months: int, start: int) -> None:
     x, mask, dw, ll = random_inputs(5, n_months, seed=n_months)
-    emb = run(encoder, x, mask, dw, ll, start)
+    emb = run(model, x, mask, dw, ll, start)
     assert emb.shape == (5, 128) and np.isfinite(emb).all()
 
 
-def test_too_many_months_or_bad_month_raise(encoder: Encoder) -> None:
+def test_too_many_months_or_bad_month_raise(model: Model) -> None:
     x, mask, dw, ll = random_inputs(2, 25)
     with pytest.raises(ValueError, match=r"1\.\.24 months"):
-        run(encoder, x, mask, dw, ll, 0)
+        run(model, x, mask, dw, ll, 0)
     x, mask, dw, ll = random_inputs(2, 3)
     with pytest.raises(ValueError, match="start month"):
-        run(encoder, x, mask, dw, ll, 12)
+        run(model, x, mask, dw, ll, 12)
 
 
 # (e) NaN inputs ---------------------------------------------------------------------------------------------------
 
 
-def test_nan_equals_masked(encoder: Encoder) -> None:
+def test_nan_equals_masked(model: Model) -> None:
     x, mask, dw, ll = random_inputs(4, 6)
     mask[:] = False  # all present, so the NaN below is the only difference
     x_nan = x.copy()
@@ -195,8 +211,8 @@ def test_nan_equals_masked(encoder: Encoder) -> None:
     x_masked, mask_masked = x.copy(), mask.copy()
     x_masked[0, 2, CHANNELS.index("B11")] = 0.7  # any value: the mask must make it irrelevant
     mask_masked[0, 2, CHANNELS.index("B11")] = True
-    a = run(encoder, x_nan, mask, dw, ll, 3)
-    b = run(encoder, x_masked, mask_masked, dw, ll, 3)
+    a = run(model, x_nan, mask, dw, ll, 3)
+    b = run(model, x_masked, mask_masked, dw, ll, 3)
     assert np.isfinite(a).all()
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
@@ -284,20 +300,68 @@ def test_encode_pixels_bf16_is_close(encoder: Encoder, parity: dict[str, np.ndar
     assert np.abs(bf16 - fp32).max() < 0.25
 
 
-# (i) CPU inference kernels: the same function as the plain modules -------------------------------------------------
+# (i) the CPU engine: the same function as the plain modules ----------------------------------------------------
 
 
-def test_cpu_kernels_equal_plain_modules(encoder: Encoder) -> None:
+def test_cpu_engine_equals_plain_modules(encoder: Encoder) -> None:
     x, mask, dw, ll = random_inputs(40, 12, seed=3)
     months = np.arange(40) % 12
     args = [torch.from_numpy(a) for a in (x, mask, dw, ll, months)]
     with torch.inference_mode():
-        cpu = encoder(*args, kernels="cpu").numpy()
-        plain = encoder(*args, kernels="torch").numpy()
-        bf16 = encoder(*args, kernels="cpu", compute_dtype=torch.bfloat16).numpy()
+        plain = encoder(*args).numpy()
+        engine = CpuEngine(encoder)(*args).numpy()
+        torch_forms = CpuEngine(encoder, kernels=False)(*args).numpy()  # no C kernels: their PyTorch equivalents
+        bf16 = CpuEngine(encoder, torch.bfloat16)(*args).numpy()
     assert len({int(m.sum()) for m in mask}) > 1  # masked keys and padding are exercised
-    np.testing.assert_allclose(cpu, plain, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(engine, plain, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(torch_forms, plain, rtol=0, atol=1e-5)
     assert 1e-3 < np.abs(bf16 - plain).max() < 0.25  # really bf16, and still close
+
+
+def test_cpu_engine_is_an_inference_snapshot(encoder: Encoder) -> None:
+    """Built from the weights as they are; no gradients; the encoder's later changes do not reach it."""
+    x, mask, dw, ll = random_inputs(8, 6, seed=5)
+    args = [torch.from_numpy(a) for a in (x, mask, dw, ll)]
+    other = load_presto_encoder().requires_grad_(True)
+    engine = CpuEngine(other)
+    before = engine(*args, 2)
+    assert not before.requires_grad and other.blocks[0].attn.qkv.weight.requires_grad  # the encoder is untouched
+    state = other.state_dict()
+    state["blocks.1.mlp.fc2.weight"] = state["blocks.1.mlp.fc2.weight"] * 1.5
+    state["latlon_embed.weight"] = state["latlon_embed.weight"] * 1.5  # the embedding is in the snapshot too
+    other.load_state_dict(state)
+    with torch.no_grad():
+        plain = other(*args, 2)
+    torch.testing.assert_close(engine(*args, 2), before, rtol=0, atol=0)  # the snapshot, unchanged
+    rebuilt = CpuEngine(other)(*args, 2)
+    assert (rebuilt - before).abs().max() > 1e-3
+    torch.testing.assert_close(rebuilt, plain, rtol=0, atol=1e-5)
+    assert engine.is_snapshot_of(load_presto_encoder()) and not engine.is_snapshot_of(other)
+
+
+def test_encode_pixels_runs_the_current_weights(encoder: Encoder) -> None:
+    """encode_pixels reuses an encoder's engine only while the weights equal its snapshot, however they change."""
+    x, mask, dw, ll = random_inputs(8, 6, seed=6)
+    other = load_presto_encoder()
+    first = encode_pixels(other, x, mask, dw, ll, 2, device="cpu")
+    engine = cpu_engine(other)
+    assert cpu_engine(other) is engine  # unchanged weights: the same engine
+    with torch.no_grad():
+        other.blocks[0].mlp.fc1.weight.mul_(1.5)  # in place, as an optimizer step: no hook, no new tensor
+    changed = encode_pixels(other, x, mask, dw, ll, 2, device="cpu")
+    assert cpu_engine(other) is not engine
+    with torch.inference_mode():
+        plain = other(*(torch.from_numpy(a) for a in (x, mask, dw, ll)), 2).numpy()
+    assert np.abs(changed - first).max() > 1e-3
+    np.testing.assert_allclose(changed, plain, rtol=0, atol=1e-5)
+
+
+def test_cpu_engine_takes_cpu_tensors_only(encoder: Encoder) -> None:
+    with pytest.raises(ValueError, match="dtype"):
+        CpuEngine(encoder, torch.float16)
+    meta = load_presto_encoder().to("meta")  # any device but the CPU; "meta" needs no GPU
+    with pytest.raises(ValueError, match="on the CPU"):
+        CpuEngine(meta)
 
 
 def reference_attention(qkv: torch.Tensor, keep: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
@@ -309,7 +373,7 @@ def reference_attention(qkv: torch.Tensor, keep: torch.Tensor, heads: int, scale
 
 
 @pytest.mark.parametrize("magnitude", [1.0, 300.0])
-def test_attention_cpu_equals_softmax_attention(magnitude: float) -> None:
+def test_attention_torch_equals_softmax_attention(magnitude: float) -> None:
     """At 300 the Cauchy-Schwarz shift is far above the true row max: exp2 underflows and the row-max path runs."""
     generator = torch.Generator().manual_seed(0)
     b, n, heads, dh = 6, 9, 2, 4
@@ -325,26 +389,10 @@ def test_attention_cpu_equals_softmax_attention(magnitude: float) -> None:
     with torch.inference_mode():
         log2_units = qkv.clone()
         log2_units[..., : heads * dh] /= math.log(2)  # the kernels take queries pre-scaled to log2 units
-        ours = _attention_cpu(log2_units, keep, heads)
+        ours = attention_torch(log2_units, keep, heads)
         expected = reference_attention(qkv, keep, heads, 1.0)
     assert torch.isfinite(ours).all()
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_cpu_kernel_weights_follow_new_weights(encoder: Encoder) -> None:
-    x, mask, dw, ll = random_inputs(8, 6, seed=5)
-    other = load_presto_encoder()
-    args = [torch.from_numpy(a) for a in (x, mask, dw, ll)]
-    with torch.inference_mode():
-        before = other(*args, 2).clone()  # builds and caches the kernels' weights
-    state = other.state_dict()
-    state["blocks.1.mlp.fc2.weight"] = state["blocks.1.mlp.fc2.weight"] * 1.5
-    other.load_state_dict(state)
-    with torch.inference_mode():
-        after = other(*args, 2)
-        plain = other(*args, 2, kernels="torch")
-    assert (after - before).abs().max() > 1e-3
-    torch.testing.assert_close(after, plain, rtol=0, atol=1e-5)
 
 
 def test_encode_pixels_does_not_depend_on_thread_count(encoder: Encoder) -> None:
@@ -363,7 +411,7 @@ def test_encode_pixels_does_not_depend_on_thread_count(encoder: Encoder) -> None
 
 def test_flops_of_the_pooled_last_fc2() -> None:
     cfg = PrestoConfig()
-    full, pooled = flops_per_pixel(12, 61), flops_per_pixel(12, 61, pooled_last_fc2=True)
+    full, pooled = flops_per_pixel(12, 61), executed_flops_per_pixel(12, 61)
     assert full - pooled == 2 * 60 * cfg.embedding_size * cfg.mlp_hidden
 
 
@@ -372,8 +420,8 @@ def test_plain_modules_under_bf16_autocast(encoder: Encoder) -> None:
     x, mask, dw, ll = random_inputs(24, 12, seed=11)
     args = [torch.from_numpy(a) for a in (x, mask, dw, ll)]
     with torch.inference_mode():
-        fp32 = encoder(*args, 3, kernels="torch")
+        fp32 = encoder(*args, 3)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = encoder(*args, 3, kernels="torch")
+            bf16 = encoder(*args, 3)
     assert bf16.shape == fp32.shape and torch.isfinite(bf16).all()
     assert 1e-3 < (bf16.float() - fp32).abs().max() < 0.25  # really ran in bf16, and stayed close

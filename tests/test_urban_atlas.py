@@ -136,7 +136,7 @@ def test_include_reasons() -> None:
     layer = urban_atlas_vector(codes, conf, GRID, [11100, 21000, 31000], sieve_first=False, include_reasons=True,
                                crs=None)  # fmt: skip
     row = layer[layer.code == UA_LOW_CONFIDENCE].iloc[0]
-    assert row["class_name"] == "unclassified (low confidence)"
+    assert row["class_name"] == "Unclassified (low confidence)"  # the same name as in the map legend (suelo.reasons)
 
 
 def test_legend_has_all_codes() -> None:

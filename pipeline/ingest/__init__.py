@@ -31,7 +31,7 @@ from suelo.errors import ConfigError, InputError
 from suelo.grid import Bounds, Grid, as_crs, geometry_bounds, utm_crs_for
 from suelo.ingest.aoi import load_aoi
 from suelo.ingest.confine import FormatNotAllowed, InputAccess, open_raster
-from suelo.ingest.scene import BandRef, Radiometry, Scene, SearchContext, read_scene
+from suelo.ingest.scene import BandRef, Radiometry, Scene, SearchContext, gdal_env, read_scene
 from suelo.settings import IngestSpec, JobSpec, PeriodSpec
 
 Reader = Callable[[Any, IngestSpec], list[Scene]]
@@ -228,8 +228,8 @@ def check_remote_access(scenes: Sequence[Scene]) -> None:
     """Open one remote band per host before any block runs, so an offline machine or a wrong URL is one clear
     error (naming the href) at the start instead of every block failing after its retries.
 
-    Only the header is read (one HTTP range request); GDAL's HTTP timeouts and retries are bounded (see
-    :mod:`suelo.ingest.scene`), so this never hangs.
+    Only the header is read (one HTTP range request); GDAL's HTTP timeouts and retries are bounded
+    (:func:`suelo.ingest.scene.gdal_env`), so this never hangs.
     """
     from rasterio.errors import RasterioError
 
@@ -244,7 +244,7 @@ def check_remote_access(scenes: Sequence[Scene]) -> None:
                 continue
             probed.add((prefix, host))
             try:
-                with open_raster(ref.path):  # GeoTIFF/JPEG 2000 drivers only, as when its pixels are read
+                with gdal_env(), open_raster(ref.path):  # GeoTIFF/JPEG 2000 drivers only, as when read
                     pass
             except FormatNotAllowed as exc:  # it answered, with something else than a GeoTIFF/JPEG 2000 (a VRT?)
                 raise InputError(ref.name_for_errors, str(exc)) from exc
@@ -274,7 +274,7 @@ def check_band_headers(scenes: Sequence[Scene], bands: Sequence[str]) -> int:
                 continue
             checked.add(ref.path)
             try:
-                with open_raster(ref.path) as src:
+                with gdal_env(), open_raster(ref.path) as src:
                     if ref.index > src.count:
                         raise InputError(ref.name_for_errors, f"band index {ref.index} but the file has {src.count}")
                     factor = max([1, *src.overviews(ref.index)])

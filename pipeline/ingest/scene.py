@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
+import rasterio.env
 import rasterio.io
 from affine import Affine
 from rasterio.crs import CRS
@@ -26,16 +27,27 @@ from suelo.errors import InputError
 from suelo.grid import Bounds, Grid
 from suelo.ingest.confine import open_raster
 
-# Remote hrefs (/vsicurl/, /vsis3/, ...) must fail, not hang, when the network is down or slow: GDAL's defaults
-# wait on libcurl's (minutes-long) connect timeout. The user's own settings win; Dask workers inherit these.
-# (Not GDAL_DISABLE_READDIR_ON_OPEN: it would also hide local side files such as a map's .aux.xml class names.)
-for _option, _value in (
-    ("GDAL_HTTP_CONNECTTIMEOUT", "10"),
-    ("GDAL_HTTP_TIMEOUT", "60"),
-    ("GDAL_HTTP_MAX_RETRY", "2"),
-    ("GDAL_HTTP_RETRY_DELAY", "1"),
-):
-    os.environ.setdefault(_option, _value)
+#: Remote hrefs (/vsicurl/, /vsis3/, ...) must fail, not hang, when the network is down or slow: GDAL's defaults
+#: wait on libcurl's (minutes-long) connect timeout. Applied by :func:`gdal_env` around suelo's own reads only.
+#: (Not GDAL_DISABLE_READDIR_ON_OPEN: it would also hide local side files such as a map's .aux.xml class names.)
+GDAL_HTTP_OPTIONS = {
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_MAX_RETRY": "2",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+}
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL settings of suelo's input reads (:data:`GDAL_HTTP_OPTIONS`), scoped to a ``with`` block: the
+    process environment is left as it is, so other GDAL users in the process (and its children) see their own.
+
+    An option the user set wins: one in ``os.environ`` (a GDAL config option would override the environment
+    variable) or in an enclosing ``rasterio.Env``. Each Dask worker sets them around its own reads.
+    """
+    active = rasterio.env.getenv() if rasterio.env.hasenv() else {}
+    unset = {k: v for k, v in GDAL_HTTP_OPTIONS.items() if k not in os.environ and k not in active}
+    return rasterio.Env(**unset)
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,8 @@ def read_on_grid(ref: BandRef, grid: Grid, resampling: str, nodata: float | None
     compares them), the direct path several times faster.
     """
     try:
-        with open_raster(ref.path) as src:  # GeoTIFF or JPEG 2000 drivers only: a VRT href is never parsed
+        # GeoTIFF or JPEG 2000 drivers only: a VRT href is never parsed; bounded HTTP waits for the open and the reads
+        with gdal_env(), open_raster(ref.path) as src:
             if ref.index > src.count:
                 raise InputError(ref.name_for_errors, f"{what} index {ref.index} but the file has {src.count} bands")
             if src.crs is None:

@@ -29,7 +29,7 @@ from rasterio.errors import CRSError, RasterioError
 from suelo.errors import InputError
 from suelo.grid import Bounds
 from suelo.ingest.confine import UNCONFINED, InputAccess, href_scheme, open_raster, read_limited
-from suelo.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, tile_in_name
+from suelo.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, gdal_env, tile_in_name
 from suelo.settings import S2_BAND_RESOLUTION, IngestSpec, StacInput
 
 #: Earth Search (element84) asset keys; Planetary Computer already uses the canonical names.
@@ -441,7 +441,7 @@ def _footprint(
             return crs, bounds
     ref = bands[min(bands)]
     try:
-        with open_raster(ref.path) as src:
+        with gdal_env(), open_raster(ref.path) as src:  # often remote: bounded HTTP waits
             crs, bounds = src.crs, src.bounds
     except (RasterioError, OSError) as exc:
         raise InputError(ref.name_for_errors, f"cannot read the band header to find the footprint ({exc})") from exc
