@@ -24,13 +24,13 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.open_set import summarize
 from suelo.evaluate import classification_metrics, rf_baseline
 from suelo.legend import load_legend
 from suelo.models.artifact import load_artifact
@@ -102,14 +102,6 @@ def score_months(result: Any, months: int, seed: int) -> dict[str, float]:
         "certified_target": float(meta["thresholds"]["report"]["global"]["target_accuracy"]),
         "n_test": len(test),
     }
-
-
-def summarize(values: Iterable[float]) -> dict[str, float]:
-    """Mean, sample sd and count of the finite values."""
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if not len(v):
-        return {"mean": float("nan"), "sd": float("nan"), "n_seeds": 0}
-    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n_seeds": len(v)}
 
 
 def run(seeds: int, months: tuple[int, ...] = MONTHS, log: Any = print) -> dict[str, Any]:

@@ -258,11 +258,13 @@ def contract_problems(
     consecutive: bool,
     levels: Sequence[str],
     allow_fewer_months: bool = False,
+    opt_in_key: str | None = None,
 ) -> list[str]:
     """What keeps inputs of ``bands`` x ``n_months`` months of ``levels`` scenes from feeding a model with this
-    input ``contract`` (empty when they fit). Shared by the plan-time check of a job and the load-time check of a
-    cube, so both say the same thing. ``allow_fewer_months``: fewer months than the contract's are accepted (the
-    encoder takes the months there are; more never are)."""
+    input ``contract`` (empty when they fit). Shared by the plan-time checks of a job (land-cover model and
+    segmenter) and the load-time check of a cube, so all say the same thing. ``allow_fewer_months``: fewer months
+    than the contract's are accepted (the encoder takes the months there are; more never are); ``opt_in_key``: the
+    job-spec section whose ``allow_fewer_months`` would accept them, named in the problem."""
     problems = []
     if contract.get("normalization") != NORMALIZATION:
         problems.append(f"model normalization {contract.get('normalization')!r} is not supported ({NORMALIZATION})")
@@ -271,7 +273,13 @@ def contract_problems(
         problems.append(f"lacks bands {missing} the model needs (cube has {list(bands)})")
     needed = int(contract["months"])
     if n_months > needed or (n_months < needed and not allow_fewer_months):
-        problems.append(f"has {n_months} months, the model needs {needed}")
+        opt_in = (
+            f" (or set {opt_in_key}.allow_fewer_months: true to run it on {n_months}; its certificate then does not "
+            "hold)"
+            if opt_in_key and n_months < needed
+            else ""
+        )
+        problems.append(f"has {n_months} months, the model needs {needed}{opt_in}")
     if not consecutive:
         problems.append("months are not consecutive")
     wanted = normalize_level(contract.get("product_level", PRODUCT_LEVEL)) or str(contract.get("product_level"))
@@ -325,13 +333,7 @@ def check_artifact_for_job(
     if head.config.n_classes != len(legend):
         raise InputError(path, f"model legend has {len(legend)} classes, its head {head.config.n_classes} outputs")
     levels = sorted({normalize_level(lv) or str(lv) for lv in levels})
-    problems = contract_problems(contract, bands, n_months, True, levels, allow_fewer_months)
-    if n_months < int(contract["months"]) and not allow_fewer_months:
-        problems = [
-            p + f" (or set {key}.allow_fewer_months: true to run it on {n_months}; its certificate then does not hold)"
-            if p.startswith(f"has {n_months} months") else p
-            for p in problems
-        ]  # fmt: skip
+    problems = contract_problems(contract, bands, n_months, True, levels, allow_fewer_months, key)
     if problems:
         raise InputError(path, "does not fit this job (" + "; ".join(problems).replace("cube has", "ingest.bands")
                          + ")")  # fmt: skip

@@ -99,14 +99,25 @@ def card_sections_only(model: Path) -> None:
 
     artifact = load_artifact(model)
     card = artifact.meta["model_card"]
+    sections = add_benchmark_sections(card)
+    save_artifact(artifact, model)
+    write_card(card, sections, model.with_name(f"{model.stem}_report"))
+    print(f"updated the card sections of {model}")
+
+
+def add_benchmark_sections(card: dict) -> str:
+    """Put the open-set and fewer-months benchmark summaries into ``card``; returns their Markdown."""
     card["open_set"], open_set_text = open_set_section()
     card["fewer_months"], fewer_text = fewer_months_section()
-    save_artifact(artifact, model)
-    folder = model.with_name(f"{model.stem}_report")
+    return open_set_text + "\n" + fewer_text
+
+
+def write_card(card: dict, sections: str, folder: Path) -> None:
+    """``model_card.json`` and ``MODEL_CARD.md`` (the seed-averaged tables, then the benchmark sections)."""
     write_json_atomic(folder / "model_card.json", card)
-    text = card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + open_set_text + "\n" + fewer_text
-    write_text_atomic(folder / "MODEL_CARD.md", text)
-    print(f"updated the card sections of {model}")
+    write_text_atomic(
+        folder / "MODEL_CARD.md", card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + sections
+    )
 
 
 def main() -> None:
@@ -125,8 +136,7 @@ def main() -> None:
     started = time.perf_counter()
     card = seed_averaged_card(samples, legend, TrainConfig.legacy(), seeds=range(args.card_seeds), log=print)
     print(f"model card: {args.card_seeds} seeds in {time.perf_counter() - started:.0f} s")
-    card["open_set"], open_set_text = open_set_section()
-    card["fewer_months"], fewer_text = fewer_months_section()
+    sections = add_benchmark_sections(card)
     result = train_model(
         samples, legend, TrainConfig.legacy(seed=args.seed), sources=[p.name for p in args.extractions], log=print
     )
@@ -134,9 +144,7 @@ def main() -> None:
     save_artifact(result.artifact, args.output)
     folder = args.output.with_name(f"{args.output.stem}_report")
     figures = write_training_figures(result, folder)
-    write_json_atomic(folder / "model_card.json", card)
-    text = card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + open_set_text + "\n" + fewer_text
-    write_text_atomic(folder / "MODEL_CARD.md", text)
+    write_card(card, sections, folder)
     print(card_markdown(card))
     print("shipped model thresholds:", json.dumps(result.artifact.meta["thresholds"]["report"]["global"]))
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB) and {[f.name for f in figures]}")

@@ -136,7 +136,9 @@ def validate(job_file: Path) -> None:
         f"  scenes on the grid in the period: {len(scenes)} "
         f"({scenes[0].acquired:%Y-%m-%d} .. {scenes[-1].acquired:%Y-%m-%d})"
     )
-    units = "degrees" if grid.crs.is_geographic else "m"
+    from suelo.grid import crs_units
+
+    units = crs_units(grid.crs)
     left, bottom, right, top = grid.bounds
     click.echo(
         f"  grid: {grid.crs.to_string()} {grid.width} x {grid.height} px at {grid.resolution[0]:g} {units}, "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -493,6 +493,24 @@ def as_crs(crs: CRS | str | int) -> CRS:
         return CRS.from_user_input(crs)
     except Exception as exc:
         raise ConfigError(f"not a valid CRS: {crs!r} ({exc})") from exc
+
+
+def union_bounds(boxes: Sequence[Bounds]) -> Bounds:
+    """The smallest bounds holding every one of ``boxes`` (all in one CRS)."""
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def crs_units(crs: CRS) -> str:
+    """The unit of a CRS's coordinates as messages write it: ``degrees``, ``m``, or what PROJ calls it."""
+    if crs.is_geographic:
+        return "degrees"
+    units = (crs.linear_units or "").lower()
+    return "m" if units in ("metre", "meter", "m") else units or "units"
 
 
 def geometry_bounds(geometry: dict[str, Any]) -> Bounds:

@@ -261,9 +261,7 @@ def check_segmenter_for_job(meta: dict[str, Any], job: JobSpec, levels: Sequence
     n_months = len(month_starts(job.period))
     allow = job.products.urban_atlas.allow_fewer_months
     contract = {"bands": [], "months": int(months), "normalization": NORMALIZATION, "product_level": level}
-    problems = contract_problems(contract, job.ingest.bands, n_months, True, levels, allow)
-    if n_months < int(months) and not allow:
-        problems.append("or set products.urban_atlas.allow_fewer_months: true (its certificate then does not hold)")
+    problems = contract_problems(contract, job.ingest.bands, n_months, True, levels, allow, "products.urban_atlas")
     if problems:
         raise InputError(path, "segmenter does not fit this job (" + "; ".join(problems) + ")")
 

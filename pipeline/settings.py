@@ -49,6 +49,16 @@ class Settings(BaseModel):
         return data
 
 
+#: The ``product_level`` of STAC inputs (files and APIs read items alike).
+ItemLevel = Annotated[
+    Literal["L2A", "L1C"] | None,
+    Field(
+        description="processing level of the items when their metadata does not say it (processing:level, "
+        "s2:product_type, collection or product name); checked against what it does say",
+    ),
+]
+
+
 class SafeInput(Settings):
     """SAFE products: ``.SAFE`` folders or the ``.zip`` files Copernicus serves, or folders holding them."""
 
@@ -61,11 +71,7 @@ class StacInput(Settings):
 
     kind: Literal["stac"] = Field("stac", description="selects this input kind")
     paths: tuple[Path, ...] = Field(min_length=1, description="Item or ItemCollection JSON files")
-    product_level: Literal["L2A", "L1C"] | None = Field(
-        None,
-        description="processing level of the items when their metadata does not say it (processing:level, "
-        "s2:product_type, collection or product name); checked against what it does say",
-    )
+    product_level: ItemLevel = None
 
 
 #: Default ``file_pattern`` of the ``band_files`` layout: the scene (everything before the band, holding the first
@@ -192,11 +198,7 @@ class StacApiInput(Settings):
     max_items: int = Field(10000, ge=1, le=1_000_000, description="stop after this many items (a safety limit)")
     max_cloud_cover: float | None = Field(None, ge=0, le=100, description="filter on eo:cloud_cover (%)")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds to wait for each API answer")
-    product_level: Literal["L2A", "L1C"] | None = Field(
-        None,
-        description="processing level of the items when their metadata does not say it (processing:level, "
-        "s2:product_type, collection or product name); checked against what it does say",
-    )
+    product_level: ItemLevel = None
 
 
 InputSpec = Annotated[SafeInput | StacInput | GeoTiffInput | StacApiInput, Field(discriminator="kind")]

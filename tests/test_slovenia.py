@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
 
 from suelo.composite import cube_grid, open_cube
@@ -30,12 +29,7 @@ CLEAR_DATES = ("2015-07-11", "2015-08-30", "2015-09-09")
 CONFIG = TrainConfig(bands=DEFAULT_BANDS, block_m=250, max_epochs=20, batch_size=256)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: more threads only contend on a loaded machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ingest(job_file: Path, out: Path) -> Path:

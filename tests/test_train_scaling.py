@@ -32,12 +32,7 @@ WATER = np.array([0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.005, 0.003], np.f
 TREES, WATER_CODE, CROPS = 5, 8, 1  # LANDCOVER10 codes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: more threads only contend on a shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def polygons(sizes: list[int], labels: list[int], anchors: np.ndarray, seed: int = 0) -> Samples:

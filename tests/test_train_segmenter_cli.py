@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
 
 from suelo.cli import main
@@ -22,12 +21,7 @@ from suelo.synthetic_city import make_synthetic_city
 TINY = ["--steps", "4", "--chip", "16", "--depth", "2", "--base-width", "4", "--guard", "2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

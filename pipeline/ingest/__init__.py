@@ -28,7 +28,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from suelo.errors import ConfigError, InputError
-from suelo.grid import Bounds, Grid, as_crs, geometry_bounds, utm_crs_for
+from suelo.grid import Bounds, Grid, as_crs, crs_units, geometry_bounds, union_bounds, utm_crs_for
 from suelo.ingest.aoi import load_aoi
 from suelo.ingest.confine import FormatNotAllowed, InputAccess, open_raster
 from suelo.ingest.scene import BandRef, Radiometry, Scene, SearchContext, gdal_env, read_scene
@@ -85,7 +85,7 @@ def search_context(job: JobSpec) -> SearchContext:
     elif job.tiles:
         from suelo.ingest.mgrs import tile_bounds_wgs84
 
-        bbox = _union([tile_bounds_wgs84(tile) for tile in job.tiles])
+        bbox = union_bounds([tile_bounds_wgs84(tile) for tile in job.tiles])
     return SearchContext(bbox_wgs84=bbox, start=job.period.start, end=job.period.end, tiles=job.tiles)
 
 
@@ -143,7 +143,7 @@ def job_grid(job: JobSpec, scenes: Sequence[Scene]) -> Grid:
     if job.aoi is not None:
         geometry, geometry_crs = load_aoi(job.aoi)
         grid = Grid.from_geometry(geometry, geometry_crs, job.grid.crs, job.grid.resolution)
-        return check_plausible(grid, job, "the AOI")
+        return check_plausible(grid, "the AOI")
     if not scenes:
         raise InputError("inputs", "no scenes found, and no AOI to define the grid")
     first = scenes[0]
@@ -156,11 +156,11 @@ def job_grid(job: JobSpec, scenes: Sequence[Scene]) -> Grid:
         crs = as_crs(job.grid.crs) if job.grid.crs else default_crs(first.crs, first.bounds)
         # Densified so the union holds every footprint even where the other zone's edges curve in this CRS.
         footprints = [transform_bounds(s.crs, crs, *s.bounds, densify_pts=21) for t in job.tiles for s in by_tile[t]]
-        grid = Grid.from_geometry(_box(_union(footprints)), crs, crs, job.grid.resolution)
-        return check_plausible(grid, job, f"the scenes of tiles {', '.join(job.tiles)}")
+        grid = Grid.from_geometry(_box(union_bounds(footprints)), crs, crs, job.grid.resolution)
+        return check_plausible(grid, f"the scenes of tiles {', '.join(job.tiles)}")
     crs = as_crs(job.grid.crs) if job.grid.crs else default_crs(first.crs, first.bounds)
     grid = Grid.from_geometry(_box(first.bounds), first.crs, crs, job.grid.resolution)
-    return check_plausible(grid, job, f"the footprint of {first.source}")
+    return check_plausible(grid, f"the footprint of {first.source}")
 
 
 def default_crs(crs: CRS, bounds: Bounds) -> CRS:
@@ -177,10 +177,10 @@ def default_crs(crs: CRS, bounds: Bounds) -> CRS:
 MIN_GRID_PIXELS = 4
 
 
-def check_plausible(grid: Grid, job: JobSpec, origin: str) -> Grid:
+def check_plausible(grid: Grid, origin: str) -> Grid:
     """Refuse grids no one means: pixels as large as the area (``grid.resolution`` 10 in a CRS in degrees is
     10-degree pixels) or fewer than :data:`MIN_GRID_PIXELS` pixels. Returns the grid unchanged."""
-    size = job.grid.resolution
+    size = grid.resolution[0]  # the job's grid.resolution: grids are built with square pixels of that size
     label = grid.crs.to_string()
     if grid.crs.is_geographic and size > 0.5:
         raise ConfigError(
@@ -190,17 +190,10 @@ def check_plausible(grid: Grid, job: JobSpec, origin: str) -> Grid:
         )
     if grid.width * grid.height < MIN_GRID_PIXELS:
         raise ConfigError(
-            f"grid of {grid.width} x {grid.height} px at {size:g} {_units(grid.crs)} in {label} from {origin}: "
+            f"grid of {grid.width} x {grid.height} px at {size:g} {crs_units(grid.crs)} in {label} from {origin}: "
             f"fewer than {MIN_GRID_PIXELS} pixels (is grid.resolution in the units of grid.crs?)"
         )
     return grid
-
-
-def _units(crs: CRS) -> str:
-    if crs.is_geographic:
-        return "degrees"
-    units = (crs.linear_units or "").lower()
-    return "m" if units in ("metre", "meter", "m") else units or "units"
 
 
 def _box(bounds: Bounds) -> dict[str, Any]:
@@ -209,15 +202,6 @@ def _box(bounds: Bounds) -> dict[str, Any]:
         "type": "Polygon",
         "coordinates": [[(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]],
     }
-
-
-def _union(boxes: Sequence[Bounds]) -> Bounds:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
 
 
 #: Prefixes of GDAL's network file systems (the STAC readers turn http(s):// and s3:// hrefs into the first two).

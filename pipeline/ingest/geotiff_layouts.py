@@ -23,7 +23,7 @@ from pathlib import Path
 
 from suelo.band_names import SCL, canonical_band
 from suelo.errors import ConfigError, InputError
-from suelo.grid import Bounds
+from suelo.grid import union_bounds
 from suelo.ingest.geotiff_files import Found, RasterInfo, raster_info
 from suelo.ingest.geotiff_meta import acquired, compile_pattern, level, match_date, radiometry, scene_extra
 from suelo.ingest.scene import BandRef, Scene, tile_in_name
@@ -65,19 +65,10 @@ def _scene(
         bands=bands,
         radiometry=radiometry(spec, bands, level_of, first.path),
         crs=first.crs,
-        bounds=_union([i.bounds for i in infos]),
+        bounds=union_bounds([i.bounds for i in infos]),
         scl=scl,
         nodata_values=(spec.nodata,) if spec.nodata is not None else (),
         extra=scene_extra(Path(source), date_source=when[1], level_source=level_of[1], ignored_bands=tuple(ignored)),
-    )
-
-
-def _union(boxes: Sequence[Bounds]) -> Bounds:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
     )
 
 
