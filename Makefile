@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.suelo-installed
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ test-all: install
 lint: install
 	$(BIN)/ruff check pipeline models data tests benchmarks workflows
 	$(BIN)/ruff format --check pipeline models data tests benchmarks
+
+# mypy over the installed package `suelo` (strict on the core stages: pyproject [tool.mypy]). mypy cannot follow the
+# package-dir mapping of the editable install, so the script checks a throwaway symlink tree and reports real paths.
+typecheck: install
+	$(BIN)/python .ci/typecheck.py
 
 bench: install
 	$(BIN)/python -m benchmarks.ingest

@@ -13,7 +13,6 @@ says how much warping, masking and compositing cost on top of reading.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import tempfile
@@ -21,16 +20,14 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import rasterio
-from affine import Affine
 
 from suelo.settings import S2_BAND_RESOLUTION, validate_job
+from tests.fixtures.rasters import REGION_BANDS, generate_region  # the generated region: shared with the tests
 
 PROJECT = Path(__file__).resolve().parents[1]
-BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-ORIGIN = (600000.0, 5700000.0)
+BANDS = REGION_BANDS
 
 
 class PeakRss:
@@ -60,70 +57,6 @@ class PeakRss:
     @property
     def peak_mb(self) -> float:
         return self.peak / 2**20
-
-
-def generate_region(folder: Path, size: int, months: int, scenes_per_month: int, seed: int = 0) -> Path:
-    """Write a synthetic multi-scene region as per-band GeoTIFFs plus a STAC ItemCollection; return its path."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    fields = {  # smooth spatial patterns per band so the files compress like real scenes
-        band: 800 + 2500 * (0.5 + 0.5 * np.sin(6 * xx + i) * np.cos(5 * yy - i)) for i, band in enumerate(BANDS)
-    }
-    items = []
-    for month in range(months):
-        for k in range(scenes_per_month):
-            day = dt.datetime(2021, month + 1, 3 + 12 * k, 10, 30, tzinfo=dt.timezone.utc)
-            scene_dir = folder / f"scene_{month:02d}_{k}"
-            scene_dir.mkdir(parents=True, exist_ok=True)
-            season = 1 + 0.3 * np.sin(2 * np.pi * month / 12)
-            assets = {}
-            for band in BANDS:
-                res = S2_BAND_RESOLUTION[band]
-                step = res // 10
-                values = fields[band][::step, ::step] * season + rng.normal(0, 30, (size // step, size // step))
-                path = scene_dir / f"{band}.tif"
-                _write(path, np.clip(values + 1000, 1, 65534).astype(np.uint16), res)
-                assets[band] = {
-                    "href": str(path.relative_to(folder)),
-                    "type": "image/tiff; application=geotiff",
-                }
-            # clouds in cells of 16 x 16 SCL pixels (320 m), covering the whole 20 m grid of size // 2 pixels
-            cells = -(-(size // 2) // 16)
-            cloud = rng.random((cells, cells)) < 0.25
-            scl = np.where(np.kron(cloud, np.ones((16, 16), bool))[: size // 2, : size // 2], 9, 4).astype(np.uint8)
-            _write(scene_dir / "SCL.tif", scl, 20)
-            assets["SCL"] = {"href": str((scene_dir / "SCL.tif").relative_to(folder))}
-            items.append(
-                {
-                    "type": "Feature",
-                    "stac_version": "1.0.0",
-                    "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json"],
-                    "id": f"S2B_MSIL2A_{day:%Y%m%dT%H%M%S}_N0510_R051_T31UFS_{k}",
-                    "geometry": None,
-                    "properties": {
-                        "datetime": day.isoformat().replace("+00:00", "Z"),
-                        "s2:processing_baseline": "05.10",
-                        "s2:product_type": "S2MSI2A",
-                        "proj:epsg": 32631,
-                        "proj:bbox": [ORIGIN[0], ORIGIN[1] - 10 * size, ORIGIN[0] + 10 * size, ORIGIN[1]],
-                    },
-                    "assets": assets,
-                    "links": [],
-                }
-            )
-    path = folder / "items.json"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    return path
-
-
-def _write(path: Path, values: np.ndarray, res: int) -> None:
-    profile = {
-        "driver": "GTiff", "height": values.shape[0], "width": values.shape[1], "count": 1,
-        "dtype": values.dtype.name, "crs": "EPSG:32631", "transform": Affine(res, 0, ORIGIN[0], 0, -res, ORIGIN[1]),
-        "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate", "predictor": 2, "nodata": 0,
-    }  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(values, 1)
 
 
 def decode_rate(items_path: Path) -> float:

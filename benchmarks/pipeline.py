@@ -4,7 +4,7 @@
     python -m benchmarks.pipeline --device cuda   # encoder and head on the GPU (bf16 autocast)
     python -m benchmarks.pipeline --precision bf16   # the CPU encoder in bf16 (compute.precision: bf16)
 
-Each stage runs on the same generated region (``benchmarks.ingest.generate_region``) in this process:
+Each stage runs on the same generated region (``tests.fixtures.generate_region``) in this process:
 
 - ingest: scenes -> monthly cube for the whole region (the block-wise compositing a run does, in memory),
 - encode: Presto embeddings of ``--encode-pixels`` pixels drawn from the cube (the full region would take hours on
@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.ingest import PeakRss, generate_region
+from benchmarks.ingest import PeakRss
+from tests.fixtures import generate_region
 
 TILE_PIXELS = 10980 * 10980
 BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
@@ -168,7 +169,7 @@ def _verification_cost(
     verified time / unverified time.
     """
     from suelo import atomic
-    from suelo.orchestrate import _write_block
+    from suelo.orchestrate.block import write_block_raster
 
     height, width = n_clear.shape
     pixels = height * width
@@ -177,8 +178,8 @@ def _verification_cost(
     def write_blocks(out: Path) -> None:
         for tile in grid.tiles(512):
             rows, cols, name = tile.rows, tile.cols, f"r{tile.row}_c{tile.col}.tif"
-            _write_block(out / "landcover" / name, np.ascontiguousarray(planes[:, rows, cols]), tile.grid)
-            _write_block(out / "nclear" / name, np.ascontiguousarray(counts[:, rows, cols]), tile.grid)
+            write_block_raster(out / "landcover" / name, np.ascontiguousarray(planes[:, rows, cols]), tile.grid)
+            write_block_raster(out / "nclear" / name, np.ascontiguousarray(counts[:, rows, cols]), tile.grid)
 
     result = {}
     for name, writer in (("map set (COGs)", write_maps), ("block rasters", write_blocks)):

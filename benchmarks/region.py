@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from benchmarks.ingest import generate_region
+from tests.fixtures import generate_region
 
 WORKDIR = Path(os.environ.get("SUELO_BENCH_DIR", "/tmp/suelo-bench-region"))
 BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]

@@ -143,7 +143,7 @@ def generate_fields(
 
 
 def slovenia_inputs(folder: Path) -> tuple[Path, Path]:
-    """The Slovenia patch's cube (ingested as tests/test_slovenia.py does) and its polygons."""
+    """The Slovenia patch's cube (ingested as tests/system/test_slovenia.py does) and its polygons."""
     from suelo.jobs import ingest
     from suelo.settings import load_job
 

@@ -27,6 +27,7 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,8 @@ class CpuEngine:
         self.encoder = copy.deepcopy(encoder).eval().requires_grad_(False)
         self.config: PrestoConfig = self.encoder.config
         with torch.no_grad():
-            self.blocks = [self._prepare(block) for block in self.encoder.blocks]
+            # an nn.ModuleList yields plain Modules to mypy; Encoder fills it with Blocks only
+            self.blocks = [self._prepare(cast(Block, block)) for block in self.encoder.blocks]
         norm = self.encoder.norm
         self.norm: Norm = (norm.weight.float(), norm.bias.float(), norm.eps)
 

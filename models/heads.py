@@ -43,4 +43,5 @@ class MLPHead(nn.Module):
             self.net = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.in_features, config.n_classes))
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.net(embedding)
+        logits: torch.Tensor = self.net(embedding)  # nn.Module.__call__ is typed Any
+        return logits

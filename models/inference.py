@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import xarray as xr
 
@@ -120,7 +121,7 @@ def encode_pixels(
     # A GPU runs the model's plain modules; a CPU the engine, a snapshot of the encoder's weights as they are now.
     model = encoder if cuda else cpu_engine(encoder, torch.bfloat16 if bf16 else torch.float32)
 
-    def move(a: np.ndarray, dtype: np.dtype) -> torch.Tensor:
+    def move(a: np.ndarray, dtype: npt.DTypeLike) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
         # from pinned host memory the copy is one DMA that does not block the host thread
         return t.pin_memory().to(device, non_blocking=True) if cuda else t
@@ -165,7 +166,12 @@ def _each_on_own_core(fn: Callable[[slice], None], slices: list[slice]) -> None:
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="presto") as pool:
                 shares = [slices[i::workers] for i in range(workers)]
-                list(pool.map(lambda share: [fn(sl) for sl in share], shares))
+
+                def run(share: list[slice]) -> None:
+                    for sl in share:
+                        fn(sl)
+
+                list(pool.map(run, shares))  # list(): waits for all, and re-raises a worker's exception
     finally:
         torch.set_num_threads(previous)
 

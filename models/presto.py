@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +102,8 @@ def month_table(size: int) -> torch.Tensor:
 class FixedTable(nn.Module):
     """A frozen lookup table stored as ``<name>.weight``, the key the published state dict uses."""
 
+    weight: torch.Tensor  # a buffer (register_buffer): annotated, as nn.Module's __getattr__ types it Tensor | Module
+
     def __init__(self, table: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("weight", table)
@@ -123,7 +126,8 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+        out: torch.Tensor = self.proj(y.transpose(1, 2).reshape(b, n, d))  # nn.Module.__call__ is typed Any
+        return out
 
 
 class Mlp(nn.Module):
@@ -133,7 +137,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(config.mlp_hidden, config.embedding_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        out: torch.Tensor = self.fc2(F.gelu(self.fc1(x)))
+        return out
 
 
 class Block(nn.Module):
@@ -148,13 +153,17 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), attn_mask)
-        return x + self.mlp(self.norm2(x))
+        out: torch.Tensor = x + self.mlp(self.norm2(x))
+        return out
 
 
 # encoder --------------------------------------------------------------------------------------------------------
 
 
 class Encoder(nn.Module):
+    pos_embed: torch.Tensor  # buffers (register_buffer in __init__), typed for mypy like FixedTable.weight
+    membership: torch.Tensor
+
     """``forward(x, mask, dynamic_world, latlons, month) -> (B, embedding_size)`` pooled, layer-normed embedding."""
 
     def __init__(self, config: PrestoConfig | None = None) -> None:
@@ -205,13 +214,15 @@ class Encoder(nn.Module):
         ones; the zeros cost ~17x the useful multiply-adds of this layer, still well under 1% of the model.
         """
         c, d = len(self.config.channels), self.config.embedding_size
-        weights, biases = [], []
+        weights: list[torch.Tensor] = []
+        biases: list[torch.Tensor] = []
         for g in groups:
-            layer, (start, stop) = self.eo_patch_embed[self.group_names[g]], self.group_slices[g]
+            layer, (start, stop) = cast(nn.Linear, self.eo_patch_embed[self.group_names[g]]), self.group_slices[g]
             weights.append(F.pad(layer.weight, (start, c - stop)))
             biases.append(layer.bias)
         y = F.linear(x, torch.cat(weights), torch.cat(biases))
-        return y.unflatten(-1, (len(groups), d))
+        grouped: torch.Tensor = y.unflatten(-1, (len(groups), d))  # Tensor.unflatten is unannotated in torch
+        return grouped
 
     @staticmethod
     def cartesian(latlons: torch.Tensor) -> torch.Tensor:
@@ -289,8 +300,7 @@ class Encoder(nn.Module):
             tokens.append(grid.flatten(1, 2))
             missing_slots = torch.cat(slot_missing, dim=2) if len(slot_missing) > 1 else slot_missing[0]
             keep.append(~missing_slots.flatten(1, 2))
-        tokens, keep = torch.cat(tokens, dim=1), torch.cat(keep, dim=1)  # (B, N, D), (B, N)
-        return self._compact(tokens, keep)
+        return self._compact(torch.cat(tokens, dim=1), torch.cat(keep, dim=1))  # (B, N, D), (B, N)
 
     def forward(
         self,
@@ -311,10 +321,12 @@ class Encoder(nn.Module):
         for block in self.blocks:
             tokens = block(tokens, attn_mask)
         if full:
-            return self.norm(tokens.mean(1))
-        weight = keep.to(tokens.dtype)[..., None]
-        pooled = (tokens * weight).sum(1) / weight.sum(1)
-        return self.norm(pooled)
+            pooled = tokens.mean(1)
+        else:
+            weight = keep.to(tokens.dtype)[..., None]
+            pooled = (tokens * weight).sum(1) / weight.sum(1)
+        embeddings: torch.Tensor = self.norm(pooled)
+        return embeddings
 
     @staticmethod
     def _compact(tokens: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

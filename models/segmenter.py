@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,6 +95,9 @@ class UNetSegmenter(nn.Module):
     ``novelty_gate`` is where the training pixels lie in the input space (set by training and by
     :func:`load_segmenter`); it is no part of the state dict, and :func:`save_segmenter` refuses a model without it.
     """
+
+    input_mean: torch.Tensor  # registered buffers (``register_buffer`` below), typed for the checker
+    input_std: torch.Tensor
 
     def __init__(self, config: SegmenterConfig) -> None:
         super().__init__()
@@ -257,84 +259,3 @@ def segmenter_inputs(features: np.ndarray, embeddings: Any | None) -> np.ndarray
     if emb.shape[:2] != features.shape[1:]:
         raise ValueError(f"embeddings {emb.shape} do not match features {features.shape} (expected (y, x, D))")
     return np.concatenate([features, np.moveaxis(np.nan_to_num(emb), -1, 0)], axis=0)
-
-
-# -- saving / loading ----------------------------------------------------------------------------------------------
-
-
-# extras that load_segmenter derives from the model's gate: saving stores the gate itself, never these copies
-_GATE_EXTRAS = ("novelty", "gate")
-
-
-def save_segmenter(model: UNetSegmenter, path: str | Path, **extra: Any) -> None:
-    """A ``weights_only``-loadable file: the state dict under ``state.*``, the novelty gate's matrices under
-    ``novelty.whiten`` / ``novelty.means`` and its scalars as ``novelty_json``, and JSON strings for the rest.
-
-    ``extra`` may be what :func:`load_segmenter` returned (its ``novelty``/``gate`` entries are rewritten from
-    ``model.novelty_gate``), so a loaded file can be re-saved with changed extras.
-    """
-    import json
-
-    gate = model.novelty_gate
-    if gate is None:
-        # a file without a gate could not be loaded again: refuse it here rather than at the next job
-        raise ValueError("a segmenter needs a novelty gate (model.novelty_gate, suelo.novelty.fit_gate)")
-    if gate.whiten.shape[0] != model.config.in_channels:
-        raise ValueError(f"the novelty gate scores {gate.whiten.shape[0]} features, the segmenter takes "
-                         f"{model.config.in_channels} inputs")  # fmt: skip
-    payload: dict[str, Any] = {f"state.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload.update({f"novelty.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in gate.arrays().items()})
-    payload["config_json"] = json.dumps(model.config.to_dict())
-    payload["novelty_json"] = json.dumps(gate.meta())
-    for key, value in extra.items():
-        if key not in _GATE_EXTRAS:
-            payload[f"{key}_json"] = json.dumps(value, default=float)
-    from suelo.atomic import atomic_output
-
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_segmenter(path: Any) -> tuple[UNetSegmenter, dict[str, Any]]:
-    """The model (eval mode, ``novelty_gate`` set) and the decoded JSON extras of a file written by
-    :func:`save_segmenter`; the extras hold the gate's scalars under ``novelty`` and the gate itself
-    (:class:`suelo.novelty.NoveltyGate`) under ``gate``."""
-    import json
-
-    from suelo.errors import ModelFileError
-
-    if isinstance(path, (str, Path)) and not Path(path).is_file():
-        raise ModelFileError(path, "segmenter file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for pickles with code, RuntimeError/EOFError for non-torch files
-        raise ModelFileError(
-            path, f"not a suelo segmenter (not a weights-only torch file: {type(exc).__name__})"
-        ) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("config_json"), str):
-        raise ModelFileError(path, "not a suelo segmenter (no config_json entry)")
-    try:
-        config = SegmenterConfig.from_dict(json.loads(data["config_json"]))
-        model = UNetSegmenter(config)
-        state = {k[len("state.") :]: v for k, v in data.items() if k.startswith("state.")}
-        model.load_state_dict(state, strict=True)
-        extras = {
-            k[: -len("_json")]: json.loads(v) for k, v in data.items() if k.endswith("_json") and k != "config_json"
-        }
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: state dict mismatch
-        problem = " ".join(str(exc).split())[:300]
-        raise ModelFileError(path, f"not a usable suelo segmenter ({type(exc).__name__}: {problem})") from exc
-    arrays = {k[len("novelty.") :]: v.numpy() for k, v in data.items()
-              if k.startswith("novelty.") and isinstance(v, torch.Tensor)}  # fmt: skip
-    if "novelty" not in extras and not arrays:
-        raise ModelFileError(path, "segmenter made before novelty gates; retrain it with suelo train --model segmenter")
-    try:
-        gate = NoveltyGate.from_parts(extras.get("novelty"), arrays, "segmenter")
-    except ValueError as exc:
-        raise ModelFileError(path, f"no usable novelty gate ({' '.join(str(exc).split())[:300]})") from exc
-    if gate.whiten.shape[0] != config.in_channels:
-        raise ModelFileError(path, f"the novelty gate scores {gate.whiten.shape[0]} features, the segmenter takes "
-                                   f"{config.in_channels} inputs")  # fmt: skip
-    model.novelty_gate = gate
-    extras["gate"] = gate
-    return model.eval(), extras

@@ -14,9 +14,10 @@ How it was made (re-run ``.venv/bin/python models/train_default_segmenter.py`` t
 - calibration and confidence threshold: :func:`calibrate` on the held-out city (temperature scaling, threshold
   certified for 95 % accuracy of mapped pixels), stored like the land-cover model's so a job treats both alike.
 
-The file is a ``weights_only`` torch dict: ``state.*`` and ``novelty.*`` tensors plus JSON strings (config, novelty
-gate, feature names, legend codes and names, training and held-out metrics, inference speed, provenance). Load with
-``suelo.models.segmenter.load_segmenter``. It is a demo/test artifact: train on real Urban Atlas labels for real maps.
+The file is a model artifact of kind "segmenter" (``suelo.models.artifact``, format 3, the land-cover model's
+format): ``unet.*`` and ``novelty.*`` tensors and one JSON meta (legend, input contract, network config, novelty
+gate, calibration and thresholds, training and held-out metrics, inference speed, provenance). Load with
+``suelo.models.artifact.load_segmenter``. It is a demo/test artifact: train on real Urban Atlas labels for real maps.
 """
 
 from __future__ import annotations
@@ -31,16 +32,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from suelo.atomic import file_sha256
+from suelo.models.artifact import load_segmenter, save_segmenter
 from suelo.models.inference import encode_cube
-from suelo.models.presto import load_presto_encoder
+from suelo.models.presto import Encoder, load_presto_encoder
 from suelo.models.segmenter import (
     SegmenterConfig,
     UNetSegmenter,
     count_parameters,
     feature_names,
     flops_per_pixel,
-    load_segmenter,
-    save_segmenter,
     segmenter_features,
     segmenter_inputs,
 )
@@ -67,7 +68,7 @@ CALIBRATION_STRIDE = 4  # held-out pixels on a 4-px lattice: neighbouring pixels
 TARGET_ACCURACY = 0.95
 
 
-def inputs_of(seed: int, shape: tuple[int, int], encoder: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
+def inputs_of(seed: int, shape: tuple[int, int], encoder: Encoder) -> tuple[np.ndarray, np.ndarray, float]:
     city = make_synthetic_city(seed=seed, shape=shape)
     cube = city.cube.sel(band=list(BANDS))
     started = time.perf_counter()
@@ -106,6 +107,8 @@ def calibrate(path: Path = OUT) -> dict:
     lattice[::CALIBRATION_STRIDE, ::CALIBRATION_STRIDE] = True
     keep = lattice & (target != 255)
     logits = np.log(np.clip(post[:, keep].T, 1e-12, 1.0))
+    if model.novelty_gate is None:  # load_segmenter sets it: None here is a bug
+        raise RuntimeError(f"{path}: the loaded segmenter has no novelty gate")
     inside = ~model.novelty_gate.outside(x_test[:, keep].T)  # gate-rejected pixels are never mapped
     confidence = calibrate_and_certify(
         logits, target[keep], "temperature", TARGET_ACCURACY, inside=inside, honest_target=True
@@ -135,6 +138,8 @@ def main() -> None:
     held_out = segmentation_metrics(target[ok], post.argmax(axis=0)[ok], CLASSES, class_names)
     # the other city is drawn from the same generator: the gate should reject about its calibrated 5 % of it
     observed = x_test[names.index("valid_fraction")] > 0  # pixels with no clear month are nodata, not novel
+    if model.novelty_gate is None:  # train_segmenter fits it: None here is a bug
+        raise RuntimeError("train_segmenter returned a model without its novelty gate")
     outside = model.novelty_gate.outside(x_test[:, observed].T)
     speed = inference_speed(x_train.shape[0], len(CLASSES))
     summary = {
@@ -165,6 +170,7 @@ def main() -> None:
         legend_names=class_names,
         months=12,  # suelo.synthetic_city makes 12-month cubes of L2A-like surface reflectance
         product_level="L2A",
+        encoder_weights_sha256=file_sha256(Path(__file__).with_name("presto_default.pt")),
         metrics={"validation_same_city": metrics, "held_out_city": held_out, "summary": summary},
         provenance={
             "data": "SYNTHETIC (suelo.synthetic_city), not real imagery",

@@ -128,9 +128,9 @@ def validate(job_file: Path) -> None:
     # the models, their certificates and novelty gates are checked as a run would, before any work; a job that
     # makes no map (`suelo ingest` only, e.g. to train a model on its cube) has none to check
     from suelo.orchestrate import make_plan
+    from suelo.products import enabled_products
 
-    products = job.products.landcover.enabled or job.products.urban_atlas.enabled
-    plan = make_plan(job, grid, scenes, "") if products else None
+    plan = make_plan(job, grid, scenes, "") if enabled_products(job) else None
     click.echo(f"{job_file}: valid")
     click.echo(
         f"  scenes on the grid in the period: {len(scenes)} "
@@ -382,13 +382,15 @@ def train(
 
         if len(samples) != 1 or cube is None:
             raise ConfigError("--model segmenter takes one label file (polygons or a label raster) and --cube")
-        config = SegmenterTrainConfig(
+        segmenter_config = SegmenterTrainConfig(
             chip=chip, steps=steps, depth=depth, base_width=base_width, block=block_px or chip, guard=guard,
             val_fraction=val_fraction, eval_every=max(1, min(50, steps // 5)),
         )  # fmt: skip
+        from suelo.train_progress import StderrProgress
+
         log = functools.partial(click.echo, err=True)
-        train_segmenter_from_files(samples[0], cube, output, legend_path, class_column or "code_2018", config,
-                                   seed, log=log)  # fmt: skip
+        train_segmenter_from_files(samples[0], cube, output, legend_path, class_column or "code_2018",
+                                   segmenter_config, seed, log=log, progress=StderrProgress())  # fmt: skip
         return
     from suelo.errors import ConfigError
     from suelo.evaluate import dropped_line
@@ -412,9 +414,10 @@ def train(
         data, legend, config, sources=[str(s) for s in samples], log=click.echo, progress=StderrProgress()
     )
     save_artifact(result.artifact, output)
-    figures = write_training_figures(result, output.with_name(f"{output.stem}_report"))
+    report = write_training_figures(result, output.with_name(f"{output.stem}_report"))
     click.echo(
-        f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB) and {len(figures)} figures in {figures[0].parent}"
+        f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB) and its training report ({len(report)} files) in "
+        f"{report[0].parent}"
     )
 
 
@@ -575,6 +578,8 @@ def predict(
         f"{outside} of {imaged} imaged pixels ({share})"
     )
     if policy is not None:
+        if report is None:  # policy_for_model returns both: a policy without its report is a bug
+            raise RuntimeError("the masking policy came without its report")
         codes = prediction["class_map"].values
         mapped = int(np.isin(codes, artifact.legend.codes).sum())
         rule = f"{policy.score} >= {policy.threshold:.3f}, {report.get('source', '')}"

@@ -104,7 +104,8 @@ def median_of_clear(stack: np.ndarray, count: np.ndarray) -> np.ndarray:
     low_values = np.take_along_axis(ordered, np.broadcast_to(low, ordered.shape[1:])[None], axis=0)[0]
     high_values = np.take_along_axis(ordered, np.broadcast_to(high, ordered.shape[1:])[None], axis=0)[0]
     median = np.where(low == high, low_values, (low_values + high_values) / np.float32(2))
-    return np.where(count > 0, median, np.float32(np.nan)).astype(np.float32, copy=False)
+    out: np.ndarray = np.where(count > 0, median, np.float32(np.nan)).astype(np.float32, copy=False)
+    return out
 
 
 def _overlapping(scenes: Sequence[Scene], grid: Grid) -> list[Scene]:
@@ -136,7 +137,8 @@ def build_cube(
             )[None]
             for group in groups
         ]
-        return da.concatenate(per_month, axis=0)
+        stacked: da.Array = da.concatenate(per_month, axis=0)  # dask.array's functions are unannotated
+        return stacked
 
     tile_rows = itertools.groupby(grid.tiles(block_size), key=lambda tile: tile.row)
     planes = da.block([[chunk(tile.grid) for tile in row] for _, row in tile_rows])  # (time, band + 1, y, x)
@@ -184,7 +186,8 @@ def cube_grid(cube: xr.Dataset | xr.DataArray) -> Grid:
 
 def cube_scenes(cube: xr.Dataset) -> list[dict[str, Any]]:
     """Provenance of the scenes that went into a cube, including the radiometry applied to each."""
-    return json.loads(cube.attrs.get("scenes", "[]"))
+    scenes: list[dict[str, Any]] = json.loads(cube.attrs.get("scenes", "[]"))
+    return scenes
 
 
 def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:

@@ -181,7 +181,7 @@ def _unknown_class_rows(
     for code in np.unique(samples.labels[unknown]):
         which = np.flatnonzero(unknown & (samples.labels == code))
         known = legend is not None and int(code) in legend.codes
-        name = legend.by_code(int(code)).name if known else ""
+        name = legend.by_code(int(code)).name if legend is not None and known else ""
         detail = f"{name} (too rare in training)" if name in rare else name
         rows.append(drop_rows(samples.sample_ids[which], "", "not_in_model_legend", samples.labels[which], detail))
     return dropped_table(*rows)

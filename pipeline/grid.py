@@ -206,7 +206,7 @@ class Grid:
         """Whether ``bounds`` given in ``crs`` overlap this grid (tested in this grid's CRS)."""
         left, bottom, right, top = transform_bounds(as_crs(crs), self.crs, *bounds, densify_pts=21)
         g_left, g_bottom, g_right, g_top = self.bounds
-        return left < g_right and right > g_left and bottom < g_top and top > g_bottom
+        return bool(left < g_right and right > g_left and bottom < g_top and top > g_bottom)  # rasterio: untyped
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly description, recorded in every output's metadata."""
@@ -349,7 +349,7 @@ def attach_grid(obj: XarrayT, grid: Grid) -> XarrayT:
             if not _on_positions(np.asarray(obj[name].values, dtype=np.float64), expected, size):
                 raise ValueError(f"the {name} coordinates are not the pixel centres of grid {grid.to_dict()}")
             del coords[name]
-    out = obj.assign_coords(coords)
+    out: XarrayT = obj.assign_coords(coords)
     out.attrs = {k: v for k, v in out.attrs.items() if k != LEGACY_GRID_ATTR}
     for variable in out.data_vars.values() if hasattr(out, "data_vars") else [out]:
         if "y" in variable.dims and "x" in variable.dims:

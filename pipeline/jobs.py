@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +17,14 @@ from typing import Any
 import dask
 
 from suelo.atomic import write_json_atomic
-from suelo.composite import build_cube, write_cube
+from suelo.composite import build_cube, month_starts, write_cube
 from suelo.errors import ConfigError
 from suelo.grid import Grid
 from suelo.ingest import check_remote_access, discover_scenes, job_grid, scenes_in_period, scenes_on_grid
 from suelo.ingest.scene import Scene
-from suelo.provenance import software_versions
+from suelo.orchestrate.assemble import CUBE_FILE, cube_is_current
+from suelo.provenance import peak_rss_mb, software_versions
 from suelo.settings import JobSpec
-
-CUBE_NAME = "cube.nc"
 
 
 @dataclass(frozen=True)
@@ -53,12 +50,6 @@ def job_digest(job: JobSpec, scene_ids: list[str]) -> str:
     spec = job.model_dump(mode="json", include={"inputs", "aoi", "grid", "period", "ingest"})
     payload = json.dumps({"spec": spec, "scenes": scene_ids}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports kilobytes, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def ingest(job: JobSpec, overwrite: bool = False, force: bool = False) -> IngestResult:
@@ -92,18 +83,13 @@ def write_job_cube(
     """The whole-region cube as NetCDF (dask, block by block), unless an identical one is already there."""
     started = time.perf_counter() if started is None else started
     out_dir = Path(job.output.dir)
-    cube_path = out_dir / "cube" / CUBE_NAME
+    cube_path = out_dir / CUBE_FILE
     digest = job_digest(job, [s.scene_id for s in scenes])
     cube = build_cube(scenes, grid, job.period, job.ingest, job.compute.block_size)
     cube.attrs["job_digest"] = digest
     n_months = cube.sizes["time"]
-    if cube_path.exists() and _cube_digest(cube_path) == digest:
+    if not check_cube_replaceable(cube_path, digest, overwrite):
         return IngestResult(cube_path, grid, len(scenes), n_months, 0.0, True, peak_rss_mb())
-    if cube_path.exists() and not overwrite:
-        raise ConfigError(
-            f"{cube_path} exists and was made from a different job spec or inputs; "
-            "use --overwrite to replace it or choose another output.dir"
-        )
     workers = job.compute.workers or os.cpu_count() or 1
     with dask.config.set(scheduler="threads", num_workers=workers):
         write_cube(cube, cube_path)
@@ -134,15 +120,17 @@ def run_record(job: JobSpec, scenes: list[Scene], grid: Grid, cube: IngestResult
     return record
 
 
-def _cube_digest(path: Path) -> str | None:
-    """The job digest stored in a finished cube (None when unreadable: then it is rebuilt)."""
-    import xarray as xr
-
-    try:
-        with xr.open_dataset(path, engine="netcdf4") as existing:
-            return existing.attrs.get("job_digest")
-    except (OSError, ValueError):
-        return None
+def check_cube_replaceable(path: Path, digest: str, overwrite: bool) -> bool:
+    """Whether the cube at ``path`` is to be (re)written: not when it is current (made from these inputs); an
+    existing cube of another job is replaced only with ``overwrite``, else one error before any work."""
+    if cube_is_current(path, digest):
+        return False
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{path} exists and was made from a different job spec or inputs; "
+            "use --overwrite to replace it or choose another output.dir"
+        )
+    return True
 
 
 @dataclass(frozen=True)
@@ -174,10 +162,18 @@ def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = Non
     started = time.perf_counter()
     scenes, grid = discover(job)
     # the plan first: a model that cannot serve the job (an uncertifiable target, a bad file) stops before any work
-    plan = make_plan(job, grid, scenes, job_digest(job, [s.scene_id for s in scenes]), token)
-    cube = write_job_cube(job, scenes, grid, overwrite, started) if job.output.cube else None
-    region = run_region(plan, overwrite, log_format)
+    digest = job_digest(job, [s.scene_id for s in scenes])
+    plan = make_plan(job, grid, scenes, digest, token)
     out_dir = Path(job.output.dir)
+    if job.output.cube:
+        check_cube_replaceable(out_dir / CUBE_FILE, digest, overwrite)  # another job's cube: stop before any work
+    region = run_region(plan, overwrite, log_format)
+    cube = None
+    if region.cube is not None:  # assembled from the blocks' composites: the inputs are decoded once a run
+        n_months = len(month_starts(job.period))
+        cube = IngestResult(
+            region.cube, grid, len(scenes), n_months, region.cube_seconds, region.cube_skipped, peak_rss_mb()
+        )
     skipped = region.up_to_date and (cube is None or cube.skipped) and (out_dir / "run.json").exists()
     if not skipped:
         record = run_record(job, scenes, grid, cube)

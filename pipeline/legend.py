@@ -10,7 +10,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ class Legend:
     def __len__(self) -> int:
         return len(self.classes)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[LegendClass]:
         return iter(self.classes)
 
     @property
@@ -109,8 +109,12 @@ class Legend:
             if not isinstance(color, str) or not _COLOR.match(color):
                 raise fail(f"entry {i} ({name}): color must be '#rrggbb', got {color!r}")
             classes.append(LegendClass(code, name.strip(), color.lower()))
-        for attr, what in ((lambda c: c.code, "code"), (lambda c: c.key(), "name")):
-            seen: dict[Any, LegendClass] = {}
+        keys: tuple[tuple[Callable[[LegendClass], object], str], ...] = (
+            (lambda c: c.code, "code"),
+            (lambda c: c.key(), "name"),
+        )
+        for attr, what in keys:
+            seen: dict[object, LegendClass] = {}
             for c in classes:
                 k = attr(c)
                 if k in seen:

@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from suelo import __version__
 from suelo.atomic import is_suelo_temporary, set_run_token, temporary_token, write_json_atomic
@@ -36,7 +37,7 @@ SUELO_FILES = (MARKER, LOCK, "manifest.jsonl", "final.json", "run.json")
 _held: dict[Path, str] = {}  # folders whose lock this process holds -> the run token
 
 
-def read_marker(out_dir: Path) -> dict:
+def read_marker(out_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -147,7 +147,7 @@ def write_prediction(prediction: xr.Dataset, path: Path) -> None:
     """NetCDF, written atomically (temp file beside ``path``, then rename)."""
     from suelo.atomic import atomic_output
 
-    encoding = {
+    encoding: dict[str, dict[str, Any]] = {
         "posterior": {"zlib": True, "complevel": 4},
         "class_code": {"zlib": True},
         "novelty_score": {"zlib": True},

@@ -32,3 +32,12 @@ def software_versions() -> dict[str, str]:
         "dask": dask.__version__,
         "cpu_kernels": cpu_kernels.describe(),
     }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kilobytes, macOS bytes): the cost a run records."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

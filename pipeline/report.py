@@ -113,7 +113,7 @@ def write_run_report(
             folder / "quicklooks" / f"{m.classes.path.parent.name}_{m.name}.png",
             quicklook_rgba(m.classes.path, m.classes.entries),
         )
-        record = {
+        record: dict[str, Any] = {
             "name": label,
             "dtype": m.classes.dtype,
             "nodata": m.classes.nodata,

@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,9 @@ import xarray as xr
 from suelo.data import LEGENDS
 from suelo.errors import InputError
 from suelo.legend import Legend, load_legend
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 MAPPING_FILE = LEGENDS / "worldcereal_class_mappings.json"
 WORLDCEREAL_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
@@ -63,7 +67,11 @@ DROPPED_COLUMNS = ("sample_id", "source", "reason", "label", "detail")
 
 
 def drop_rows(
-    sample_ids: Sequence[object], source: str, reason: str, labels: Sequence[object], detail: str = ""
+    sample_ids: Sequence[object] | np.ndarray,
+    source: str,
+    reason: str,
+    labels: Sequence[object] | np.ndarray,
+    detail: str = "",
 ) -> pd.DataFrame:
     """One ``dropped`` row per sample id, all for the same ``source`` and ``reason``."""
     if reason not in DROP_REASONS:
@@ -98,10 +106,11 @@ class Samples:
     latlons: np.ndarray  # (N, 2) float64 (lat, lon) degrees
     labels: np.ndarray  # (N,) int64 legend codes
     sample_ids: np.ndarray  # (N,) str
-    groups: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N,) str spatial block id
+    # None until __post_init__ fills it (as for anchors, dropped and features below): typed as after construction
+    groups: np.ndarray = field(default=None)  # type: ignore[arg-type]  # (N,) str spatial block id
     # Location used to assign blocks: the polygon's centroid for polygon pixels, so a polygon never straddles the
     # train/validation split; the sample's own location otherwise.
-    anchors: np.ndarray = field(default=None)  # type: ignore[assignment]
+    anchors: np.ndarray = field(default=None)  # type: ignore[arg-type]
     # Processing level of the reflectance: "L2A" (surface) or "L1C" (top of atmosphere); a model records it.
     product_level: str = "L2A"
     # What the loaders left out, one row per sample (DROPPED_COLUMNS, reasons in DROP_REASONS), carried through
@@ -109,7 +118,7 @@ class Samples:
     dropped: pd.DataFrame = field(default=None)  # type: ignore[assignment]
     # The labelled feature each sample comes from: the pixels of one polygon share it, so training can cap pixels
     # per polygon (suelo.sampling); by default every sample is its own feature (points, rasters, WorldCereal).
-    features: np.ndarray = field(default=None)  # type: ignore[assignment]
+    features: np.ndarray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         self.dropped = dropped_table() if self.dropped is None else self.dropped
@@ -213,7 +222,7 @@ class Samples:
 # spatial blocks and splitting -----------------------------------------------------------------------------------
 
 
-def ids_digest(ids: Sequence[str]) -> str:
+def ids_digest(ids: Iterable[object]) -> str:
     """Order-independent fingerprint of a set of sample ids (to check a later evaluation uses the same split)."""
     return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
 
@@ -295,7 +304,9 @@ def load_class_mapping(path: str | Path = MAPPING_FILE) -> dict[str, str]:
     return data.get("LANDCOVER10", data)
 
 
-def map_ewoc_codes(ewoc: Sequence[object], legend: Legend, mapping: dict[str, str] | None = None) -> np.ndarray:
+def map_ewoc_codes(
+    ewoc: Sequence[object] | np.ndarray, legend: Legend, mapping: dict[str, str] | None = None
+) -> np.ndarray:
     """Legend codes of WorldCereal ``ewoc_code`` values; -1 where the code maps to ``ignore`` or to nothing."""
     mapping = load_class_mapping() if mapping is None else mapping
     out = np.full(len(ewoc), -1, dtype=np.int64)
@@ -311,18 +322,22 @@ def map_ewoc_codes(ewoc: Sequence[object], legend: Legend, mapping: dict[str, st
 
 
 def ewoc_drops(
-    path: Path, sample_ids: np.ndarray, ewoc: Sequence[object], labels: np.ndarray, mapping: dict[str, str] | None
+    path: Path,
+    sample_ids: np.ndarray,
+    ewoc: Sequence[object] | np.ndarray,
+    labels: np.ndarray,
+    mapping: dict[str, str] | None,
 ) -> pd.DataFrame:
     """``dropped`` rows of the samples :func:`map_ewoc_codes` gave -1: which of ``ignore``, no mapping, or a
     LANDCOVER10 class the legend lacks (named in ``detail``)."""
     mapping = load_class_mapping() if mapping is None else mapping
     rows: dict[tuple[str, str], tuple[list[object], list[str]]] = {}  # (reason, class) -> (ids, ewoc codes)
     for i in np.flatnonzero(np.asarray(labels) < 0):
-        value = ewoc[i]
+        value = ewoc[int(i)]
         key = str(int(value)) if isinstance(value, (int, np.integer, float, np.floating)) else str(value)
         lc = mapping.get(key)
         reason = "unmapped_code" if not lc else "ignored_class" if lc == "ignore" else "not_in_legend"
-        ids, codes = rows.setdefault((reason, lc if reason == "not_in_legend" else ""), ([], []))
+        ids, codes = rows.setdefault((reason, (lc or "") if reason == "not_in_legend" else ""), ([], []))
         ids.append(sample_ids[i])
         codes.append(key)
     parts = [drop_rows(ids, str(path), reason, codes, lc) for (reason, lc), (ids, codes) in rows.items()]
@@ -443,9 +458,9 @@ def _worldcereal_wide(
         if not any((band, t) in by_band_step for t in range(months)):
             raise InputError(path, f"no OPTICAL-{band}-tsN columns")
         for t in range(months):
-            col = by_band_step.get((band, t))
-            if col is not None:
-                out[:, t, b] = _dn_to_reflectance(df[col].to_numpy())
+            column = by_band_step.get((band, t))
+            if column is not None:
+                out[:, t, b] = _dn_to_reflectance(df[column].to_numpy())
     if "start_date" not in df.columns:
         raise InputError(path, "wide WorldCereal format needs a start_date column (the month of ts0)")
     start = _month_number(pd.to_datetime(df["start_date"]).reset_index(drop=True))
@@ -494,7 +509,8 @@ def samples_at_pixels(
     if len(times) > 1 and not (np.diff(times) == 1).all():
         raise ValueError("the cube's months are not consecutive")
     grid = cube_grid(cube)
-    xs, ys = grid.transform * (cols + 0.5, rows + 0.5)
+    # affine types Affine * (x, y) for one point; it maps arrays of points alike (as here)
+    xs, ys = grid.transform * (cols + 0.5, rows + 0.5)  # type: ignore[operator]
     lon, lat = Transformer.from_crs(grid.crs.to_wkt(), "EPSG:4326", always_xy=True).transform(xs, ys)
     latlons = np.stack([lat, lon], axis=-1)
     return Samples(
@@ -506,7 +522,7 @@ def samples_at_pixels(
         sample_ids,
         anchors=latlons if anchors is None else anchors,
         product_level=cube_product_level(cube),
-        features=features,
+        features=features,  # type: ignore[arg-type]  # None: each pixel its own feature (Samples.__post_init__)
     ).drop_empty(source)
 
 
@@ -524,7 +540,7 @@ def _labels_to_codes(path: Path, values: np.ndarray, legend: Legend) -> np.ndarr
     return codes
 
 
-def read_label_vector(path: str | Path):  # type: ignore[no-untyped-def]
+def read_label_vector(path: str | Path) -> gpd.GeoDataFrame:
     """GeoDataFrame of a GeoPackage/GeoJSON/Shapefile/GeoParquet, or a CSV/Parquet with lon/lat columns (WGS84)."""
     import geopandas as gpd
 

@@ -144,8 +144,8 @@ def predict_blocks(
                     acc[:, r0 - top : r1 - top, c0 - left : c1 - left] += logits * w2
                     weight[r0 - top : r1 - top, c0 - left : c1 - left] += w2
         assert acc is not None
-        sl = (slice(b_row - top, b_r1 - top), slice(b_col - left, b_c1 - left))
-        logits_block = acc[(slice(None), *sl)] / weight[sl]
+        rows_sl, cols_sl = slice(b_row - top, b_r1 - top), slice(b_col - left, b_c1 - left)
+        logits_block = acc[:, rows_sl, cols_sl] / weight[rows_sl, cols_sl]
         if output == "logits":
             yield (b_row, b_col), logits_block.astype(np.float32)
         else:
@@ -170,7 +170,7 @@ def predict_array(
         return np.asarray(inputs[:, rows, cols], dtype=np.float32)
 
     shape = tuple(inputs.shape[1:])
-    for (r, c), values in predict_blocks(model, read, shape, window, overlap, block, **kwargs):  # type: ignore[arg-type]
+    for (r, c), values in predict_blocks(model, read, shape, window, overlap, block, **kwargs):
         if out is None:
             out = np.empty((values.shape[0], *shape), dtype=np.float32)
         out[:, r : r + values.shape[1], c : c + values.shape[2]] = values
@@ -225,7 +225,7 @@ def _no_clear_observation(cube: xr.Dataset) -> np.ndarray | None:
     if "n_clear" in cube:
         return np.asarray(cube["n_clear"].values) == 0
     if "valid" in cube:
-        return ~np.asarray(cube["valid"].transpose("time", "y", "x").values).any(axis=0)
+        return np.asarray(~np.asarray(cube["valid"].transpose("time", "y", "x").values).any(axis=0))
     return None
 
 

@@ -117,8 +117,8 @@ def write_stac_item(
     for key, (path, title, media) in sidecars.items():
         if path.exists():
             item.add_asset(key, pystac.Asset(rel(path), title=title, media_type=media, roles=["metadata"]))
-    for key, path in (companions or {}).items():
-        path = Path(path)
+    for key, companion in (companions or {}).items():
+        path = Path(companion)
         media = pystac.MediaType.COG if path.suffix == ".tif" else QML_MEDIA_TYPE
         roles = ["data", "quality"] if path.suffix == ".tif" else ["metadata"]
         item.add_asset(key, pystac.Asset(rel(path), title=key.replace("_", " "), media_type=media, roles=roles))
@@ -133,8 +133,8 @@ def write_stac_item(
         bbox=[float(v) for v in grid.bounds],
     )
     for source in inputs:
-        href, title = (source["href"], source.get("title")) if isinstance(source, Mapping) else (str(source), None)
-        item.add_link(pystac.Link(rel="derived_from", target=href, title=title))
+        href, link_title = (source["href"], source.get("title")) if isinstance(source, Mapping) else (str(source), None)
+        item.add_link(pystac.Link(rel="derived_from", target=href, title=link_title))
     payload = item.to_dict(include_self_link=False, transform_hrefs=False)
     write_text_atomic(item_path, json.dumps(payload, indent=2) + "\n")
     return item_path

@@ -100,6 +100,8 @@ def _layout(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     for r0, r1 in itertools.pairwise(row_edges):
         for c0, c1 in itertools.pairwise(col_edges):
             d = np.hypot((r0 + r1) / 2 - cy, (c0 + c1) / 2 - cx) / radius
+            choices: tuple[int, ...]
+            p: tuple[float, ...]
             if d < 0.35:
                 choices, p = (11100, 11210, 12100, 14100), (0.55, 0.2, 0.1, 0.15)
             elif d < 0.7:

@@ -18,6 +18,7 @@ data from the same distribution reaches the target.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,11 +83,13 @@ class ThresholdPolicy:
 def confidence_score(posteriors: np.ndarray, score: Score = "top1", axis: int = -1) -> np.ndarray:
     """Top-1 posterior, or the margin between the top two posteriors, along the class ``axis``."""
     if score == "top1":
-        return np.max(posteriors, axis=axis)
+        top1: np.ndarray = np.max(posteriors, axis=axis)
+        return top1
     top_two = -np.partition(-posteriors, 1, axis=axis)
     first = np.take(top_two, 0, axis=axis)
     second = np.take(top_two, 1, axis=axis)
-    return first - second
+    margin: np.ndarray = first - second
+    return margin
 
 
 def error_upper_bound(errors: np.ndarray, retained: np.ndarray, delta: float) -> np.ndarray:
@@ -269,7 +272,7 @@ def policy_for_model(
         return policy, {"source": "fixed threshold from the job", "policy": policy.to_dict()}
     if target_accuracy is None and score == stored.score and not per_class:
         policy = ThresholdPolicy(stored.score, stored.threshold, stored.per_class, min_clear_observations)
-        report = dict(meta.get("thresholds", {}).get("report", {}))
+        report: dict[str, Any] = dict(meta.get("thresholds", {}).get("report", {}))
         return policy, {"source": "the model's certified policy", "policy": policy.to_dict(), **report}
     validation = meta.get("validation_scores")
     if not validation:
@@ -280,7 +283,7 @@ def policy_for_model(
     scores = np.asarray(validation[score], dtype=np.float64)
     correct = np.asarray(validation["correct"], dtype=bool)
     choice = choose_threshold(scores, correct, target, delta)
-    report: dict[str, Any] = {"source": f"certified at run time for target {target}", "global": choice.to_dict()}
+    report = {"source": f"certified at run time for target {target}", "global": choice.to_dict()}
     per_class_thresholds: tuple[float, ...] = ()
     if per_class:
         predicted = np.asarray(validation["predicted"])
@@ -518,7 +521,7 @@ def masking_counts(
     }
 
 
-def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total = {key: 0 for key in ("pixels", "nodata", "too_few_observations", "low_confidence", "outside_training")}
     predicted: np.ndarray | None = None
     retained: np.ndarray | None = None

@@ -6,10 +6,10 @@ Two modes:
 - ``finetune``: the frozen-mode head is the starting point, then encoder and head are trained end to end with a
   much smaller learning rate for the encoder (large steps would wash out what pretraining learned).
 
-Both use AdamW and class-weighted cross-entropy (by default weights ~ 1/sqrt(class frequency): rare classes count
-without the head giving up the common ones), for at most ``max_epochs`` epochs and at most ``time_budget_s``
-seconds. Everything is seeded; the artifact records why training stopped ("early_stopping", "max_epochs" or
-"time_budget") and after how many epochs.
+Both use the training loop of ``suelo.trainer`` (shared with the segmenter): AdamW and class-weighted
+cross-entropy (by default weights ~ 1/sqrt(class frequency): rare classes count without the head giving up the
+common ones), for at most ``max_epochs`` epochs and at most ``time_budget_s`` seconds. Everything is seeded; the
+artifact records why training stopped ("early_stopping", "max_epochs" or "time_budget") and after how many epochs.
 
 Splits are spatial (whole blocks on one side): train / calibration / test (``test_fraction`` > 0; the shipped
 model uses no test split and takes its accuracy figures from the seed-averaged procedure of
@@ -35,13 +35,12 @@ never thinned: the certificate is computed on every pixel of the held-out blocks
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -59,11 +58,15 @@ from suelo.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
 from suelo.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, ids_digest, spatial_split, three_way_split
 from suelo.sampling import DEFAULT_MAX_PER_CLASS, DEFAULT_MAX_PER_POLYGON, auto_block_m, cap_samples
 from suelo.train_progress import TrainProgress
+from suelo.trainer import STOP_REASONS as STOP_REASONS  # re-exported: it was defined here
+from suelo.trainer import Schedule, TrainTask, class_weights, fit, write_training_report
+
+if TYPE_CHECKING:  # suelo.threshold (dask, xarray) is imported where it is used, not when this module loads
+    from suelo.threshold import Score
 
 # Pixels per embedding call: progress is reported between calls. A multiple of the encoder's CPU batch sizes
 # (64 fp32, 128 bf16), so every batch holds the same pixels as in one call and the embeddings are bit-identical.
 EMBED_CHUNK = 16_384
-STOP_REASONS = ("early_stopping", "max_epochs", "time_budget")
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class TrainConfig:
     calibration: str = "temperature"  # none | temperature | vector
     target_accuracy: float = 0.95
     delta: float = 0.05
-    threshold_score: str = "top1"  # top1 | margin
+    threshold_score: Score = "top1"  # top1 | margin
     finetune: bool = False
     encoder_lr: float = 1e-5
     finetune_head_lr: float = 1e-4
@@ -158,16 +161,6 @@ class TrainResult:
     stopping: Samples | None = None  # the stopping split (None without early stopping)
 
 
-def class_weights(labels: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor:
-    """Loss weight per class: ``balanced`` ~ 1/frequency, ``sqrt`` ~ 1/sqrt(frequency), ``none`` all ones."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    balanced = len(labels) / (n_classes * np.maximum(counts, 1))
-    weights = {"balanced": balanced, "sqrt": np.sqrt(balanced), "none": np.ones(n_classes)}
-    if mode not in weights:
-        raise ConfigError(f"class_weighting must be one of {sorted(weights)}, got {mode!r}")
-    return torch.tensor(weights[mode], dtype=torch.float32)
-
-
 def _presto_arrays(samples: Samples, bands: Sequence[str]) -> dict[str, np.ndarray]:
     from suelo.models.presto_inputs import presto_inputs
 
@@ -193,13 +186,50 @@ def resolve_block_m(block_m: float | str, samples: Samples) -> tuple[float, dict
                   "extent_km": extent_km(samples.anchors)}  # fmt: skip
 
 
+class _HeadTask(TrainTask):
+    """The land-cover head's hooks for :func:`suelo.trainer.fit`: epochs of shuffled mini-batches of samples
+    (``forward(idx, True)``), the weighted loss and the accuracy on the watched split (``forward(idx, False)``)."""
+
+    def __init__(
+        self,
+        forward: Callable[[np.ndarray, bool], torch.Tensor],
+        params: list[dict[str, Any]],
+        modules: list[torch.nn.Module],
+        y_train: np.ndarray,
+        y_watch: np.ndarray,
+        weights: torch.Tensor,
+        config: TrainConfig,
+    ) -> None:
+        self.forward, self.params, self._modules, self.weights = forward, params, modules, weights
+        self.y_train, self.y_watch = torch.from_numpy(y_train), torch.from_numpy(y_watch)
+        self.batch_size = config.batch_size
+        self.order = torch.Generator().manual_seed(config.seed)  # each stage shuffles as if it were the first
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return self._modules
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.params
+
+    def batches(self, round_: int) -> Iterator[np.ndarray]:
+        order = torch.randperm(len(self.y_train), generator=self.order).numpy()
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def loss(self, batch: np.ndarray) -> tuple[torch.Tensor, int]:
+        return F.cross_entropy(self.forward(batch, True), self.y_train[batch], weight=self.weights), len(batch)
+
+    def validate(self) -> dict[str, float]:
+        logits = self.forward(np.arange(len(self.y_watch)), False)
+        return {
+            "val_loss": float(F.cross_entropy(logits, self.y_watch, weight=self.weights)),
+            "val_acc": float((logits.argmax(1) == self.y_watch).float().mean()),
+        }
+
+
 def _fit(
-    forward: Callable[[np.ndarray, bool], torch.Tensor],
-    params: list[dict[str, Any]],
-    modules: list[torch.nn.Module],
-    y_train: np.ndarray,
-    y_watch: np.ndarray,
-    weights: torch.Tensor,
+    task: _HeadTask,
     config: TrainConfig,
     max_epochs: int,
     patience: int,
@@ -209,68 +239,15 @@ def _fit(
     watched: str,
     progress: TrainProgress,
 ) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    """AdamW mini-batches for at most ``max_epochs`` epochs, scoring the weighted loss on the watched split
-    (``forward(idx, False)``) after each. With ``patience`` > 0 it stops after that many epochs without a lower
-    watched loss and restores the best state; it also stops when the next epoch would end after ``deadline``
-    (``time.perf_counter()`` seconds; None: no limit), and always runs at least one epoch."""
-    opt = torch.optim.AdamW(params, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed)
-    yt, yv = torch.from_numpy(y_train), torch.from_numpy(y_watch)
-    best, best_state, best_epoch, bad, history = float("inf"), None, None, 0, []
-    reason = "max_epochs"
-    began = time.perf_counter()
-    progress.start(tag, max_epochs, "epochs")
-    for epoch in range(max_epochs):
-        for m in modules:
-            m.train()
-        order = torch.randperm(len(y_train), generator=gen).numpy()
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            loss = F.cross_entropy(forward(idx, True), yt[idx], weight=weights)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        for m in modules:
-            m.eval()
-        with torch.no_grad():
-            logits = forward(np.arange(len(y_watch)), False)
-            val_loss = float(F.cross_entropy(logits, yv, weight=weights))
-            val_acc = float((logits.argmax(1) == yv).float().mean())
-        history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_acc": val_acc})
-        progress.update(tag, epoch + 1, loss=total / len(order), val_loss=val_loss, watched=watched)
-        if patience > 0:
-            if val_loss < best - 1e-4:
-                best, best_epoch, bad = val_loss, epoch, 0
-                best_state = [copy.deepcopy(m.state_dict()) for m in modules]
-            else:
-                bad += 1
-                if bad >= patience:
-                    reason = "early_stopping"
-                    break
-        now = time.perf_counter()
-        if deadline is not None and epoch + 1 < max_epochs and now + (now - began) / (epoch + 1) > deadline:
-            reason = "time_budget"
-            break
-    progress.finish(tag)
-    if best_state is not None:
-        for m, state in zip(modules, best_state, strict=False):
-            m.load_state_dict(state)
-    h = history[-1]
-    restored = f", restored epoch {best_epoch + 1}" if best_epoch is not None else ""
-    log(
-        f"{tag}: {len(history)} epochs ({reason.replace('_', ' ')}{restored}) in {time.perf_counter() - began:.1f} s, "
-        f"{watched} loss {h['val_loss']:.4f}, train loss {h['train_loss']:.4f}"
-    )
-    record = {
-        "reason": reason,
-        "epochs": len(history),
-        "best_epoch": None if best_epoch is None else best_epoch + 1,
-        "best_loss": None if best_epoch is None else best,
-        "seconds": round(time.perf_counter() - began, 2),
-    }
-    return history, record
+    """At most ``max_epochs`` epochs of ``task``; with ``patience`` > 0 it stops after that many epochs without a
+    watched loss lower by 1e-4 and restores the best head (without, the last epoch's stays). The stopping record
+    stored in the model: reason, epochs, best epoch (1-based) and its loss, seconds."""
+    schedule = Schedule(max_epochs, config.weight_decay, patience, patience > 0, 1e-4, deadline)
+    done = fit(task, schedule, tag, watched, progress, log)
+    best = None if done.best_round is None else done.best_round + 1
+    record = {"reason": done.reason, "epochs": done.rounds, "best_epoch": best, "best_loss": done.best_loss,
+              "seconds": done.seconds}  # fmt: skip
+    return done.history, record
 
 
 def _stopping_split(
@@ -423,13 +400,11 @@ def train_model(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        task = _HeadTask(
+            frozen_forward, [{"params": head.parameters(), "lr": config.lr}], [head], y_train, y_watch, weights, config
+        )
         history, stop_record = _fit(
-            frozen_forward,
-            [{"params": head.parameters(), "lr": config.lr}],
-            [head],
-            y_train,
-            y_watch,
-            weights,
+            task,
             config,
             config.max_epochs,
             config.patience if stops else 0,
@@ -463,16 +438,12 @@ def train_model(
                 [head(encoder(*tensors(watch_arrays, idx[s : s + 1024]))) for s in range(0, len(idx), 1024)]
             )
 
+        groups = [
+            {"params": encoder.parameters(), "lr": config.encoder_lr},
+            {"params": head.parameters(), "lr": config.finetune_head_lr},
+        ]
         tuned, stop_records["fine-tune"] = _fit(
-            tuned_forward,
-            [
-                {"params": encoder.parameters(), "lr": config.encoder_lr},
-                {"params": head.parameters(), "lr": config.finetune_head_lr},
-            ],
-            [encoder, head],
-            y_train,
-            y_watch,
-            weights,
+            _HeadTask(tuned_forward, groups, [encoder, head], y_train, y_watch, weights, config),
             config,
             config.finetune_epochs,
             config.finetune_patience if stops else 0,
@@ -684,25 +655,13 @@ def score_test_split(
 
 
 def write_training_figures(result: TrainResult, folder: Path) -> list[Path]:
-    """Reliability diagram and risk-coverage curve (PNG + JSON) of the validation split, beside the model."""
-    from suelo.calibrate import Calibration, plot_reliability, reliability
-    from suelo.threshold import ThresholdChoice, confidence_score, write_risk_coverage
-
+    """The training report beside the model (suelo.trainer.write_training_report): metrics.json, the
+    calibration split's confusion matrix, reliability diagram and risk-coverage curve."""
     assert result.val_logits is not None and result.val_targets is not None
     meta = result.artifact.meta
-    calibration = Calibration.from_dict(meta["calibration"])
-    calibrated = calibration.apply(result.val_logits)
-    folder.mkdir(parents=True, exist_ok=True)
-    reliability_png = folder / "reliability.png"
-    plot_reliability(
-        reliability(softmax(result.val_logits, axis=1), result.val_targets),
-        reliability(calibrated, result.val_targets),
-        reliability_png,
-        title=f"Validation reliability ({calibration.method} scaling)",
-    )
-    policy = meta["thresholds"]["policy"]
-    choice = ThresholdChoice.from_dict(meta["thresholds"]["report"]["global"])
-    scores = confidence_score(calibrated, policy["score"])
-    correct = calibrated.argmax(1) == result.val_targets
-    write_risk_coverage(scores, correct, choice, folder / "risk_coverage.json", folder / "risk_coverage.png")
-    return [reliability_png, folder / "risk_coverage.json", folder / "risk_coverage.png"]
+    validation = meta["metrics"]["validation"]
+    title = f"Land-cover head, calibration split (macro F1 {validation['macro_f1']:.3f})"
+    return write_training_report(
+        folder, result.val_logits, result.val_targets, meta["calibration"], meta["thresholds"], meta["metrics"],
+        (validation, title),
+    )  # fmt: skip

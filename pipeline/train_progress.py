@@ -1,7 +1,7 @@
 """Progress of ``suelo train`` on stderr: embedding and epochs, with loss, held-out loss and time left.
 
 On a terminal a bar per stage (rich, as ``suelo run`` draws its block bar); otherwise, for logs of batch jobs,
-one line every ``every`` epochs and nothing for the embedding (its duration is logged when it ends).
+one line every ``every`` epochs (or steps) and nothing for the embedding (its duration is logged when it ends).
 """
 
 from __future__ import annotations
@@ -69,14 +69,15 @@ class StderrProgress(TrainProgress):
             if self._bar is not None and stage in self._tasks:
                 self._bar.update(self._tasks[stage], completed=done, info=info)
             return
-        if self._unit.get(stage) != "epochs" or done % self.every:
+        if self._unit.get(stage) in (None, "px") or done % self.every:  # the embedding's duration is logged instead
             return
         total = self._total[stage]
         elapsed = time.perf_counter() - self._started[stage]
         # with early stopping or a time budget the stage may end sooner: the time left is an upper bound
         left = elapsed / done * (total - done)
+        unit = self._unit[stage].removesuffix("s")  # "epoch", "step"
         print(
-            f"{stage}: epoch {done}/{total}, {info}, {_duration(elapsed)} so far, at most {_duration(left)} left",
+            f"{stage}: {unit} {done}/{total}, {info}, {_duration(elapsed)} so far, at most {_duration(left)} left",
             file=self.stream,
             flush=True,
         )

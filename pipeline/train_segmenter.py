@@ -6,10 +6,11 @@
 - Split: the grid is cut into square blocks of ``block`` pixels; a seeded ``val_fraction`` of the blocks is
   validation. A ``guard`` band around validation blocks belongs to neither side, so training chips never touch
   validation pixels; training chips are drawn only where the whole chip is training area.
-- Training: random chips with flips and 90-degree rotations (land cover has no "up"), class-weighted
-  cross-entropy with the ignore index, AdamW with a cosine schedule; the state with the lowest validation loss is
-  kept. Validation predicts the whole area with the tiler of ``suelo.segment`` and scores validation pixels
-  only, once each.
+- Training (``suelo.trainer.fit``, the loop the land-cover head shares): random chips with flips and 90-degree
+  rotations (land cover has no "up"), class-weighted cross-entropy with the ignore index, AdamW with a one-cycle
+  schedule; the state with the lowest validation loss is kept (early stopping and a time budget when asked).
+  Validation predicts the whole area with the tiler of ``suelo.segment`` and scores validation pixels only, once
+  each.
 - Metrics as for the land-cover model (OA, macro F1, kappa, per-class precision/recall/F1, confusion matrix, via
   ``suelo.evaluate.classification_metrics``) plus per-class and mean IoU.
 - Novelty gate (``suelo.novelty``): class-conditional Gaussians fitted on the per-pixel input vectors of (at
@@ -20,9 +21,9 @@
 
 from __future__ import annotations
 
-import copy
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from suelo.grid import Grid
 from suelo.legend import Legend, LegendClass
 from suelo.models.segmenter import SegmenterConfig, UNetSegmenter
 from suelo.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
+from suelo.train_progress import StderrProgress, TrainProgress
+from suelo.trainer import Schedule, TrainTask, class_weights, fit, seeded, write_training_report
 
 IGNORE_INDEX = 255
 # training pixels the gate's Gaussians are fitted on: ~165 dimensions need a few thousand, neighbours add little
@@ -56,7 +59,9 @@ class SegmenterTrainConfig:
     val_fraction: float = 0.25
     block: int = 64  # split block size in pixels (validation blocks are whole blocks)
     guard: int = 8  # pixels around validation left out of training
-    eval_every: int = 50
+    eval_every: int = 50  # steps between validations: a round of suelo.trainer.fit
+    patience: int = 0  # stop after this many validations without a lower loss; 0: all the steps
+    time_budget_s: float | None = None  # stop the steps when the next round would end past this many seconds
     depth: int = 3
     base_width: int = 24
     dropout: float = 0.1
@@ -223,6 +228,75 @@ def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[to
     return x, y
 
 
+@dataclass
+class _SegmenterTask(TrainTask):
+    """The segmenter's hooks for :func:`suelo.trainer.fit`: a round is ``eval_every`` steps (the last may be
+    shorter) of ``batch_size`` random augmented chips from the training area, under a one-cycle learning rate;
+    the watched loss is the weighted loss of the validation pixels, the whole area predicted with the tiler."""
+
+    model: UNetSegmenter
+    features: np.ndarray  # (C, y, x)
+    target: np.ndarray  # class index per pixel (IGNORE_INDEX: unlabelled)
+    train_labels: np.ndarray  # the target in the training area, IGNORE_INDEX elsewhere
+    origins: np.ndarray  # chip corners wholly in the training area
+    val_pixels: np.ndarray
+    weights: torch.Tensor
+    cfg: SegmenterTrainConfig
+    rng: np.random.Generator  # picks the chips
+    gen: torch.Generator  # augments them
+    unit = "steps"
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    @property
+    def rounds(self) -> int:
+        return -(-self.cfg.steps // self.cfg.eval_every)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": self.model.parameters(), "lr": self.cfg.lr}]
+
+    def scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.cfg.lr, total_steps=self.cfg.steps,
+                                                   pct_start=0.1)  # fmt: skip
+
+    def position(self, round_: int) -> int:
+        return min((round_ + 1) * self.cfg.eval_every, self.cfg.steps)
+
+    def batches(self, round_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        chip = self.cfg.chip
+        for _step in range(round_ * self.cfg.eval_every, self.position(round_)):
+            picks = self.origins[self.rng.integers(0, len(self.origins), size=self.cfg.batch_size)]
+            xs, ys = [], []
+            x_all, y_all = torch.from_numpy(self.features), torch.from_numpy(self.train_labels)
+            for r, c in picks:
+                xb, yb = _augment(x_all[:, r : r + chip, c : c + chip], y_all[r : r + chip, c : c + chip], self.gen)
+                xs.append(xb)
+                ys.append(yb)
+            yield torch.stack(xs), torch.stack(ys)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        x, y = batch
+        return F.cross_entropy(self.model(x), y, weight=self.weights, ignore_index=IGNORE_INDEX), len(x)
+
+    def predict(self) -> np.ndarray:
+        """Logits ``(n_classes, y, x)`` of the whole area (eval mode)."""
+        from suelo.segment import predict_array
+
+        self.model.eval()
+        return predict_array(self.model, self.features, window=256, overlap=64, output="logits", device="cpu")
+
+    def validate(self) -> dict[str, float]:
+        selected = torch.from_numpy(self.predict()[:, self.val_pixels].T.copy())
+        target = torch.from_numpy(self.target[self.val_pixels])
+        return {"val_loss": float(F.cross_entropy(selected, target, weight=self.weights))}
+
+    def record(self, round_: int, losses: list[tuple[float, int]], scores: dict[str, float]) -> dict[str, float]:
+        # the loss of the round's last step, as the segmenter has always reported it
+        return {"step": self.position(round_), "train_loss": losses[-1][0], **scores}
+
+
 def train_segmenter(
     features: np.ndarray,
     labels: np.ndarray,
@@ -232,18 +306,16 @@ def train_segmenter(
     feature_names: Sequence[str] = (),
     seed: int = 0,
     verbose: bool = False,
+    progress: TrainProgress | None = None,
 ) -> tuple[UNetSegmenter, dict[str, Any]]:
     """Train on ``features`` ``(C, y, x)`` and a label raster of class *codes* ``(y, x)`` (codes not in
     ``class_codes``, e.g. 0, are ignored). Returns the model (eval mode, best validation loss, ``novelty_gate``
-    fitted by :func:`fit_input_gate`) and metrics (the gate's scalars under ``novelty``)."""
-    from suelo.segment import predict_array
-
+    fitted by :func:`fit_input_gate`) and metrics (the gate's scalars under ``novelty``). ``verbose`` prints a
+    line per evaluation (``progress`` reports them otherwise)."""
     cfg = config or SegmenterTrainConfig()
     class_codes = [int(c) for c in class_codes]
     names = list(class_names or [str(c) for c in class_codes])
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    rng, gen = seeded(seed)
     features = np.ascontiguousarray(features, dtype=np.float32)
     target = codes_to_indices(np.asarray(labels), class_codes)
     train_mask, val_mask = spatial_split(target.shape, cfg.block, cfg.val_fraction, cfg.guard, seed)
@@ -252,17 +324,11 @@ def train_segmenter(
         raise ValueError("no training chip fits outside the validation blocks; use smaller chips or blocks")
     train_labels = np.where(train_mask, target, IGNORE_INDEX)
     val_pixels = val_mask & (target != IGNORE_INDEX)
-
-    n = len(class_codes)
-    labelled = train_labels[train_labels != IGNORE_INDEX]
-    counts = np.bincount(labelled, minlength=n).astype(np.float64)
-    # inverse-sqrt frequency: rare classes matter, but a class with 20 pixels must not dominate the loss
-    weights = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
-    weights = torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+    weights = class_weights(train_labels[train_labels != IGNORE_INDEX], len(class_codes), "sqrt_present")
 
     model_cfg = SegmenterConfig(
         in_channels=features.shape[0],
-        n_classes=n,
+        n_classes=len(class_codes),
         depth=cfg.depth,
         base_width=cfg.base_width,
         dropout=cfg.dropout,
@@ -272,47 +338,16 @@ def train_segmenter(
     model = UNetSegmenter(model_cfg)
     flat = features[:, train_mask]
     model.set_normalization(flat.mean(axis=1), flat.std(axis=1))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    x_all, y_all = torch.from_numpy(features), torch.from_numpy(train_labels)
-
-    def validate() -> tuple[float, np.ndarray]:
-        model.eval()
-        logits = predict_array(model, features, window=256, overlap=64, output="logits", device="cpu")
-        sel = torch.from_numpy(logits[:, val_pixels].T.copy())
-        loss = float(F.cross_entropy(sel, torch.from_numpy(target[val_pixels]), weight=weights))
-        return loss, logits.argmax(axis=0)
-
-    best: tuple[float, dict[str, torch.Tensor], int] | None = None
-    history: list[dict[str, float]] = []
     started = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
-        model.train()
-        picks = origins[rng.integers(0, len(origins), size=cfg.batch_size)]
-        xs, ys = [], []
-        for r, c in picks:
-            xb, yb = _augment(
-                x_all[:, r : r + cfg.chip, c : c + cfg.chip], y_all[r : r + cfg.chip, c : c + cfg.chip], gen
-            )
-            xs.append(xb)
-            ys.append(yb)
-        logits = model(torch.stack(xs))
-        loss = F.cross_entropy(logits, torch.stack(ys), weight=weights, ignore_index=IGNORE_INDEX)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            val_loss, _ = validate()
-            history.append({"step": step, "train_loss": float(loss.detach()), "val_loss": val_loss})
-            if verbose:
-                print(f"step {step}: train loss {float(loss.detach()):.3f}, val loss {val_loss:.3f}")
-            if best is None or val_loss < best[0]:
-                best = (val_loss, copy.deepcopy(model.state_dict()), step)
-    assert best is not None
-    model.load_state_dict(best[1])
-    model.eval()
-    _, predicted = validate()
+    task = _SegmenterTask(model, features, target, train_labels, origins, val_pixels, weights, cfg, rng, gen)
+    if verbose:
+        progress = StderrProgress(sys.stdout, every=1, terminal=False)
+    deadline = None if cfg.time_budget_s is None else started + cfg.time_budget_s
+    # the lowest validation loss is kept; early stopping only when asked (patience > 0)
+    schedule = Schedule(task.rounds, cfg.weight_decay, cfg.patience, True, 0.0, deadline)
+    done = fit(task, schedule, "segmenter", "validation", progress)
+    assert done.best_round is not None and done.best_loss is not None
+    predicted = task.predict().argmax(axis=0)
     metrics = segmentation_metrics(target[val_pixels], predicted[val_pixels], class_codes, names)
     gate_name = gate_features_name(feature_names, features.shape[0])
     model.novelty_gate = fit_input_gate(model, features, train_labels, val_pixels, seed, gate_name)
@@ -324,9 +359,10 @@ def train_segmenter(
             "val_pixels": int(val_pixels.sum()),
             "train_chip_origins": len(origins),
         },
-        best_step=best[2],
-        best_val_loss=best[0],
-        history=history,
+        best_step=task.position(done.best_round),
+        best_val_loss=done.best_loss,
+        history=done.history,
+        stopping={"reason": done.reason, "evaluations": done.rounds, "seconds": done.seconds},
         train_seconds=round(time.perf_counter() - started, 1),
         seed=seed,
         config=cfg.to_dict(),
@@ -376,7 +412,9 @@ def read_segmenter_labels(path: Any, grid: Grid, legend: Legend, class_column: s
             raise InputError(path, "a label raster must hold integer class codes")
         codes = warp_label_raster(data.astype(np.int32), transform, crs, grid, nodata=_NO_LABEL)
         present, counts = np.unique(codes[codes != _NO_LABEL], return_counts=True)
-        unknown = {int(c): int(n) for c, n in zip(present, counts, strict=True) if int(c) not in legend.codes}
+        unknown: dict[int | str, int] = {
+            int(c): int(n) for c, n in zip(present, counts, strict=True) if int(c) not in legend.codes
+        }
         codes[np.isin(codes, list(unknown))] = _NO_LABEL
         return SegmenterLabels(codes, "raster", unknown)
 
@@ -394,7 +432,7 @@ def read_segmenter_labels(path: Any, grid: Grid, legend: Legend, class_column: s
 
     mapped = [code_of(v) for v in gdf[class_column].to_numpy()]
     known = np.array([m is not None for m in mapped], dtype=bool)
-    unknown: dict[int | str, int] = {}
+    unknown = {}
     for value in gdf[class_column].to_numpy()[~known]:
         key = int(value) if isinstance(value, (int, np.integer)) else str(value)
         unknown[key] = unknown.get(key, 0) + 1
@@ -428,6 +466,7 @@ def train_segmenter_from_files(
     target_accuracy: float = 0.95,
     device: str = "cpu",
     log: Any = print,
+    progress: TrainProgress | None = None,
 ) -> dict[str, Any]:
     """``suelo train --model segmenter``: labels + a suelo cube -> a calibrated segmenter file and a report.
 
@@ -435,23 +474,17 @@ def train_segmenter_from_files(
     embeddings (:func:`suelo.models.inference.encode_cube`, as a job computes them); :func:`train_segmenter` trains
     with its spatial block split and fits the novelty gate; the validation pixels (on a lattice) calibrate the gate's
     threshold, fit the temperature and certify the confidence threshold (:func:`suelo.threshold.calibrate_and_certify`).
-    Writes ``output`` (``save_segmenter``) and ``<stem>_report/`` (metrics.json, confusion.png, reliability.png,
-    risk_coverage.json/png). Returns a summary.
+    Writes ``output`` (``save_segmenter``: a segmenter artifact, suelo.models.artifact) and ``<stem>_report/``
+    (metrics.json, confusion.png, reliability.png, risk_coverage.json/png). Returns a summary.
     """
     from suelo import __version__
     from suelo.composite import cube_grid, open_cube
     from suelo.errors import ConfigError
     from suelo.legend import DEFAULT_LEGEND, load_legend
-    from suelo.models.artifact import cube_product_level
+    from suelo.models.artifact import cube_product_level, save_segmenter
     from suelo.models.inference import encode_cube
     from suelo.models.presto import DEFAULT_WEIGHTS, load_presto_encoder
-    from suelo.models.segmenter import (
-        DEFAULT_BANDS,
-        feature_names,
-        save_segmenter,
-        segmenter_features,
-        segmenter_inputs,
-    )
+    from suelo.models.segmenter import DEFAULT_BANDS, feature_names, segmenter_features, segmenter_inputs
     from suelo.segment import predict_array
     from suelo.threshold import calibrate_and_certify
 
@@ -496,7 +529,7 @@ def train_segmenter_from_files(
     fnames = feature_names(bands)
     target_codes = labels.codes  # _NO_LABEL is no class code: ignored by training and scoring
     try:
-        model, metrics = train_segmenter(x, target_codes, codes, names, cfg, fnames, seed=seed)
+        model, metrics = train_segmenter(x, target_codes, codes, names, cfg, fnames, seed=seed, progress=progress)
     except ValueError as exc:
         raise ConfigError(f"{labels_path}: {exc} (grid {grid.width} x {grid.height} px, chip {cfg.chip}, "
                           f"block {cfg.block}, guard {cfg.guard})") from exc  # fmt: skip
@@ -513,7 +546,10 @@ def train_segmenter_from_files(
     keep, stride = _calibration_pixels(val_mask & (target != IGNORE_INDEX))
     logits = predict_array(model, x, window=256, overlap=64, output="logits", device="cpu")
     # pixels the gate rejects are never mapped: the certified coverage counts them as not retained
-    inside = ~model.novelty_gate.outside(x[:, keep].T)
+    novelty_gate = model.novelty_gate
+    if novelty_gate is None:
+        raise RuntimeError("train_segmenter returned a model without its novelty gate")
+    inside = ~novelty_gate.outside(x[:, keep].T)
     confidence = calibrate_and_certify(
         logits[:, keep].T, target[keep], "temperature", target_accuracy, inside=inside, honest_target=True
     )
@@ -560,6 +596,7 @@ def train_segmenter_from_files(
         legend=Legend(tuple(classes)).to_list(),
         product_level=level,
         months=int(cube.sizes["time"]),
+        encoder_weights_sha256=file_sha256(DEFAULT_WEIGHTS),
         metrics=all_metrics,
         calibration=confidence["calibration"],
         thresholds=confidence["thresholds"],
@@ -577,25 +614,10 @@ def train_segmenter_from_files(
 
 def write_segmenter_report(
     folder: Any, metrics: dict[str, Any], logits: np.ndarray, targets: np.ndarray, confidence: dict[str, Any]
-) -> Any:
-    """metrics.json, the validation confusion matrix, reliability diagram and risk-coverage curve in ``folder``."""
-    from suelo.atomic import write_json_atomic
-    from suelo.calibrate import Calibration, plot_reliability, reliability
-    from suelo.evaluate import plot_confusion
-    from suelo.threshold import ThresholdChoice, confidence_score, write_risk_coverage
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "metrics.json", metrics)
-    plot_confusion(metrics["validation"], folder / "confusion.png",
-                   f"U-Net segmenter, validation blocks (mIoU {metrics['validation']['mean_iou']:.3f})")  # fmt: skip
-    calibrated = Calibration.from_dict(confidence["calibration"]).apply(logits)
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    plot_reliability(reliability(z / z.sum(axis=1, keepdims=True), targets), reliability(calibrated, targets),
-                     folder / "reliability.png", title="Validation reliability (temperature scaling)")  # fmt: skip
-    thresholds = confidence["thresholds"]
-    scores = confidence_score(calibrated, thresholds["policy"]["score"])
-    write_risk_coverage(scores, calibrated.argmax(1) == targets,
-                        ThresholdChoice.from_dict(thresholds["report"]["global"]),
-                        folder / "risk_coverage.json", folder / "risk_coverage.png")  # fmt: skip
-    return folder
+) -> Path:
+    """metrics.json, the validation confusion matrix, reliability diagram and risk-coverage curve in ``folder``
+    (suelo.trainer.write_training_report, as the land-cover head's)."""
+    title = f"U-Net segmenter, validation blocks (mIoU {metrics['validation']['mean_iou']:.3f})"
+    written = write_training_report(folder, logits, targets, confidence["calibration"], confidence["thresholds"],
+                                    metrics, (metrics["validation"], title))  # fmt: skip
+    return written[0].parent

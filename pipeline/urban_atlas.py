@@ -27,7 +27,7 @@ import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
@@ -74,7 +74,8 @@ def is_urban(code: int) -> bool:
 
 def mmu_pixels(code: int, resolution: float | tuple[float, float]) -> int:
     """Minimum mapping unit of ``code`` in pixels of ``resolution`` metres (0.25 ha urban, 1 ha otherwise)."""
-    rx, ry = (resolution, resolution) if np.isscalar(resolution) else resolution  # type: ignore[misc]
+    # np.isscalar also takes numpy scalars, but is no type guard: the pair is spelled out for mypy
+    rx, ry = cast("tuple[float, float]", (resolution, resolution) if np.isscalar(resolution) else resolution)
     hectares = MMU_URBAN_HA if is_urban(code) else MMU_OTHER_HA
     return int(np.ceil(hectares * 10_000 / (float(rx) * float(ry)) - 1e-9))
 
@@ -100,7 +101,7 @@ def _components(codes: np.ndarray, class_codes: Sequence[int]) -> tuple[np.ndarr
 def sieve(
     codes: np.ndarray,
     confidence: np.ndarray,
-    class_codes: Sequence[int],
+    class_codes: Sequence[int] | np.ndarray,
     resolution: float | tuple[float, float],
     posteriors: np.ndarray | None = None,
     mmu: Mapping[int, int] | None = None,
@@ -173,7 +174,7 @@ def patch_polygons(
     codes: np.ndarray,
     confidence: np.ndarray,
     grid: Grid,
-    class_codes: Sequence[int],
+    class_codes: Sequence[int] | np.ndarray,
     include_reasons: bool = False,
 ) -> gpd.GeoDataFrame:
     """One polygon per 4-connected patch (grid CRS) with code, class_name, area_ha, mean_confidence, pixels."""
@@ -237,7 +238,7 @@ def urban_atlas_vector(
     codes: np.ndarray,
     confidence: np.ndarray,
     grid: Grid,
-    class_codes: Sequence[int],
+    class_codes: Sequence[int] | np.ndarray,
     path: Path | None = None,
     crs: Any = "EPSG:3035",
     posteriors: np.ndarray | None = None,

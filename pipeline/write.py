@@ -311,7 +311,8 @@ def _write_cog(
                     if _is_dask(data):
                         import dask.array as da
 
-                        da.store(data, _WindowWriter(dst, check), lock=False, compute=True)
+                        # dask types store()'s targets as array-likes; it needs only __setitem__ (its docs say so)
+                        da.store(data, _WindowWriter(dst, check), lock=False, compute=True)  # type: ignore[arg-type]
                     else:
                         for window, block in _blocks(data, grid.height, grid.width):
                             dst.write(check(block), 1, window=window)

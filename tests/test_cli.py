@@ -12,16 +12,13 @@ from click.testing import CliRunner
 
 from suelo.cli import main
 from suelo.composite import cube_grid, open_cube
-
-PROJECT = Path(__file__).resolve().parents[1]
-DEMO = PROJECT / "workflows" / "demo.yaml"
-SAMPLE = PROJECT / "data" / "sample" / "belgium"
+from tests.fixtures import DEMO_JOB, REPO_ROOT, SAMPLE
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(main, ["ingest", str(DEMO), "-o", str(out)])
+    result = CliRunner().invoke(main, ["ingest", str(DEMO_JOB), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "Mpx/s" in result.output
     return out
@@ -56,12 +53,12 @@ def test_run_json_records_config_versions_and_radiometry(demo_run: Path) -> None
 
 def test_rerun_is_skipped_and_a_different_job_needs_overwrite(demo_run: Path, tmp_path: Path) -> None:
     before = (demo_run / "cube" / "cube.nc").stat().st_mtime_ns
-    again = CliRunner().invoke(main, ["ingest", str(DEMO), "-o", str(demo_run)])
+    again = CliRunner().invoke(main, ["ingest", str(DEMO_JOB), "-o", str(demo_run)])
     assert again.exit_code == 0 and "up to date" in again.output
     assert (demo_run / "cube" / "cube.nc").stat().st_mtime_ns == before
 
     other = tmp_path / "other.yaml"
-    other.write_text(DEMO.read_text().replace("B11, B12]", "B11]").replace("../data", str(PROJECT / "data")))
+    other.write_text(DEMO_JOB.read_text().replace("B11, B12]", "B11]").replace("../data", str(REPO_ROOT / "data")))
     refused = CliRunner().invoke(main, ["ingest", str(other), "-o", str(demo_run)])
     assert refused.exit_code == 2
     assert "--overwrite" in refused.output
@@ -82,7 +79,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
 def test_aoi_outside_the_data_is_a_clear_error(tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text(
-        DEMO.read_text().replace("../data", str(PROJECT / "data"))
+        DEMO_JOB.read_text().replace("../data", str(REPO_ROOT / "data"))
         + "aoi: {bbox: [-58.5, -34.7, -58.4, -34.6]}\n"  # Buenos Aires, far from Belgium
     )
     result = CliRunner().invoke(main, ["ingest", str(job), "-o", str(tmp_path / "out")])
@@ -92,7 +89,7 @@ def test_aoi_outside_the_data_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_validate_reports_grid_and_scenes() -> None:
-    result = CliRunner().invoke(main, ["validate", str(DEMO)])
+    result = CliRunner().invoke(main, ["validate", str(DEMO_JOB)])
     assert result.exit_code == 0, result.output
     assert "scenes on the grid in the period: 10" in result.output and "100 x 100 px" in result.output
     assert "landcover: landcover_default.pt, certified accuracy 0.8 at " in result.output
@@ -107,7 +104,7 @@ def test_validate_refuses_an_uncertifiable_target(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def demo_maps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo_run")
-    result = CliRunner().invoke(main, ["run", str(DEMO), "-o", str(out)])
+    result = CliRunner().invoke(main, ["run", str(DEMO_JOB), "-o", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
@@ -156,7 +153,7 @@ def test_run_writes_a_masked_land_cover_map_set(demo_maps: Path) -> None:
     import geopandas as gpd
     from rasterio import features
 
-    village = gpd.read_file(PROJECT / "data" / "sample" / "belgium_village.geojson")
+    village = gpd.read_file(REPO_ROOT / "data" / "sample" / "belgium_village.geojson")
     with rasterio.open(folder / "demo-belgium.tif") as src:
         inside = features.rasterize(((g, 1) for g in village.geometry), out_shape=codes.shape, transform=src.transform)
     assert inside.sum() > 250 and set(np.unique(codes[inside == 1])) <= {252, 254}
@@ -167,7 +164,7 @@ def test_run_writes_a_masked_land_cover_map_set(demo_maps: Path) -> None:
 
 def test_run_again_does_nothing(demo_maps: Path) -> None:
     before = (demo_maps / "landcover" / "demo-belgium.tif").stat().st_mtime_ns
-    again = CliRunner().invoke(main, ["run", str(DEMO), "-o", str(demo_maps)])
+    again = CliRunner().invoke(main, ["run", str(DEMO_JOB), "-o", str(demo_maps)])
     assert again.exit_code == 0 and "up to date" in again.output
     assert (demo_maps / "landcover" / "demo-belgium.tif").stat().st_mtime_ns == before
 
@@ -196,7 +193,7 @@ def _demo_job(tmp_path: Path, **landcover: object) -> Path:
     """The demo job with absolute inputs, land cover only, and ``landcover`` settings changed."""
     import yaml
 
-    spec = yaml.safe_load(DEMO.read_text())
+    spec = yaml.safe_load(DEMO_JOB.read_text())
     spec["inputs"][0]["paths"] = [str(SAMPLE / "items.json")]
     spec["output"]["dir"] = str(tmp_path / "out")
     spec["products"]["urban_atlas"]["enabled"] = False
@@ -209,7 +206,7 @@ def _demo_job(tmp_path: Path, **landcover: object) -> Path:
 def test_an_uncertifiable_target_stops_before_any_work(tmp_path: Path) -> None:
     from suelo.models.artifact import load_artifact
 
-    n = load_artifact(PROJECT / "models" / "landcover_default.pt").meta["novelty"]["n_calibration"]
+    n = load_artifact(REPO_ROOT / "models" / "landcover_default.pt").meta["novelty"]["n_calibration"]
     result = CliRunner().invoke(main, ["run", str(_demo_job(tmp_path, target_accuracy=0.995))])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()

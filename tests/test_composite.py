@@ -7,48 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
-from rasterio.crs import CRS
 
 from suelo.composite import build_cube, composite_block, cube_grid, month_starts, open_cube, write_cube
-from suelo.grid import Grid
-from suelo.ingest.scene import BandRef, Radiometry, Scene
 from suelo.settings import IngestSpec, MaskingSpec, PeriodSpec
+from tests.fixtures import SCENE_BANDS, SCENE_GRID, SCENE_INGEST, constant, make_scene, vegetation
 
-CRS_UTM = CRS.from_epsg(32631)
-TRANSFORM = Affine(10, 0, 600000, 0, -10, 5700000)
-GRID = Grid(CRS_UTM, TRANSFORM, 4, 6)
-BANDS = ("B04", "B08")
-INGEST = IngestSpec(bands=BANDS)
-
-
-def make_scene(tmp_path: Path, name: str, day: dt.date, dn: np.ndarray, scl: np.ndarray, offset: float = 0) -> Scene:
-    """A real GeoTIFF scene: ``dn`` (band, y, x) uint16 plus an SCL file, both on GRID."""
-    bands_path, scl_path = tmp_path / f"{name}_bands.tif", tmp_path / f"{name}_scl.tif"
-    profile = {"driver": "GTiff", "height": 4, "width": 6, "crs": CRS_UTM, "transform": TRANSFORM}
-    with rasterio.open(bands_path, "w", count=dn.shape[0], dtype="uint16", nodata=0, **profile) as dst:
-        dst.write(dn.astype(np.uint16))
-    with rasterio.open(scl_path, "w", count=1, dtype="uint8", **profile) as dst:
-        dst.write(scl.astype(np.uint8)[None])
-    return Scene(
-        scene_id=name,
-        acquired=dt.datetime(day.year, day.month, day.day, 10, 30, tzinfo=dt.timezone.utc),
-        level="L2A",
-        source=str(bands_path),
-        bands={b: BandRef(str(bands_path), i + 1) for i, b in enumerate(BANDS)},
-        scl=BandRef(str(scl_path)),
-        radiometry=Radiometry(10000.0, {b: offset for b in BANDS}, "04.00" if offset else "03.01", "test"),
-        crs=CRS_UTM,
-        bounds=GRID.bounds,
-    )
-
-
-def constant(value: int) -> np.ndarray:
-    return np.full((2, 4, 6), value, dtype=np.uint16)
-
-
-def vegetation() -> np.ndarray:
-    return np.full((4, 6), 4, dtype=np.uint8)
+GRID, BANDS, INGEST = SCENE_GRID, SCENE_BANDS, SCENE_INGEST  # the scenes of tests.fixtures.make_scene
+CRS_UTM, TRANSFORM = GRID.crs, GRID.transform
 
 
 def test_median_of_clear_observations_with_exact_counts(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
-from landcover_helpers import BANDS, GRID, tiny_cube
 from shapely.geometry import Point, box
 
 from suelo.cli import main
@@ -33,8 +32,9 @@ from suelo.samples import (
 )
 from suelo.threshold import ThresholdPolicy, choose_threshold
 from suelo.train import TrainConfig, TrainResult, train_model
+from tests.fixtures import BANDS, GRID, REPO_ROOT, tiny_cube
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = REPO_ROOT
 MONTH_FILE = PROJECT / "data" / "worldcereal" / "month_2022_FRA_LPIS_POLY_110.geoparquet"
 VEG = np.array([0.03, 0.06, 0.04, 0.10, 0.25, 0.30, 0.35, 0.20, 0.10], np.float32)
 WATER = np.array([0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.005, 0.003], np.float32)

@@ -6,15 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmarks.ingest import generate_region
 from suelo.orchestrate import MANIFEST
+from tests.fixtures import DEMO_JOB, SUELO, generate_region, suelo
 
 SIZE = 64  # 4 blocks of 32 px, 12 months: small enough for 2 CPU cores, big enough for several blocks
 
@@ -48,10 +47,6 @@ def checksums(out: Path) -> dict[str, str]:
     return maps
 
 
-def suelo(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suelo.cli", *args], capture_output=True, text=True, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def single_process(region: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("single")
@@ -75,7 +70,7 @@ def test_two_local_workers_equal_one_process(region: Path, single_process: Path,
 def test_killed_run_resumes_without_redoing_blocks(region: Path, single_process: Path, tmp_path: Path) -> None:
     job = job_file(tmp_path, region, scheduler="synchronous")
     manifest = tmp_path / "out" / MANIFEST
-    process = subprocess.Popen([sys.executable, "-m", "suelo.cli", "run", str(job)],
+    process = subprocess.Popen([*SUELO, "run", str(job)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
@@ -171,9 +166,71 @@ def test_default_workers_keep_a_run_under_4_gb(
     from suelo.orchestrate import default_workers
     from suelo.settings import load_job
 
-    job = load_job(Path(__file__).resolve().parents[1] / "workflows" / "demo.yaml")
+    job = load_job(DEMO_JOB)
     products = job.products.model_copy(
         update={"urban_atlas": job.products.urban_atlas.model_copy(update={"enabled": urban_atlas})}
     )
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     assert default_workers(job.model_copy(update={"products": products})) == expected
+
+
+def test_the_whole_cube_comes_from_the_blocks_composites_decoding_inputs_once(
+    region: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import xarray as xr
+
+    import suelo.composite
+    from suelo.jobs import ingest, run
+    from suelo.settings import load_job
+
+    decoded: list[int] = []
+    real = suelo.composite.composite_block
+
+    def counting(scenes: object, block: object, ingest_spec: object) -> object:
+        decoded.append(1)
+        return real(scenes, block, ingest_spec)
+
+    monkeypatch.setattr(suelo.composite, "composite_block", counting)
+    job_path = job_file(tmp_path, region, scheduler="synchronous")
+    spec = yaml.safe_load(job_path.read_text())
+    spec["output"]["cube"] = True
+    job_path.write_text(yaml.safe_dump(spec))
+    job = load_job(job_path)
+    result = run(job)
+    assert result.cube is not None and not result.cube.skipped
+    assert len(decoded) == 4 * 12  # each block's scenes of each month, once: none a second time for the cube
+    assert (tmp_path / "out" / "blocks" / "cube").is_dir()
+
+    # the same values as the cube `suelo ingest` composites from the inputs, packed the same way
+    alone = load_job(job_path).model_copy(
+        update={"output": job.output.model_copy(update={"dir": tmp_path / "ingest-only"})}
+    )
+    ingest(alone)
+    with (
+        xr.open_dataset(result.cube.cube_path, mask_and_scale=False) as assembled,
+        xr.open_dataset(tmp_path / "ingest-only" / "cube" / "cube.nc", mask_and_scale=False) as direct,
+    ):
+        assert assembled.attrs["job_digest"] == direct.attrs["job_digest"]
+        for name in ("reflectance", "valid", "clear_count", "n_clear", "x", "y", "time"):
+            assert assembled[name].dtype == direct[name].dtype, name
+            assert np.array_equal(assembled[name].values, direct[name].values), name
+        assert assembled["spatial_ref"].attrs["GeoTransform"] == direct["spatial_ref"].attrs["GeoTransform"]
+
+    decoded.clear()
+    again = run(load_job(job_path))
+    assert again.skipped and decoded == []  # done: nothing decoded, the cube kept
+
+
+def test_a_job_that_now_writes_the_cube_redoes_the_blocks_for_their_composites(region: Path, tmp_path: Path) -> None:
+    job = job_file(tmp_path, region, scheduler="synchronous")
+    assert suelo("run", str(job)).returncode == 0
+    assert not (tmp_path / "out" / "cube").exists()
+    spec = yaml.safe_load(job.read_text())
+    spec["output"]["cube"] = True
+    job.write_text(yaml.safe_dump(spec))
+    done = suelo("run", str(job))
+    assert done.returncode == 0, done.stderr
+    assert "(4 of 4 blocks run)" in done.stdout  # the maps' plan is the same, but the blocks had no composites
+    assert (tmp_path / "out" / "cube" / "cube.nc").is_file()
+    assert "cube/cube.nc" in json.loads((tmp_path / "out" / "final.json").read_text())["files"]

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from landcover_helpers import BANDS, tiny_cube
 from pyproj import Transformer
 from shapely.geometry import Point, box
 
 from suelo.errors import InputError
 from suelo.samples import Samples, load_samples, load_worldcereal, sample_raster, sample_vector, spatial_split
+from tests.fixtures import BANDS, tiny_cube
 
 CROPS, IGNORED, TREES = 1100000000, 1000000000, 4300000000  # temporary_crops, ignore, trees in LANDCOVER10
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from landcover_helpers import BANDS, tiny_cube
 
 from suelo.errors import InputError
 from suelo.evaluate import evaluate_model, write_report
@@ -17,8 +16,9 @@ from suelo.models.artifact import check_contract, load_artifact, save_artifact
 from suelo.predict import predict_cube
 from suelo.samples import Samples
 from suelo.train import TrainConfig, train_model
+from tests.fixtures import BANDS, REPO_ROOT, tiny_cube
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = REPO_ROOT
 VEG = np.array([0.03, 0.06, 0.04, 0.10, 0.25, 0.30, 0.35, 0.20, 0.10], np.float32)
 WATER = np.array([0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.005, 0.003], np.float32)
 
@@ -81,7 +81,7 @@ def test_predict_tiny_cube(trained: Path) -> None:
 
 def test_artifact_is_weights_only_and_refuses_others(trained: Path, tmp_path: Path) -> None:
     payload = torch.load(trained, weights_only=True)
-    assert payload["format"] == "suelo-landcover-model" and payload["format_version"] == 2
+    assert (payload["format"], payload["format_version"], payload["kind"]) == ("suelo-model", 3, "pixel_head")
     bad = tmp_path / "pickle.pt"
     bad.write_bytes(pickle.dumps(Samples))  # a class reference: refused by weights_only
     with pytest.raises(InputError, match="not a suelo model artifact"):
@@ -142,7 +142,7 @@ def test_every_model_has_a_calibrated_novelty_gate(trained: Path, tmp_path: Path
     torch.save(old, tmp_path / "no_gate.pt")
     with pytest.raises(InputError, match="no usable novelty gate"):
         load_artifact(tmp_path / "no_gate.pt")
-    torch.save(old | {"format_version": 1}, tmp_path / "v1.pt")
+    torch.save(old | {"format": "suelo-landcover-model", "format_version": 1}, tmp_path / "v1.pt")
     with pytest.raises(InputError, match=r"made before novelty gates.*retrain"):
         load_artifact(tmp_path / "v1.pt")
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from landcover_helpers import BANDS, GRID, tiny_cube
 from rasterio.transform import Affine
 from shapely.geometry import Point, box
 
@@ -26,6 +25,7 @@ from suelo.samples import Samples, load_samples, sample_vector, three_way_split
 from suelo.sampling import auto_block_m, cap_samples, effective_blocks
 from suelo.train import STOP_REASONS, TrainConfig, class_weights, train_model
 from suelo.train_progress import StderrProgress
+from tests.fixtures import BANDS, GRID, tiny_cube
 
 VEG = np.array([0.03, 0.06, 0.04, 0.10, 0.25, 0.30, 0.35, 0.20, 0.10], np.float32)
 WATER = np.array([0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.005, 0.003], np.float32)

@@ -32,8 +32,8 @@ from suelo.write import (
     write_count,
     write_map_set,
 )
+from tests.fixtures import LEGENDS
 
-LEGENDS = Path(__file__).resolve().parent.parent / "data" / "legends"
 H, W = 1100, 1300  # > one 512 tile, so the COG has two overview levels
 
 

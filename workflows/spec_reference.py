@@ -1,7 +1,7 @@
 """Print the job-spec reference (every field of JobSpec and its nested settings) as Markdown tables.
 
 Generated from the pydantic models in ``pipeline/settings.py`` so the documentation cannot drift from the code;
-``tests/test_workflows.py`` fails when ``workflows/README.md`` holds another version of this output.
+``tests/system/test_workflows.py`` fails when ``workflows/README.md`` holds another version of this output.
 
     .venv/bin/python workflows/spec_reference.py            # print
     .venv/bin/python workflows/spec_reference.py --write    # replace the table in workflows/README.md

@@ -47,7 +47,8 @@ READERS: dict[str, str] = {
 
 def reader(kind: str) -> Reader:
     """The ``discover`` function for an input kind (imported on first use: a job pays only for its formats)."""
-    return importlib.import_module(READERS[kind]).discover
+    discover: Reader = importlib.import_module(READERS[kind]).discover
+    return discover
 
 
 __all__ = [

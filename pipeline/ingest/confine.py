@@ -58,7 +58,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _NOT_RECOGNIZED = re.compile(r"not recognized as (being in )?a supported file format")
 
 
-class FormatNotAllowed(RasterioIOError):
+class FormatNotAllowed(RasterioIOError):  # type: ignore[misc]  # rasterio is untyped: its classes are Any
     """A raster none of :data:`ALLOWED_DRIVERS` recognises (callers wrap it like any other unreadable file)."""
 
 

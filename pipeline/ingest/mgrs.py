@@ -45,7 +45,8 @@ def tile_bounds(tile: str) -> Bounds:
 
 def tile_bounds_wgs84(tile: str) -> Bounds:
     """The tile footprint as west, south, east, north degrees (densified, so it contains the UTM footprint)."""
-    return transform_bounds(tile_crs(tile), CRS.from_epsg(4326), *tile_bounds(tile), densify_pts=21)
+    bounds: Bounds = transform_bounds(tile_crs(tile), CRS.from_epsg(4326), *tile_bounds(tile), densify_pts=21)
+    return bounds  # rasterio is untyped: its (west, south, east, north) typed here
 
 
 def _parse(tile: str) -> tuple[int, str, str, str]:

@@ -213,7 +213,8 @@ def read_on_grid(ref: BandRef, grid: Grid, resampling: str, nodata: float | None
         raise
     except (RasterioError, OSError, ValueError) as exc:
         raise InputError(ref.name_for_errors, f"cannot read {what}: corrupt, truncated or unreadable ({exc})") from exc
-    return values.filled(np.nan).astype(np.float32, copy=False)
+    band: np.ndarray = values.filled(np.nan).astype(np.float32, copy=False)  # rasterio's read() is untyped
+    return band
 
 
 def aligned_factor(crs: CRS, transform: Affine, grid: Grid) -> int | None:
@@ -267,7 +268,8 @@ def _read_aligned(
         window[r0 - row_lo : r1 - row_lo, c0 - col_lo : c1 - col_lo] = values
     rows, cols = rows - row_lo, cols - col_lo
     if resampling == "nearest":
-        return window[np.ix_(rows, cols)].astype(np.float32)
+        nearest: np.ndarray = window[np.ix_(rows, cols)].astype(np.float32)
+        return nearest
     # Bilinear over the valid neighbours only, weights renormalised; like GDAL's warper, a grid pixel whose centre
     # falls in a no-data source pixel stays no data.
     containing = window[

@@ -1,0 +1,147 @@
+"""The final products, once every block is done: mosaics of the block rasters -> each product's finish (the urban
+atlas sieves across block borders) -> map sets (COG + styles + STAC) -> run report; and the whole-region cube from
+the blocks' composites (the inputs were decoded once, by the blocks)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from suelo.orchestrate.block import read_block_raster
+from suelo.orchestrate.plan import BLOCKS, CUBE_BLOCKS, Block, RunPlan
+
+# Above this share of the imaged pixels rejected by a model's novelty gate (4x the 5% the gate rejects of data like
+# the training data), the run report and run.json warn that the model's certified accuracy does not transfer here.
+NOVELTY_WARNING_PCT = 20.0
+CUBE_FILE = Path("cube") / "cube.nc"
+
+
+def _rows(plan: RunPlan) -> list[list[Block]]:
+    return [list(row) for _, row in itertools.groupby(plan.blocks(), key=lambda block: block.row)]
+
+
+def mosaic(plan: RunPlan, folder: str, band: int, dtype: str) -> Any:
+    """A lazy (dask) mosaic of one band of the block rasters, chunked by block."""
+    import dask
+    import dask.array as da
+
+    out_dir = Path(plan.job.output.dir)
+
+    def read(block: Block) -> Any:
+        path = out_dir / BLOCKS / folder / f"{block.block_id}.tif"
+        return da.from_delayed(dask.delayed(read_block_raster)(path, band), (block.height, block.width), dtype)
+
+    return da.block([[read(block) for block in row] for row in _rows(plan)])
+
+
+def _product_band(plan: RunPlan, name: str, dtype: str, band: int) -> Any:
+    return mosaic(plan, name, band, dtype)
+
+
+def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str, list[Path]], Path | None, list[Path]]:
+    """Final map sets (COG + styles + STAC) of every product from the block rasters, then the run report."""
+    import dask
+
+    from suelo.report import write_run_report
+    from suelo.threshold import outside_training_pct
+    from suelo.write import write_map_set
+
+    job = plan.job
+    out_dir = Path(job.output.dir)
+    n_clear = mosaic(plan, "nclear", 1, "uint16")
+    scenes = plan.scenes
+    inputs = [s.source for s in scenes]
+    products: dict[str, list[Path]] = {}
+    map_sets, masking, metrics = [], {}, {}
+    warnings: list[str] = []
+    with dask.config.set(scheduler="synchronous"):
+        for product in plan.products:
+            warnings.extend(product.caveats)
+            folder = out_dir / product.name
+            bands = functools.partial(_product_band, plan, product.name, product.dtype)
+            counts = [e["counts"][product.name] for e in entries]
+            finished = product.product.finish(product, job, plan.grid, bands, counts, folder)
+            tags = {
+                "MODEL": product.model_path.name,
+                "MODEL_SHA256": product.model_sha256,
+                "THRESHOLDS": product.policy.to_dict(),
+                "INPUT_PRODUCTS": [s.scene_id for s in scenes],
+                "RADIOMETRY": sorted({json.dumps(s.radiometry.to_dict(), sort_keys=True) for s in scenes}),
+                "REASON_CODES": product.reasons.to_dict(),
+                "NOVELTY_GATE": product.novelty,
+                **finished.tags,
+            }  # fmt: skip
+            report = finished.report
+            report["outside_training_pct_by_block"] = {
+                e["block"]: outside_training_pct(e["counts"][product.name]) for e in entries
+            }
+            report["outside_training_warning_pct"] = NOVELTY_WARNING_PCT
+            if report["outside_training_pct_of_imaged"] > NOVELTY_WARNING_PCT:
+                over = sum(v > NOVELTY_WARNING_PCT for v in report["outside_training_pct_by_block"].values())
+                warnings.append(
+                    f"{product.name}: the model's novelty gate found {report['outside_training_pct_of_imaged']:.1f}% "
+                    f"of the imaged pixels unlike its training data (in {over} of {len(entries)} blocks more than "
+                    f"{NOVELTY_WARNING_PCT:g}%; {product.novelty.get('rejection_rate', 0.05):.0%} is expected on data "
+                    "like the training data): this region is unlike the data the model was trained and certified on, "
+                    "so its certified accuracy does not transfer here. Those pixels are mapped as 'outside the "
+                    "training data'; the mapped ones are the ones that resemble the training data."
+                )
+            map_set = write_map_set(
+                folder, job.name, finished.codes, plan.grid, product.legend, (job.period.start, job.period.end),
+                reasons=product.reasons, confidence=finished.confidence, n_clear=n_clear, tags=tags, inputs=inputs,
+                description=product.product.band_description,
+            )  # fmt: skip
+            map_sets.append(map_set)
+            masking[f"{product.name}/{map_set.name}"] = report
+            metrics[product.name] = {"model": product.metrics, "thresholds": product.policy_report}
+            products[product.name] = [*map_set.files, *finished.extra_files]
+    written = write_run_report(
+        out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"), warnings=warnings
+    )
+    report_path = written.get("html") or next(iter(written.values()), None)
+    files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()]
+    for product in plan.products:
+        products[product.name].sort()
+    return products, report_path, files
+
+
+def cube_is_current(path: Path, digest: str) -> bool:
+    """``path`` is a finished cube made from these inputs (the job digest it stores)."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as existing:
+            return bool(existing.attrs.get("job_digest") == digest)
+    except (OSError, ValueError):
+        return False
+
+
+def assemble_cube(plan: RunPlan, workers: int) -> Path:
+    """The whole-region monthly cube (NetCDF, packed as :func:`suelo.composite.write_cube` packs it) from the
+    blocks' composites, streamed chunk by chunk: the same values as a cube composited from the inputs again."""
+    import dask
+    import xarray as xr
+
+    from suelo.composite import open_cube, write_cube
+    from suelo.grid import SPATIAL_REF, attach_grid
+
+    out_dir = Path(plan.job.output.dir)
+    path = out_dir / CUBE_FILE
+    folder = out_dir / BLOCKS / CUBE_BLOCKS
+    parts = [[open_cube(folder / f"{b.block_id}.nc").drop_vars(SPATIAL_REF) for b in row] for row in _rows(plan)]
+    try:
+        cube = xr.combine_nested(parts, concat_dim=["y", "x"], combine_attrs="override")
+        for variable in cube.variables.values():
+            variable.encoding = {}  # the blocks' file encodings; write_cube sets the cube's own
+        cube = attach_grid(cube, plan.grid)
+        cube.attrs["job_digest"] = plan.cube_digest
+        with dask.config.set(scheduler="threads", num_workers=workers):
+            write_cube(cube, path)
+    finally:
+        for part in itertools.chain.from_iterable(parts):
+            part.close()
+    return path

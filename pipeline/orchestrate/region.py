@@ -1,0 +1,142 @@
+"""The driver: run every unfinished block of a plan (resumably), then, all done, assemble the final products.
+
+A re-run (after a crash, ``kill -9`` or a failed block) skips every block whose manifest line and files check out,
+and redoes the rest; final maps are assembled from the block rasters only once every block is done, so they are
+identical however often the run was interrupted. A block that still fails after ``compute.retries`` retries is
+reported and the run exits non-zero, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suelo.atomic import file_sha256, write_json_atomic
+from suelo.orchestrate.assemble import CUBE_FILE, assemble, assemble_cube, cube_is_current
+from suelo.orchestrate.backends import BlockFailure, execute
+from suelo.orchestrate.manifest import Manifest
+from suelo.orchestrate.plan import MANIFEST, Block, RunPlan
+from suelo.orchestrate.progress import Progress
+
+FINAL = "final.json"
+
+
+@dataclass
+class RegionResult:
+    products: dict[str, list[Path]]
+    report: Path | None
+    seconds: float
+    blocks_total: int
+    blocks_run: int
+    blocks_skipped: int
+    failures: list[BlockFailure] = field(default_factory=list)
+    backend: str = ""
+    up_to_date: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+    cube: Path | None = None  # the whole-region cube, when the job writes it
+    cube_seconds: float = 0.0  # assembling it from the blocks' composites
+    cube_skipped: bool = False  # it was already there, made from these inputs
+
+
+def run_region(plan: RunPlan, overwrite: bool = False, log_format: str = "text") -> RegionResult:
+    """Run every unfinished block of ``plan``, then (all done) assemble and write the final products."""
+    from suelo.outdir import claimed_output, remove_stale_temporaries
+
+    out_dir = Path(plan.job.output.dir)
+    with claimed_output(out_dir):  # re-entrant: `suelo run` claimed the folder before anything else
+        remove_stale_temporaries(out_dir)
+        return _run_region(plan, overwrite, log_format)
+
+
+def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult:
+    started = time.perf_counter()
+    out_dir = Path(plan.job.output.dir)
+    manifest = Manifest(out_dir / MANIFEST)
+    done = manifest.finished(plan, overwrite)
+    blocks = plan.blocks()
+    todo = [b for b in blocks if b.block_id not in done]
+    final = _final_record(out_dir)
+    final_files = final.get("files", [])
+    if (
+        not todo
+        and final.get("digest") == plan.digest
+        and all((out_dir / f).exists() for f in final_files)
+        and (not plan.writes_cube or str(CUBE_FILE) in final_files)
+    ):
+        return RegionResult(
+            {k: [out_dir / f for f in v] for k, v in final.get("products", {}).items()}, None,
+            time.perf_counter() - started, len(blocks), 0, len(blocks), up_to_date=True,
+            cube=out_dir / CUBE_FILE if plan.writes_cube else None, cube_skipped=True,
+        )  # fmt: skip
+    progress = Progress(len(blocks), len(done), log_format)
+    entries = dict(done)
+    failures: list[BlockFailure] = []
+
+    def finished(entry: dict[str, Any]) -> None:
+        manifest.append(entry)
+        entries[entry["block"]] = entry
+        progress.block_done(entry)
+
+    def failed(failure: BlockFailure) -> None:
+        failures.append(failure)
+        progress.block_failed(failure)
+
+    try:
+        backend = execute(plan, todo, finished, failed)
+    finally:
+        progress.close()
+    result = RegionResult({}, None, 0.0, len(blocks), len(todo), len(done), failures, backend)
+    run_seconds = time.perf_counter() - started
+    result.stats = _block_stats(entries, blocks, run_seconds, len(todo))
+    if failures:
+        progress.event("run_failed", failed=[f.block for f in failures])
+        result.seconds = time.perf_counter() - started
+        return result
+    files: list[Path] = []
+    if plan.writes_cube:
+        cube_started = time.perf_counter()
+        result.cube = out_dir / CUBE_FILE
+        result.cube_skipped = cube_is_current(result.cube, plan.cube_digest)
+        if not result.cube_skipped:
+            assemble_cube(plan, plan.job.compute.workers or os.cpu_count() or 1)
+        result.cube_seconds = time.perf_counter() - cube_started
+        files.append(result.cube)
+    products, report, product_files = assemble(plan, [entries[b.block_id] for b in blocks])
+    files = product_files + files
+    write_json_atomic(
+        out_dir / FINAL,
+        {"digest": plan.digest, "products": {k: [str(p.relative_to(out_dir)) for p in v] for k, v in products.items()},
+         "files": [str(p.relative_to(out_dir)) for p in files],
+         "checksums": {str(p.relative_to(out_dir)): file_sha256(p) for p in files}},
+    )  # fmt: skip
+    result.products, result.report = products, report
+    result.seconds = time.perf_counter() - started
+    progress.event("run_done", seconds=round(result.seconds, 2), blocks=len(blocks), ran=len(todo))
+    return result
+
+
+def _final_record(out_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((out_dir / FINAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _block_stats(entries: dict[str, Any], blocks: Sequence[Block], seconds: float, ran: int) -> dict[str, Any]:
+    peaks: dict[str, float] = {}
+    for entry in entries.values():
+        worker = entry.get("worker", "?")
+        peaks[worker] = max(peaks.get(worker, 0.0), entry.get("peak_rss_mb", 0.0))
+    return {
+        "blocks": len(blocks),
+        "blocks_run": ran,
+        "seconds": round(seconds, 3),
+        "blocks_per_second": round(ran / seconds, 4) if seconds > 0 else None,
+        "peak_rss_mb_per_worker": peaks,
+    }

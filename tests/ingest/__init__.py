@@ -1,0 +1,1 @@
+"""Tests of ``suelo.ingest`` (pipeline/ingest/): one file per module."""

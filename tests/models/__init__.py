@@ -1,0 +1,1 @@
+"""Tests of ``suelo.models`` (models/): one file per module."""
