@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures import REPO_ROOT
 
 #: How the installed package maps onto the repository's folders (pyproject.toml [tool.setuptools] package-dir).
@@ -111,6 +113,29 @@ def test_one_installed_package_named_suelo(tmp_path: Path) -> None:
     assert version and absent.strip() == "[True, True, True]"
     main = subprocess.run([sys.executable, "-m", "suelo", "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert main.returncode == 0 and "Usage: python -m suelo" in main.stdout
+
+
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """A sub-package missing from pyproject's ``packages`` works in the editable checkout and is absent from the
+    wheel: every folder of the package with an ``__init__.py`` must be listed (besides data-only folders)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert {k: REPO_ROOT / v for k, v in setuptools["package-dir"].items()} == PACKAGE_DIRS
+    found = set()
+    for package, folder in PACKAGE_DIRS.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            if not any(part.startswith(".") or part == "__pycache__" for part in parts):
+                found.add(".".join([package, *parts]))
+    listed = set(setuptools["packages"])
+    assert found <= listed, f"missing from pyproject packages: {sorted(found - listed)}"
+    for package in listed - found:  # listed without an __init__.py: only data folders (package-data), that exist
+        root = max((p for p in PACKAGE_DIRS if package == p or package.startswith(p + ".")), key=len)
+        folder = PACKAGE_DIRS[root].joinpath(*package[len(root) :].lstrip(".").split(".")) if package != root else None
+        assert folder is not None and folder.is_dir() and not list(folder.glob("*.py")), package
 
 
 def test_reason_codes_have_one_home_and_one_wording() -> None:
