@@ -144,7 +144,8 @@ def read_block_raster(path: Path, band: int) -> np.ndarray:
 
     try:
         with rasterio.open(path) as src:
-            return src.read(band)
+            values: np.ndarray = src.read(band)
+            return values
     except (OSError, rasterio.errors.RasterioError) as exc:
         # verified when written and re-checked when the run started: damaged since; a re-run redoes that block
         raise DamagedOutputError(path, f"block raster unreadable ({' '.join(str(exc).split())})") from exc
