@@ -26,7 +26,7 @@ format 1, made before novelty gates, is refused with a message to retrain.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,60 @@ _REFLECTANCE = {
     "L1C": "top-of-atmosphere reflectance (DN + offset) / 10000, NaN where a month has no clear value",
 }
 _REQUIRED_CONTRACT = ("bands", "months", "normalization")
+#: The encoder inputs a model may be trained with (suelo.train.TrainConfig.inputs); "s2" always. A contract without
+#: ``inputs`` (every model before they existed) is ("s2",): the other inputs were masked.
+INPUTS = ("s2", "s1", "terrain", "weather")
+LEGACY_INPUTS = ("s2",)
+INPUT_NAMES = {
+    "s2": "Sentinel-2",
+    "s1": "Sentinel-1",
+    "terrain": "terrain (elevation, slope)",
+    "weather": "weather (2 m temperature, precipitation)",
+}
+#: The job input kind (suelo.settings.AUXILIARY_KINDS) that supplies each optional input.
+INPUT_KINDS = {"s1": "sentinel1", "terrain": "dem", "weather": "weather"}
+#: The cube data variables that carry each optional input (any one of them), as the auxiliary ingest writes them.
+CUBE_VARIABLES = {"s1": ("s1",), "terrain": ("terrain",), "weather": ("weather",)}  # suelo.ingest.auxiliary's
+#: What a model's contract records of each input: the physical values suelo.models.presto_inputs normalizes.
+INPUT_UNITS = {
+    "s2": "reflectance (see reflectance)",
+    "s1": "VV, VH backscatter in dB, monthly mean in linear power",
+    "terrain": "elevation in m, slope in degrees (static)",
+    "weather": "2 m temperature in K (monthly mean), total precipitation in m of water per day (monthly mean)",
+}
+
+
+def normalize_inputs(inputs: Sequence[str]) -> tuple[str, ...]:
+    """``inputs`` in the canonical order of :data:`INPUTS`; a ValueError for an unknown name, a repeated one or a
+    set without ``"s2"`` (every model is a Sentinel-2 model; the others add to it)."""
+    names = [str(i).strip().lower() for i in inputs]
+    unknown = [i for i in names if i not in INPUTS]
+    if unknown:
+        raise ValueError(f"unknown inputs {unknown} (known: {', '.join(INPUTS)})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"inputs {names} name one twice")
+    if "s2" not in names:
+        raise ValueError(f"inputs {names} must include s2 (Sentinel-2 is every model's input)")
+    return tuple(i for i in INPUTS if i in names)
+
+
+def contract_inputs(contract: dict[str, Any]) -> tuple[str, ...]:
+    """The inputs a model was trained with: its contract's ``inputs``, ``("s2",)`` for a model made before them."""
+    return tuple(contract.get("inputs") or LEGACY_INPUTS)
+
+
+def cube_inputs(cube: Any) -> tuple[str, ...]:
+    """The inputs a monthly cube offers: ``"s2"`` and each optional input one of whose :data:`CUBE_VARIABLES`
+    it holds."""
+    names = set(getattr(cube, "data_vars", ()))
+    return ("s2", *(i for i, variables in CUBE_VARIABLES.items() if names & set(variables)))
+
+
+def job_inputs(kinds: Iterable[str]) -> tuple[str, ...]:
+    """The inputs a job offers, from the kinds of its ``inputs`` entries (``sentinel1``, ``dem``, ``weather``; the
+    Sentinel-2 kinds give ``"s2"``)."""
+    given = set(kinds)
+    return ("s2", *(i for i, kind in INPUT_KINDS.items() if kind in given))
 
 
 def input_contract(
@@ -76,9 +130,11 @@ def input_contract(
     encoder_sha256: str | None,
     product_level: str = PRODUCT_LEVEL,
     normalization: str = NORMALIZATION,
+    inputs: Sequence[str] = LEGACY_INPUTS,
 ) -> dict[str, Any]:
     """The input contract of a model trained on ``months`` x ``bands`` of ``product_level`` reflectance
-    (``normalization``: how the model turns them into its inputs, one of NORMALIZATIONS).
+    (``normalization``: how the model turns them into its inputs, one of NORMALIZATIONS) and the other encoder
+    ``inputs`` (:data:`INPUTS`; those not named were masked in training, as they must be at run time).
 
     Presto was pre-trained on L1C top-of-atmosphere reflectance, and both levels enter it on the same scale (the
     reflectance itself), so the normalization is the same; the level is recorded because a model trained on one
@@ -86,8 +142,11 @@ def input_contract(
     """
     if product_level not in PRODUCT_LEVELS:
         raise ValueError(f"product_level must be one of {PRODUCT_LEVELS}, got {product_level!r}")
+    chosen = normalize_inputs(inputs)
     return {
         "bands": list(bands),
+        "inputs": list(chosen),
+        "input_units": {i: INPUT_UNITS[i] for i in chosen},
         "product_level": product_level,
         "months": int(months),
         "normalization": normalization,
@@ -197,6 +256,10 @@ def artifact_problems(artifact: ModelArtifact) -> list[str]:
             problems.append(
                 f"model normalization {contract['normalization']!r} is not the {kind}'s ({NORMALIZATIONS[kind]})"
             )
+        try:
+            normalize_inputs(contract_inputs(contract))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"input contract inputs unusable ({_one_line(exc)})")
         level = contract.get("product_level", PRODUCT_LEVEL)
         if level not in PRODUCT_LEVELS:
             problems.append(f"input contract product_level {level!r} is not one of {', '.join(PRODUCT_LEVELS)}")
@@ -425,13 +488,27 @@ def contract_problems(
     levels: Sequence[str],
     allow_fewer_months: bool = False,
     opt_in_key: str | None = None,
+    *,
+    inputs: Sequence[str] = LEGACY_INPUTS,
+    mask_missing_inputs: bool = False,
 ) -> list[str]:
     """What keeps inputs of ``bands`` x ``n_months`` months of ``levels`` scenes from feeding a model with this
     input ``contract`` (empty when they fit). Shared by the plan-time checks of a job (land-cover model and
     segmenter) and the load-time check of a cube, so all say the same thing. ``allow_fewer_months``: fewer months
     than the contract's are accepted (the encoder takes the months there are; more never are); ``opt_in_key``: the
-    job-spec section whose ``allow_fewer_months`` would accept them, named in the problem."""
+    job-spec section whose ``allow_fewer_months`` (and ``mask_missing_inputs``) would accept them, named in the
+    problem. ``inputs``: the encoder inputs the cube or job offers (:data:`INPUTS`); one the model was trained with
+    that they lack is a problem unless ``mask_missing_inputs`` (the encoder then sees it masked, which Presto was
+    pre-trained to take but which costs accuracy: benchmarks/INPUTS.md)."""
     problems = []
+    offered = set(inputs)
+    key = opt_in_key or "products.landcover"
+    for name in contract_inputs(contract):
+        if name not in offered and name in INPUT_KINDS and not mask_missing_inputs:
+            problems.append(
+                f"trained with {INPUT_NAMES[name]} ({name}) which this cube/job lacks; add a {INPUT_KINDS[name]} "
+                f"input or set {key}.mask_missing_inputs: true"
+            )
     if contract.get("normalization") not in NORMALIZATIONS.values():
         supported = ", ".join(NORMALIZATIONS.values())
         problems.append(f"model normalization {contract.get('normalization')!r} is not supported ({supported})")
@@ -461,17 +538,26 @@ def contract_problems(
 
 
 def check_contract(
-    artifact: ModelArtifact, cube: Any, cube_name: str | Path = "cube", allow_fewer_months: bool = False
+    artifact: ModelArtifact,
+    cube: Any,
+    cube_name: str | Path = "cube",
+    allow_fewer_months: bool = False,
+    *,
+    inputs: Sequence[str] | None = None,
+    mask_missing_inputs: bool = False,
 ) -> None:
-    """Raise InputError naming ``cube_name`` when the cube cannot feed the model (bands, months, level)."""
+    """Raise InputError naming ``cube_name`` when the cube cannot feed the model (bands, months, level, the
+    encoder inputs it was trained with: ``inputs``, by default ``("s2",)`` plus what the cube holds,
+    :func:`cube_inputs`; ``mask_missing_inputs`` accepts lacking ones)."""
     if "reflectance" not in cube or "band" not in cube.coords or "time" not in cube.coords:
         raise InputError(cube_name, "not a monthly cube (needs reflectance (time, band, y, x))")
     times = cube["time"].values.astype("datetime64[M]").astype(np.int64)
     consecutive = len(times) < 2 or bool((np.diff(times) == 1).all())
     have = [str(b) for b in cube["band"].values]
     problems = contract_problems(
-        artifact.contract, have, int(cube.sizes["time"]), consecutive, cube_levels(cube), allow_fewer_months
-    )
+        artifact.contract, have, int(cube.sizes["time"]), consecutive, cube_levels(cube), allow_fewer_months,
+        inputs=cube_inputs(cube) if inputs is None else inputs, mask_missing_inputs=mask_missing_inputs,
+    )  # fmt: skip
     if problems:
         raise InputError(cube_name, "does not match the model's input contract: " + "; ".join(problems))
 
@@ -484,15 +570,22 @@ def check_artifact_for_job(
     path: str | Path,
     allow_fewer_months: bool = False,
     key: str = "products.landcover",
+    *,
+    inputs: Sequence[str] = LEGACY_INPUTS,
+    mask_missing_inputs: bool = False,
 ) -> None:
     """Plan-time check of a model file against the job it is to serve, naming the model file: the model itself
     (:func:`artifact_problems`, as on load, for an artifact made in memory) and a contract the job's cube will
-    meet (its ``bands``, ``n_months`` consecutive months and the scenes' product ``levels``)."""
+    meet (its ``bands``, ``n_months`` consecutive months, the scenes' product ``levels`` and the encoder ``inputs``
+    the job's entries supply, :func:`job_inputs`; ``mask_missing_inputs`` accepts lacking ones)."""
     problems = artifact_problems(artifact)
     if problems:
         raise ModelFileError(path, "; ".join(problems))
     levels = sorted({normalize_level(lv) or str(lv) for lv in levels})
-    problems = contract_problems(artifact.contract, bands, n_months, True, levels, allow_fewer_months, key)
+    problems = contract_problems(
+        artifact.contract, bands, n_months, True, levels, allow_fewer_months, key, inputs=inputs,
+        mask_missing_inputs=mask_missing_inputs,
+    )  # fmt: skip
     if problems:
         raise InputError(path, "does not fit this job (" + "; ".join(problems).replace("cube has", "ingest.bands")
                          + ")")  # fmt: skip

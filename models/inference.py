@@ -7,7 +7,7 @@ import ctypes
 import platform
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,7 +18,7 @@ import xarray as xr
 from suelo.models import cpu_kernels
 from suelo.models.cpu_engine import CpuEngine
 from suelo.models.presto import Encoder
-from suelo.models.presto_inputs import cube_to_pixels, presto_inputs
+from suelo.models.presto_inputs import cube_auxiliary, cube_to_pixels, presto_inputs
 
 # A 12-month pixel carries ~125 KB of fp32 activations at the MLP. On CPU, each thread encodes batches of 64
 # pixels in fp32 (8 MB: they stay in L3) and 128 in bf16 (half the activation bytes per pixel), the best of
@@ -182,12 +182,14 @@ def encode_cube(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     fast: bool | None = None,
+    inputs: Sequence[str] = ("s2",),
 ) -> xr.DataArray:
     """Presto embeddings of every pixel of a monthly cube: ``(y, x, feature)`` float32 on the cube's grid.
 
     The cube is read a few rows at a time (about ``cube_read_pixels()`` pixels), so memory beyond the output stays
     bounded whatever the cube's size; a lazy (dask) cube is computed chunk by chunk. ``batch_size``, ``device`` and
-    ``fast`` are ``encode_pixels``'s.
+    ``fast`` are ``encode_pixels``'s. ``inputs`` are the Presto inputs fed from the cube (a model's contract:
+    ``s2`` and any of ``s1``, ``terrain``, ``weather`` the cube holds); the others enter masked.
     """
     ny, nx = cube.sizes["y"], cube.sizes["x"]
     rows = max(1, cube_read_pixels(device, batch_size) // nx)
@@ -196,7 +198,7 @@ def encode_cube(
     for r in range(0, ny, rows):
         part = cube.isel(y=slice(r, min(r + rows, ny)))
         reflectance, latlons, start_month = cube_to_pixels(part)
-        x, mask, dw = presto_inputs(reflectance, bands, latlons=latlons)
+        x, mask, dw = presto_inputs(reflectance, bands, latlons=latlons, **cube_auxiliary(part, inputs))
         emb = encode_pixels(encoder, x, mask, dw, latlons, start_month, batch_size, device, fast)
         out[r : r + part.sizes["y"]] = emb.reshape(part.sizes["y"], nx, -1)
     return xr.DataArray(

@@ -135,3 +135,25 @@ def cube_to_pixels(cube: xr.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
     lon, lat = to_wgs84.transform(xs.ravel(), ys.ravel())
     latlons = np.stack([lat, lon], axis=-1).astype(np.float32)
     return reflectance, latlons, start_month
+
+
+def cube_auxiliary(cube: xr.Dataset, inputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """The non-optical Presto inputs among ``inputs`` (a model's contract: ``s1``, ``terrain``, ``weather``) from a
+    cube's variables (:data:`suelo.ingest.auxiliary.CUBE_VARIABLES`), as :func:`presto_inputs` keywords, pixels in
+    the row-major (y, x) order of :func:`cube_to_pixels`. An input the cube does not hold is left out: the encoder
+    then sees it masked (the caller decides whether the model may run so)."""
+    wanted = {"s1": ("s1", "polarization", "s1"), "weather": ("weather", "weather_band", "era5"),
+              "terrain": ("terrain", "terrain_band", "srtm")}  # fmt: skip
+    out: dict[str, np.ndarray] = {}
+    for name in inputs:
+        if name not in wanted or wanted[name][0] not in cube:
+            continue
+        variable, dim, keyword = wanted[name]
+        data = cube[variable]
+        if "time" in data.dims:
+            values = data.transpose("y", "x", "time", dim).values.astype(np.float32, copy=False)
+            out[keyword] = values.reshape(-1, values.shape[2], values.shape[3])
+        else:
+            values = data.transpose("y", "x", dim).values.astype(np.float32, copy=False)
+            out[keyword] = values.reshape(-1, values.shape[2])
+    return out

@@ -25,7 +25,12 @@ are left out.
 4. Fewer months: the summary of ``benchmarks/fewer_months_results.json`` (``python -m benchmarks.fewer_months --json
    benchmarks/fewer_months_results.json``: this procedure over 10 seeds, test points cut to 1-12 months) goes into
    ``meta["model_card"]["fewer_months"]`` and MODEL_CARD.md; a job run with ``allow_fewer_months`` quotes it.
-   ``python models/train_default.py --card-sections-only`` adds sections 3 and 4 to the shipped model and its card
+5. Other inputs: the summary of ``benchmarks/inputs_results.json`` (``python -m benchmarks.inputs --json
+   benchmarks/inputs_results.json --markdown benchmarks/INPUTS.md``: this procedure over 10 seeds once per set of
+   Presto inputs, Sentinel-1, terrain and weather beside Sentinel-2, with the RandomForest on the same inputs, and
+   what masking Sentinel-1 costs a model trained with all) goes into ``meta["model_card"]["inputs"]`` and MODEL_CARD.md.
+   The shipped model itself is trained on Sentinel-2 only (``TrainConfig.legacy()``: ``inputs=("s2",)``).
+   ``python models/train_default.py --card-sections-only`` adds sections 3 to 5 to the shipped model and its card
    without retraining (the weights, gate and thresholds stay bit for bit).
 """
 
@@ -50,6 +55,7 @@ from suelo.train import TrainConfig, train_model, write_training_figures  # noqa
 EXTRACTIONS = sorted((ROOT / "data" / "worldcereal").glob("*parquet"))
 OPEN_SET = ROOT / "benchmarks" / "open_set_results.json"
 FEWER_MONTHS = ROOT / "benchmarks" / "fewer_months_results.json"
+INPUTS = ROOT / "benchmarks" / "inputs_results.json"
 
 
 def open_set_section(path: Path = OPEN_SET) -> tuple[dict, str]:
@@ -92,9 +98,45 @@ def fewer_months_section(path: Path = FEWER_MONTHS) -> tuple[dict, str]:
     return summary, text
 
 
+def inputs_section(path: Path = INPUTS) -> tuple[dict, str]:
+    """The other-inputs benchmark's aggregates (no per-seed rows) and its tables as Markdown; empty when not run."""
+    if not path.exists():
+        return {}, ""
+    from benchmarks.inputs import gain_table, masking_table
+
+    results = json.loads(path.read_text(encoding="utf-8"))
+    summary = {k: results[k] for k in ("seeds", "samples", "input_coverage", "sets", "masking") if k in results}
+    lines = [
+        "## Presto's other inputs: Sentinel-1, terrain, weather (`benchmarks/INPUTS.md`)", "",
+        "This model is trained on Sentinel-2 only; a model may be trained with the other inputs Presto was "
+        "pre-trained on (`suelo train --inputs s2,s1,terrain,weather`, from WorldCereal extractions). The same "
+        f"procedure over {results['seeds']} spatial split seeds, once per input set, on the test points (mean ± sd; "
+        "Δ = paired change against Sentinel-2 alone), the RandomForest on the same inputs beside it:", "",
+        gain_table(results), "",
+    ]  # fmt: skip
+    masking = results.get("masking", {}).get("all, s1 masked")
+    if masking:
+        lines += [
+            "Masking costs: a model trained with all inputs, run on a cube without radar "
+            "(`products.landcover.mask_missing_inputs: true`), scores macro F1 "
+            f"{masking['macro_f1']['mean']:.3f} ± {masking['macro_f1']['sd']:.3f} "
+            f"({masking['macro_f1_vs_all']['mean']:+.3f} against all inputs"
+            + (
+                f", {masking['macro_f1_vs_dedicated']['mean']:+.3f} against a model trained without Sentinel-1"
+                if "macro_f1_vs_dedicated" in masking
+                else ""
+            )
+            + f"); its novelty gate rejects {masking['outside_training']['mean']:.0%} of the test points.",
+            "",
+            masking_table(results),
+            "",
+        ]
+    return summary, "\n".join(lines)
+
+
 def card_sections_only(model: Path) -> None:
-    """Refresh the benchmark sections of the shipped model's card (open set, fewer months) in its meta and its
-    MODEL_CARD.md, leaving weights, gate and thresholds as they are."""
+    """Refresh the benchmark sections of the shipped model's card (open set, fewer months, other inputs) in its
+    meta and its MODEL_CARD.md, leaving weights, gate and thresholds as they are."""
     from suelo.models.artifact import load_artifact
 
     artifact = load_artifact(model)
@@ -106,10 +148,12 @@ def card_sections_only(model: Path) -> None:
 
 
 def add_benchmark_sections(card: dict) -> str:
-    """Put the open-set and fewer-months benchmark summaries into ``card``; returns their Markdown."""
+    """Put the open-set, fewer-months and other-inputs benchmark summaries into ``card``; returns their
+    Markdown."""
     card["open_set"], open_set_text = open_set_section()
     card["fewer_months"], fewer_text = fewer_months_section()
-    return open_set_text + "\n" + fewer_text
+    card["inputs"], inputs_text = inputs_section()
+    return open_set_text + "\n" + fewer_text + "\n" + inputs_text
 
 
 def write_card(card: dict, sections: str, folder: Path) -> None:

@@ -127,10 +127,12 @@ def validate(job_file: Path) -> None:
     check_remote_access(scenes)
     # the models, their certificates and novelty gates are checked as a run would, before any work; a job that
     # makes no map (`suelo ingest` only, e.g. to train a model on its cube) has none to check
+    from suelo.jobs import discover_auxiliary
     from suelo.orchestrate import make_plan
     from suelo.products import enabled_products
 
-    plan = make_plan(job, grid, scenes, "") if enabled_products(job) else None
+    auxiliary = discover_auxiliary(job)  # radar, DEM and weather files are read and checked now too
+    plan = make_plan(job, grid, scenes, "", auxiliary=auxiliary) if enabled_products(job) else None
     click.echo(f"{job_file}: valid")
     click.echo(
         f"  scenes on the grid in the period: {len(scenes)} "
@@ -146,6 +148,12 @@ def validate(job_file: Path) -> None:
     )
     levels = sorted({s.level for s in scenes})
     click.echo(f"  period: {job.period.start} .. {job.period.end}; scene levels: {', '.join(levels)}")
+    if auxiliary.inputs != ("s2",):
+        sources = auxiliary.provenance()
+        click.echo(
+            f"  other inputs: {', '.join(auxiliary.inputs[1:])} (Sentinel-1 acquisitions in the period: "
+            f"{len(sources['s1'])}; DEM files: {len(sources['terrain'])}; weather files: {len(sources['weather'])})"
+        )
     if plan is None:
         click.echo("  products: none enabled (a cube only: suelo ingest; suelo run needs a product)")
         return
@@ -296,6 +304,10 @@ def _load_training_samples(
 @cube_option
 @class_column_option
 @click.option("--finetune", is_flag=True, help="Train encoder and head end to end (slower).")
+@click.option("--inputs", "inputs_text", default="s2", show_default=True,
+              help="Encoder inputs, comma-separated: s2 and any of s1 (Sentinel-1 VV/VH), terrain (elevation, slope), "
+              "weather (temperature, precipitation), read from the samples (WorldCereal extractions carry them); "
+              "a job then needs them too (or products.landcover.mask_missing_inputs).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--block-m", default="auto", show_default=True, type=str,
               help="Spatial block size of the splits in m, or auto: from the samples' extent (at most 10 km) so the "
@@ -353,6 +365,7 @@ def train(
     cube: Path | None,
     class_column: str | None,
     finetune: bool,
+    inputs_text: str,
     seed: int,
     block_m: str,
     max_per_polygon: int,
@@ -402,10 +415,11 @@ def train(
         block: float | str = "auto" if block_m.strip().lower() == "auto" else float(block_m)
     except ValueError:
         raise ConfigError(f"--block-m must be a size in metres or auto, got {block_m!r}") from None
+    inputs = tuple(i.strip().lower() for i in inputs_text.split(",") if i.strip())
     config = TrainConfig(
-        finetune=finetune, seed=seed, block_m=block, val_fraction=val_fraction, test_fraction=test_fraction,
-        max_per_polygon=max_per_polygon or None, max_per_class=max_per_class or None, max_epochs=max_epochs,
-        patience=patience, early_stopping=patience > 0, time_budget_s=time_budget,
+        inputs=inputs, finetune=finetune, seed=seed, block_m=block, val_fraction=val_fraction,
+        test_fraction=test_fraction, max_per_polygon=max_per_polygon or None, max_per_class=max_per_class or None,
+        max_epochs=max_epochs, patience=patience, early_stopping=patience > 0, time_budget_s=time_budget,
     )  # fmt: skip
     config.check()  # before the samples are read: a bad option costs no loading time
     legend, data = _load_training_samples(samples, legend_path, cube, class_column)

@@ -31,6 +31,7 @@ from rasterio.warp import transform_bounds
 
 from suelo import __version__
 from suelo.grid import LEGACY_GRID_ATTR, SPATIAL_REF, Grid, attach_grid, has_grid
+from suelo.ingest.auxiliary import CUBE_VARIABLES, OPTICAL, Auxiliary, auxiliary_planes
 from suelo.ingest.scene import Scene, read_scene
 from suelo.settings import IngestSpec, PeriodSpec
 
@@ -120,9 +121,15 @@ def _overlapping(scenes: Sequence[Scene], grid: Grid) -> list[Scene]:
 
 
 def build_cube(
-    scenes: Sequence[Scene], grid: Grid, period: PeriodSpec, ingest: IngestSpec, block_size: int = 512
+    scenes: Sequence[Scene],
+    grid: Grid,
+    period: PeriodSpec,
+    ingest: IngestSpec,
+    block_size: int = 512,
+    auxiliary: Auxiliary | None = None,
 ) -> xr.Dataset:
-    """The lazy monthly cube of ``scenes`` on ``grid`` (nothing is read until it is computed or written)."""
+    """The lazy monthly cube of ``scenes`` on ``grid`` (nothing is read until it is computed or written), with the
+    ``auxiliary`` inputs' variables (Sentinel-1, terrain, weather: :mod:`suelo.ingest.auxiliary`) when given."""
     months = month_starts(period)
     groups = scenes_by_month(scenes, months)
     n_planes = len(ingest.bands) + 1
@@ -171,11 +178,41 @@ def build_cube(
             "software": f"suelo {__version__}",
         },
     )
+    if auxiliary is not None and auxiliary.inputs != (OPTICAL,):
+        _add_auxiliary(ds, auxiliary, grid, months, block_size)
     ds["reflectance"].attrs.update(units="1", long_name="surface reflectance (BOA)")
     ds["valid"].attrs.update(long_name="month has at least one clear observation")
     ds["clear_count"].attrs.update(long_name="clear observations in the month")
     ds["n_clear"].attrs.update(long_name="clear observations over the period")
     return attach_grid(ds, grid)
+
+
+AUXILIARY_ATTRS = {
+    "s1": {"units": "dB", "long_name": "Sentinel-1 backscatter, 10 log10 of the monthly mean in linear power"},
+    "terrain": {"units": "m, degree", "long_name": "elevation (m) and slope (degrees) from the DEM"},
+    "weather": {"units": "K, m day-1", "long_name": "2 m air temperature (K) and total precipitation (m per day)"},
+}
+
+
+def _add_auxiliary(ds: xr.Dataset, aux: Auxiliary, grid: Grid, months: Sequence[dt.date], block_size: int) -> None:
+    """The auxiliary variables, block by block like the reflectance: one task per block reads all of them."""
+    present = [name for name in aux.inputs if name != OPTICAL]
+    tiles = list(grid.tiles(block_size))
+    planes = {(t.row, t.col): dask.delayed(auxiliary_planes, pure=True)(aux, t.grid, months) for t in tiles}
+    for name in present:
+        variable, dim, bands, timed = CUBE_VARIABLES[name]
+        leading = (len(months), len(bands)) if timed else (len(bands),)
+        rows = itertools.groupby(tiles, key=lambda tile: tile.row)
+        array = da.block([
+            [da.from_delayed(planes[(t.row, t.col)][name], shape=(*leading, t.height, t.width), dtype=np.float32)
+             for t in row]
+            for _, row in rows
+        ])  # fmt: skip
+        ds.coords[dim] = list(bands)
+        ds[variable] = (("time", dim, "y", "x") if timed else (dim, "y", "x"), array)
+        ds[variable].attrs.update(AUXILIARY_ATTRS[name])
+    ds.attrs["inputs"] = json.dumps(list(aux.inputs))
+    ds.attrs["auxiliary_sources"] = json.dumps(aux.provenance())
 
 
 def cube_grid(cube: xr.Dataset | xr.DataArray) -> Grid:
@@ -222,6 +259,18 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
         "valid": {"zlib": True, "chunksizes": (1, chunk_y, chunk_x)},
         "clear_count": {"zlib": True, "chunksizes": (1, chunk_y, chunk_x)},
         "n_clear": {"zlib": True, "chunksizes": (chunk_y, chunk_x)},
+        # radar, terrain and weather stay float32 (lossless: a dB or a precipitation in m/day has no natural DN)
+        **{
+            variable: {
+                "dtype": "float32",
+                "_FillValue": np.float32(np.nan),
+                "zlib": True,
+                "complevel": 4,
+                "chunksizes": ((1, 1) if timed else (1,)) + (chunk_y, chunk_x),
+            }
+            for variable, _dim, _bands, timed in CUBE_VARIABLES.values()
+            if variable in out
+        },
         "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int32"},
     }
 

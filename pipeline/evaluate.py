@@ -11,6 +11,7 @@ left out on the way is counted and listed with its reason (``suelo.samples.DROP_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from suelo.legend import Legend
-from suelo.samples import DROP_REASONS, DROPPED_COLUMNS, Samples, drop_rows, dropped_table
+from suelo.samples import DROP_REASONS, DROPPED_COLUMNS, INPUT_FIELDS, Samples, drop_rows, dropped_table
 
 # A missing month enters the RandomForest as this value: no real reflectance is negative below -0.1 (the baseline
 # 04.00 offset gives at most -0.1), so trees can split "missing" off cleanly without imputing.
@@ -68,46 +69,70 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, legend: Legen
     }
 
 
-def rf_features(samples: Samples, bands: list[str] | tuple[str, ...] | None = None) -> np.ndarray:
+def rf_features(
+    samples: Samples, bands: list[str] | tuple[str, ...] | None = None, inputs: Sequence[str] = ("s2",)
+) -> np.ndarray:
+    """The RandomForest's features: the monthly reflectance of ``bands`` flattened, then for each optional input
+    in ``inputs`` its monthly values flattened (S1 dB, temperature K and precipitation m/day) or its static ones
+    (elevation m, slope degrees), in physical units (trees need no normalization). Missing values (and an input the
+    samples do not carry) are RF_MISSING_VALUE, as for the reflectance: outside the range of every value but the
+    dB ones, and a tree splits it off either way."""
     s = samples if bands is None else samples.select_bands(list(bands))
-    x = s.reflectance.reshape(len(s), -1)
+    parts = [s.reflectance.reshape(len(s), -1)]
+    shapes = {"s1": (s.n_months, 2), "weather": (s.n_months, 2), "terrain": (2,)}
+    for name in inputs:
+        if name in INPUT_FIELDS:
+            value = getattr(s, INPUT_FIELDS[name])
+            parts.append((np.full((len(s), *shapes[name]), np.nan) if value is None else value).reshape(len(s), -1))
+    x = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     return np.where(np.isfinite(x), x, RF_MISSING_VALUE).astype(np.float32)
 
 
 def rf_baseline(
-    train: Samples, val: Samples, legend: Legend, seed: int = 0, bands: list[str] | tuple[str, ...] | None = None
+    train: Samples,
+    val: Samples,
+    legend: Legend,
+    seed: int = 0,
+    bands: list[str] | tuple[str, ...] | None = None,
+    inputs: Sequence[str] = ("s2",),
 ) -> dict[str, Any]:
-    """RandomForest (balanced class weights, seeded) on raw monthly values: trained on ``train``, scored on
-    ``val``."""
+    """RandomForest (balanced class weights, seeded) on raw monthly values of ``bands`` and the optional
+    ``inputs`` (:func:`rf_features`): trained on ``train``, scored on ``val``."""
     from sklearn.ensemble import RandomForestClassifier
 
     rf = RandomForestClassifier(
         n_estimators=RF_TREES, class_weight="balanced", random_state=seed, n_jobs=-1, min_samples_leaf=1
     )
-    rf.fit(rf_features(train, bands), train.labels)
-    pred = rf.predict(rf_features(val, bands))
+    rf.fit(rf_features(train, bands, inputs), train.labels)
+    pred = rf.predict(rf_features(val, bands, inputs))
     out = classification_metrics(val.labels, pred, legend)
+    extra = [i for i in inputs if i != "s2"]
     out["model"] = (
         f"sklearn RandomForestClassifier(n_estimators={RF_TREES}, class_weight='balanced', random_state={seed}) "
-        f"on {train.n_months} months x bands raw reflectance, missing = {RF_MISSING_VALUE}"
+        f"on {train.n_months} months x bands raw reflectance{' + ' + ', '.join(extra) if extra else ''}, missing = "
+        f"{RF_MISSING_VALUE}"
     )
     return out
 
 
 def predict_samples(
-    artifact: Any, samples: Samples, device: str | None = None
+    artifact: Any, samples: Samples, device: str | None = None, inputs: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Calibrated posteriors ``(N, classes)``, predicted codes ``(N,)`` and the novelty gate's verdict ``(N,)``
-    (True = outside the training data) of a model artifact on samples: what a map would get."""
+    (True = outside the training data) of a model artifact on samples: what a map would get. The encoder gets the
+    inputs the model was trained with (its contract's; ``inputs`` to feed fewer, as a cube lacking one would with
+    ``mask_missing_inputs``); one the samples do not carry is masked."""
     import torch
 
     from suelo.calibrate import Calibration
+    from suelo.models.artifact import contract_inputs
     from suelo.models.inference import encode_pixels
     from suelo.models.presto_inputs import presto_inputs
 
     bands = artifact.contract["bands"]
+    fed = contract_inputs(artifact.contract) if inputs is None else tuple(inputs)
     s = samples.select_bands(bands)
-    x, mask, dw = presto_inputs(s.reflectance, bands, latlons=s.latlons)
+    x, mask, dw = presto_inputs(s.reflectance, bands, latlons=s.latlons, **s.presto_kwargs(fed))
     emb = encode_pixels(artifact.build_encoder(), x, mask, dw, s.latlons, s.start_month, device=device or "cpu")
     head = artifact.build_head()
     with torch.inference_mode():
@@ -398,7 +423,9 @@ def evaluate_model(
         mapped_at_target["certification_problem"] = certification_problem(artifact.meta, policy_report, delta)
     random_forest = None
     if len(train):
-        random_forest = rf_baseline(train, val, legend, meta_split["seed"], bands)
+        from suelo.models.artifact import contract_inputs
+
+        random_forest = rf_baseline(train, val, legend, meta_split["seed"], bands, contract_inputs(artifact.contract))
     else:
         warnings.append("no training sample of the model was given: no RandomForest baseline")
     matches = None

@@ -21,6 +21,7 @@ from suelo.composite import build_cube, month_starts, write_cube
 from suelo.errors import ConfigError
 from suelo.grid import Grid
 from suelo.ingest import check_remote_access, discover_scenes, job_grid, scenes_in_period, scenes_on_grid
+from suelo.ingest.auxiliary import Auxiliary
 from suelo.ingest.scene import Scene
 from suelo.orchestrate.assemble import CUBE_FILE, cube_is_current
 from suelo.provenance import peak_rss_mb, software_versions
@@ -61,9 +62,10 @@ def ingest(job: JobSpec, overwrite: bool = False, force: bool = False) -> Ingest
     started = time.perf_counter()
     with claimed_output(Path(job.output.dir), force):
         scenes, grid = discover(job)
-        result = write_job_cube(job, scenes, grid, overwrite, started)
+        auxiliary = discover_auxiliary(job)
+        result = write_job_cube(job, scenes, grid, overwrite, started, auxiliary)
         if not result.skipped or not (Path(job.output.dir) / "run.json").exists():
-            write_json_atomic(Path(job.output.dir) / "run.json", run_record(job, scenes, grid, result))
+            write_json_atomic(Path(job.output.dir) / "run.json", run_record(job, scenes, grid, result, auxiliary))
     return result
 
 
@@ -77,15 +79,38 @@ def discover(job: JobSpec) -> tuple[list[Scene], Grid]:
     return scenes, grid
 
 
+def discover_auxiliary(job: JobSpec) -> Auxiliary:
+    """The job's Sentinel-1 acquisitions in the period, DEM and weather files (none for a Sentinel-2-only job)."""
+    from suelo.ingest.auxiliary import discover_auxiliary as discover_inputs
+    from suelo.ingest.confine import InputAccess
+
+    return discover_inputs(job, month_starts(job.period), InputAccess.of_job(job))
+
+
+def input_ids(scenes: list[Scene], auxiliary: Auxiliary) -> list[str]:
+    """What the cube is made from, for its digest: the scenes, and the other inputs' files when there are any (a
+    Sentinel-2-only job keeps the digest of earlier versions)."""
+    ids = [s.scene_id for s in scenes]
+    if auxiliary.inputs != ("s2",):
+        ids.append(json.dumps(auxiliary.provenance(), sort_keys=True))
+    return ids
+
+
 def write_job_cube(
-    job: JobSpec, scenes: list[Scene], grid: Grid, overwrite: bool, started: float | None = None
+    job: JobSpec,
+    scenes: list[Scene],
+    grid: Grid,
+    overwrite: bool,
+    started: float | None = None,
+    auxiliary: Auxiliary | None = None,
 ) -> IngestResult:
     """The whole-region cube as NetCDF (dask, block by block), unless an identical one is already there."""
     started = time.perf_counter() if started is None else started
     out_dir = Path(job.output.dir)
     cube_path = out_dir / CUBE_FILE
-    digest = job_digest(job, [s.scene_id for s in scenes])
-    cube = build_cube(scenes, grid, job.period, job.ingest, job.compute.block_size)
+    auxiliary = auxiliary or Auxiliary()
+    digest = job_digest(job, input_ids(scenes, auxiliary))
+    cube = build_cube(scenes, grid, job.period, job.ingest, job.compute.block_size, auxiliary)
     cube.attrs["job_digest"] = digest
     n_months = cube.sizes["time"]
     if not check_cube_replaceable(cube_path, digest, overwrite):
@@ -97,11 +122,15 @@ def write_job_cube(
     return IngestResult(cube_path, grid, len(scenes), n_months, seconds, False, peak_rss_mb())
 
 
-def run_record(job: JobSpec, scenes: list[Scene], grid: Grid, cube: IngestResult | None) -> dict[str, Any]:
-    """run.json: the resolved spec, versions, grid, inputs with their radiometry, outputs and statistics."""
+def run_record(
+    job: JobSpec, scenes: list[Scene], grid: Grid, cube: IngestResult | None, auxiliary: Auxiliary | None = None
+) -> dict[str, Any]:
+    """run.json: the resolved spec, versions, grid, inputs with their radiometry (and the radar, terrain and weather
+    files when the job has them), outputs and statistics."""
     out_dir = Path(job.output.dir)
+    auxiliary = auxiliary or Auxiliary()
     record: dict[str, Any] = {
-        "digest": job_digest(job, [s.scene_id for s in scenes]),
+        "digest": job_digest(job, input_ids(scenes, auxiliary)),
         "job": job.model_dump(mode="json"),
         "versions": software_versions(),
         "grid": grid.to_dict(),
@@ -109,6 +138,8 @@ def run_record(job: JobSpec, scenes: list[Scene], grid: Grid, cube: IngestResult
         "outputs": {},
         "stats": {},
     }
+    if auxiliary.inputs != ("s2",):
+        record["auxiliary_inputs"] = auxiliary.provenance()
     if cube is not None:
         record["outputs"]["cube"] = str(cube.cube_path.relative_to(out_dir))
         record["stats"]["ingest"] = {
@@ -161,9 +192,10 @@ def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = Non
 
     started = time.perf_counter()
     scenes, grid = discover(job)
+    auxiliary = discover_auxiliary(job)
     # the plan first: a model that cannot serve the job (an uncertifiable target, a bad file) stops before any work
-    digest = job_digest(job, [s.scene_id for s in scenes])
-    plan = make_plan(job, grid, scenes, digest, token)
+    digest = job_digest(job, input_ids(scenes, auxiliary))
+    plan = make_plan(job, grid, scenes, digest, token, auxiliary)
     out_dir = Path(job.output.dir)
     if job.output.cube:
         check_cube_replaceable(out_dir / CUBE_FILE, digest, overwrite)  # another job's cube: stop before any work
@@ -176,7 +208,7 @@ def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = Non
         )
     skipped = region.up_to_date and (cube is None or cube.skipped) and (out_dir / "run.json").exists()
     if not skipped:
-        record = run_record(job, scenes, grid, cube)
+        record = run_record(job, scenes, grid, cube, auxiliary)
         record["plan_digest"] = plan.digest
         record["products"] = {
             p.name: {

@@ -42,6 +42,7 @@ def predict_cube(
     embeddings: np.ndarray | xr.DataArray | None = None,
     fast: bool | None = None,
     allow_fewer_months: bool = False,
+    mask_missing_inputs: bool = False,
 ) -> xr.Dataset:
     """``posterior`` (class, y, x) float32 and ``class_code`` (y, x) of every pixel of ``cube``.
 
@@ -50,12 +51,15 @@ def predict_cube(
     ``fast`` is the encoder precision of ``suelo.models.inference.encode_pixels`` (None: bf16 on CUDA, fp32 on CPU).
     """
     from suelo.models.inference import cube_read_pixels, default_device, encode_pixels
-    from suelo.models.presto_inputs import cube_to_pixels, presto_inputs
+    from suelo.models.presto_inputs import cube_auxiliary, cube_to_pixels, presto_inputs
 
-    check_contract(artifact, cube, cube_name, allow_fewer_months)
+    check_contract(artifact, cube, cube_name, allow_fewer_months, mask_missing_inputs=mask_missing_inputs)
     device = device or default_device()
     bands = artifact.contract["bands"]
-    same_inputs = [str(b) for b in cube["band"].values] == list(bands)  # else shared embeddings saw other bands
+    # the Presto inputs the model was trained with (Sentinel-2 only for models from before radar, terrain, weather)
+    model_inputs = tuple(artifact.contract.get("inputs", ("s2",)))
+    # shared embeddings were encoded from this cube's bands and Sentinel-2 alone (suelo.models.inference.encode_cube)
+    same_inputs = [str(b) for b in cube["band"].values] == list(bands) and model_inputs == ("s2",)
     legend = artifact.legend
     codes = np.asarray(legend.codes)
     encoder, head = artifact.build_encoder(), artifact.build_head().to(device)
@@ -88,7 +92,8 @@ def predict_cube(
         if shared is not None:
             emb = shared[r : r + h].reshape(h * nx, -1)[has_data]
         else:
-            x, mask, dw = presto_inputs(reflectance[has_data], bands, latlons=latlons[has_data])
+            extra = {k: v[has_data] for k, v in cube_auxiliary(part, model_inputs).items()}
+            x, mask, dw = presto_inputs(reflectance[has_data], bands, latlons=latlons[has_data], **extra)
             emb = encode_pixels(encoder, x, mask, dw, latlons[has_data], start_month, batch_size, device, fast)
         with torch.inference_mode():
             logits = head(torch.from_numpy(emb).to(device)).float().cpu().numpy()

@@ -52,6 +52,7 @@ class ProductPlan:
     metrics: dict[str, Any]
     novelty: dict[str, Any] = field(default_factory=dict)  # the model's novelty gate (suelo.novelty meta)
     caveats: tuple[str, ...] = ()  # what the report must say first about this product (e.g. fewer months)
+    encoder_inputs: tuple[str, ...] = ("s2",)  # the Presto inputs its model reads from the cube (its contract)
 
     @property
     def name(self) -> str:
@@ -102,8 +103,9 @@ class Product(ABC):
         return Path(self.settings(job).model or self.default_model)
 
     @abstractmethod
-    def plan(self, job: JobSpec, scenes: Sequence[Scene]) -> ProductPlan:
-        """Load and check the model against the job, naming the model file in every error."""
+    def plan(self, job: JobSpec, scenes: Sequence[Scene], inputs: Sequence[str] = ("s2",)) -> ProductPlan:
+        """Load and check the model against the job (its bands, months, levels and the Presto ``inputs`` its cube
+        will hold: ``s2`` and any of ``s1``, ``terrain``, ``weather``), naming the model file in every error."""
 
     @abstractmethod
     def load_model(self, path: Path) -> Any:
@@ -160,6 +162,33 @@ def fewer_months_caveats(name: str, trained: int, job: JobSpec, card: dict[str, 
     )
 
 
+def masked_inputs_caveats(
+    name: str, contract: dict[str, Any], inputs: Sequence[str], card: dict[str, Any] | None
+) -> tuple[str, ...]:
+    """The report's caveat when a model runs with inputs it was trained with masked (``mask_missing_inputs``), with
+    what the model card measured masking Sentinel-1 to cost."""
+    from suelo.models.artifact import INPUT_NAMES, contract_inputs
+
+    missing = [i for i in contract_inputs(contract) if i not in inputs]
+    if not missing:
+        return ()
+    measured = ""
+    masking = ((card or {}).get("inputs") or {}).get("masking") or {}
+    s1 = masking.get("all, s1 masked")  # benchmarks/inputs.py: the all-input procedure, Sentinel-1 masked
+    if "s1" in missing and isinstance(s1, dict) and "macro_f1" in s1:
+        f1, change = s1["macro_f1"], s1.get("macro_f1_vs_all", {})
+        measured = (
+            f" Its model card measured this procedure at macro F1 {f1['mean']:.3f} +- {f1['sd']:.3f} with "
+            f"Sentinel-1 masked ({change.get('mean', float('nan')):+.3f} against all inputs, over "
+            f"{f1.get('n_seeds', '?')} spatial seeds; benchmarks/INPUTS.md)."
+        )
+    names = ", ".join(INPUT_NAMES[i] for i in missing)
+    return (
+        f"{name}: the model was trained with {names}, which this job lacks (mask_missing_inputs): the encoder sees "
+        f"them masked, and the model's calibration and certified accuracy, fitted with them, do not hold.{measured}",
+    )
+
+
 # -- land cover: Presto embeddings -> pixel head ----------------------------------------------------------------------
 
 
@@ -169,7 +198,7 @@ class LandCover(Product):
     band_description: ClassVar[str] = "land cover class"
     default_model: ClassVar[Path] = MODELS / "landcover_default.pt"
 
-    def plan(self, job: JobSpec, scenes: Sequence[Scene]) -> ProductPlan:
+    def plan(self, job: JobSpec, scenes: Sequence[Scene], inputs: Sequence[str] = ("s2",)) -> ProductPlan:
         from suelo.composite import month_starts
         from suelo.models.artifact import check_artifact_for_job, load_artifact
         from suelo.reasons import reasons_for
@@ -182,7 +211,7 @@ class LandCover(Product):
         # everything a block would find out about the model, found here, once, naming the model file
         check_artifact_for_job(
             artifact, job.ingest.bands, len(month_starts(job.period)), [s.level for s in scenes], path,
-            spec.allow_fewer_months,
+            spec.allow_fewer_months, inputs=inputs, mask_missing_inputs=spec.mask_missing_inputs,
         )  # fmt: skip
         legend = artifact.legend
         reasons = reasons_for(legend)
@@ -204,10 +233,10 @@ class LandCover(Product):
         metrics |= dict(artifact.meta.get("metrics", {}))
         caveats = fewer_months_caveats(
             self.name, int(artifact.contract["months"]), job, artifact.meta.get("model_card")
-        )
+        ) + masked_inputs_caveats(self.name, artifact.contract, inputs, artifact.meta.get("model_card"))
         return ProductPlan(
             self, path, file_sha256(path), legend, reasons, map_dtype(legend, reasons), policy, report, metrics,
-            artifact.meta["novelty"], caveats,
+            artifact.meta["novelty"], caveats, tuple(artifact.contract.get("inputs", ("s2",))),
         )  # fmt: skip
 
     def load_model(self, path: Path) -> Any:
@@ -226,6 +255,7 @@ class LandCover(Product):
             plan.model(), inner_cube, job.compute.batch_size, job.compute.device, "block cube",
             None if embeddings is None else embeddings.isel(y=crop[0], x=crop[1]),
             fast_for_precision(job.compute.precision), allow_fewer_months=job.products.landcover.allow_fewer_months,
+            mask_missing_inputs=job.products.landcover.mask_missing_inputs,
         )  # fmt: skip
         return prediction["posterior"].values, prediction["outside_training"].values
 
@@ -243,7 +273,7 @@ class UrbanAtlas(Product):
     def halo(self, job: JobSpec) -> int:
         return job.products.urban_atlas.overlap  # the segmenter's spatial context across block borders
 
-    def plan(self, job: JobSpec, scenes: Sequence[Scene]) -> ProductPlan:
+    def plan(self, job: JobSpec, scenes: Sequence[Scene], inputs: Sequence[str] = ("s2",)) -> ProductPlan:
         from suelo.models.artifact import load_segmenter
         from suelo.models.segmenter import DEFAULT_BANDS as SEGMENTER_BANDS
         from suelo.threshold import policy_for_model

@@ -14,6 +14,12 @@ Sources:
   cube on its own grid.
 
 Samples with no valid month at all are dropped: the encoder would see only their location.
+
+Besides Sentinel-2, samples may carry the other inputs Presto was pre-trained on (``suelo.models.presto_inputs``),
+in the physical units it takes: ``s1`` ``(N, T, 2)`` VV, VH backscatter in dB; ``era5`` ``(N, T, 2)`` 2 m
+temperature in K and total precipitation in m of water per day; ``srtm`` ``(N, 2)`` elevation in m and slope in
+degrees. NaN where a value is missing; None where the source has none at all. The WorldCereal extractions carry all
+three (decoded from WorldCereal's uint16 encodings below); points and polygons on a cube carry none yet.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +54,32 @@ DEFAULT_MONTHS = 12
 VALID_POSITION = 6
 DEFAULT_BLOCK_M = 10_000.0
 _M_PER_DEG = 111_320.0
+#: The Samples attribute holding each optional encoder input (names as in TrainConfig.inputs and the model's input
+#: contract, suelo.models.artifact.INPUTS; "s2" is the reflectance itself).
+INPUT_FIELDS: dict[str, str] = {"s1": "s1", "terrain": "srtm", "weather": "era5"}
+
+# WorldCereal's uint16 encodings of the non-optical inputs (verified against its source, worldcereal-classification
+# at 6c574425857177d9476bcf0876895e368ce445bb, the snapshot data/worldcereal was copied from, and openeo-gfmap):
+# - S1-SIGMA0-VV/VH, SAR-VV/VH-tsN-20m: openeo_gfmap/preprocessing/sar.py compress_backscatter_uint16 (lines 30-37)
+#   stores DN = 10 ** ((10 * log10(sigma0 power) + 83) / 20), clipped to 1..65534; WorldCereal decodes it as
+#   dB = 20 * log10(DN) - 83 for DN > 0 (src/worldcereal/train/datasets.py line 1379,
+#   notebooks/notebook_utils/extractions.py line 303).
+# - AGERA5-TMEAN, METEO-temperature_mean-tsN-100m: mean 2 m temperature in K x 100 (datasets.py line 1387, "remove
+#   scaling" / 100; extractions.py line 306). 0 K is not a temperature: these files write 0 where AgERA5 has no value
+#   (the Corsica file's last month: TMEAN 0 beside PRECIP 65535), so 0 is read as missing.
+# - AGERA5-PRECIP, METEO-precipitation_flux-tsN-100m: the precipitation SUM over the time step (month or dekad) in
+#   mm x 100 (datasets.py line 1383: / (100 * 1000) "AgERA5 is in mm, prometheo convention expects m";
+#   notebooks/notebook_utils/extractions_app.py line 1279 "precipitation sum derived from AgERA5"). WorldCereal feeds
+#   it as m per step; Presto was pre-trained on ERA5-Land monthly means, m of water per day (its band is
+#   "total_precipitation" of ECMWF/ERA5_LAND/MONTHLY, nasaharvest/presto presto/dataops/pipelines/s1_s2_era5_srtm.py,
+#   the collection of cropharvest's eo/era5.py, not the later MONTHLY_AGGR "total_precipitation_sum"), so the sum
+#   is divided by the days of the step it covers: a month's days, a dekad's (10, 10, rest of the month).
+# - elevation / DEM-alt-20m in m and slope / DEM-slo-20m in degrees, unscaled ("No scaling for DEM bands",
+#   extractions.py line 294; datasets.py lines 982-983 map them to Presto's elevation and slope).
+# - 65535 = no data in every column (patch_to_point_worldcereal.py line 537: fillna(65535).astype("uint16")).
+S1_DB_OFFSET = 83.0
+METEO_SCALE = 100.0
+MM_PER_M = 1000.0
 
 # Why a loader (or `suelo evaluate`) left a sample out; the keys of every drop count.
 DROP_REASONS: dict[str, str] = {
@@ -119,6 +151,10 @@ class Samples:
     # The labelled feature each sample comes from: the pixels of one polygon share it, so training can cap pixels
     # per polygon (suelo.sampling); by default every sample is its own feature (points, rasters, WorldCereal).
     features: np.ndarray = field(default=None)  # type: ignore[arg-type]
+    # The optional encoder inputs (see the module): None = the source has none, NaN = missing value.
+    s1: np.ndarray | None = None  # (N, T, 2) VV, VH backscatter in dB
+    era5: np.ndarray | None = None  # (N, T, 2) 2 m temperature in K, total precipitation in m/day
+    srtm: np.ndarray | None = None  # (N, 2) elevation in m, slope in degrees
 
     def __post_init__(self) -> None:
         self.dropped = dropped_table() if self.dropped is None else self.dropped
@@ -141,6 +177,36 @@ class Samples:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} samples")
         if n and ((self.start_month < 0) | (self.start_month > 11)).any():
             raise ValueError("start_month must be in 0..11")
+        t = self.reflectance.shape[1]
+        for name, shape in (("s1", (n, t, 2)), ("era5", (n, t, 2)), ("srtm", (n, 2))):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=np.float32)
+                if value.shape != shape:
+                    raise ValueError(f"{name} must be {shape}, got {value.shape}")
+                setattr(self, name, value)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The encoder inputs these samples carry (``"s2"`` always; the others where the source has them)."""
+        return ("s2", *(name for name, attr in INPUT_FIELDS.items() if getattr(self, attr) is not None))
+
+    def input_coverage(self) -> dict[str, float]:
+        """Share of finite values of each optional input the samples carry (0 for one they do not)."""
+        out = {}
+        for name, attr in INPUT_FIELDS.items():
+            value = getattr(self, attr)
+            out[name] = float(np.isfinite(value).mean()) if value is not None and value.size else 0.0
+        return out
+
+    def presto_kwargs(self, inputs: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """``s1`` / ``era5`` / ``srtm`` keyword arguments of ``suelo.models.presto_inputs.presto_inputs`` for the
+        chosen ``inputs``: an input not chosen (or not carried) is None, so the encoder sees it masked."""
+        return {attr: getattr(self, attr) if name in inputs else None for name, attr in INPUT_FIELDS.items()}
+
+    def _aux(self, attr: str, index: np.ndarray) -> np.ndarray | None:
+        value: np.ndarray | None = getattr(self, attr)
+        return None if value is None else value[index]
 
     def __len__(self) -> int:
         return len(self.reflectance)
@@ -163,6 +229,9 @@ class Samples:
             self.product_level,
             dropped=self.dropped,
             features=self.features[index],
+            s1=self._aux("s1", index),
+            era5=self._aux("era5", index),
+            srtm=self._aux("srtm", index),
         )
 
     def select_bands(self, bands: Sequence[str]) -> Samples:
@@ -204,6 +273,9 @@ class Samples:
             first.product_level,
             dropped=dropped_table(*(p.dropped for p in parts)),
             features=np.concatenate([p.features for p in parts]),
+            s1=_concat_aux(parts, "s1"),
+            era5=_concat_aux(parts, "era5"),
+            srtm=_concat_aux(parts, "srtm"),
         )
 
     def drop_empty(self, source: str = "") -> Samples:
@@ -217,6 +289,21 @@ class Samples:
             self.dropped, drop_rows(self.sample_ids[empty], source, "no_valid_month", self.labels[empty])
         )
         return kept
+
+
+def _concat_aux(parts: Sequence[Samples], attr: str) -> np.ndarray | None:
+    """The optional input ``attr`` of ``parts`` concatenated: NaN for the parts without it when another part has it
+    (the encoder sees it masked there), None when no part has it."""
+    values: list[np.ndarray | None] = [getattr(p, attr) for p in parts]
+    shapes = [v.shape[1:] for v in values if v is not None]
+    if not shapes:
+        return None
+    return np.concatenate(
+        [
+            np.full((len(p), *shapes[0]), np.nan, np.float32) if v is None else v
+            for p, v in zip(parts, values, strict=True)
+        ]
+    )
 
 
 # spatial blocks and splitting -----------------------------------------------------------------------------------
@@ -349,6 +436,57 @@ def _dn_to_reflectance(values: np.ndarray) -> np.ndarray:
     return np.where((values == NODATA_DN) | ~np.isfinite(values), np.nan, values / DN_SCALE).astype(np.float32)
 
 
+def _valid_dn(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as float64 and where they hold data (finite, not the 65535 no-data value)."""
+    values = np.asarray(values, dtype=np.float64)
+    return values, np.isfinite(values) & (values != NODATA_DN)
+
+
+def s1_dn_to_db(values: np.ndarray) -> np.ndarray:
+    """WorldCereal's uint16 Sentinel-1 backscatter (``S1-SIGMA0-*``, ``SAR-*``) in dB: ``20 log10(DN) - 83``
+    (the inverse of openeo-gfmap's compress_backscatter_uint16); NaN for no data and for DN 0 (not an encoding)."""
+    values, ok = _valid_dn(values)
+    ok &= values > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, 20.0 * np.log10(np.where(ok, values, 1.0)) - S1_DB_OFFSET, np.nan).astype(np.float32)
+
+
+def tmean_dn_to_kelvin(values: np.ndarray) -> np.ndarray:
+    """WorldCereal's AgERA5 mean 2 m temperature (K x 100) in K; NaN for no data and for 0 (the files' fill)."""
+    values, ok = _valid_dn(values)
+    ok &= values > 0
+    return np.where(ok, values / METEO_SCALE, np.nan)
+
+
+def precip_dn_to_m(values: np.ndarray) -> np.ndarray:
+    """WorldCereal's AgERA5 precipitation sum over a time step (mm x 100) in m over that step; NaN for no data."""
+    values, ok = _valid_dn(values)
+    return np.where(ok, values / (METEO_SCALE * MM_PER_M), np.nan)
+
+
+def dem_dn(values: np.ndarray) -> np.ndarray:
+    """WorldCereal's elevation (m) or slope (degrees), unscaled; NaN for no data."""
+    values, ok = _valid_dn(values)
+    return np.where(ok, values, np.nan)
+
+
+def days_in_month(month_number: np.ndarray) -> np.ndarray:
+    """Days of each month given as months since 1970-01 (:func:`_month_number`)."""
+    first = np.asarray(month_number, dtype=np.int64).astype("datetime64[M]")
+    return ((first + 1).astype("datetime64[D]") - first.astype("datetime64[D]")).astype(np.int64)
+
+
+def step_days(ts: pd.Series, dekadal: bool) -> np.ndarray:
+    """Days covered by each time step starting at ``ts``: its month's for monthly steps; for dekads (starting on
+    the 1st, 11th and 21st) 10, 10 and the rest of the month."""
+    ts = pd.to_datetime(ts).reset_index(drop=True)
+    month_days = days_in_month(_month_number(ts))
+    if not dekadal:
+        return month_days
+    day = ts.dt.day.to_numpy()
+    return np.where(day >= 21, month_days - 20, 10)
+
+
 def _month_number(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """Months since 1970-01 (so consecutive months differ by 1 across years)."""
     ts = pd.to_datetime(ts)
@@ -427,6 +565,7 @@ def _worldcereal_long(
     step = mon - start[row]
     inside = (step >= 0) & (step < months)
     out[row[inside], step[inside]] = monthly.to_numpy(dtype=np.float32)[inside]
+    aux = _long_aux(df, refl["sample_id"].to_numpy(), refl["month"].to_numpy(), index, start, months)
 
     keep = labels >= 0
     return Samples(
@@ -437,7 +576,65 @@ def _worldcereal_long(
         labels[keep],
         ids[keep],
         dropped=ewoc_drops(path, ids, meta["ewoc_code"].to_numpy(), labels, mapping),
+        s1=_kept(aux["s1"], keep),
+        era5=_kept(aux["era5"], keep),
+        srtm=_kept(aux["srtm"], keep),
     )
+
+
+def _kept(values: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[keep]
+
+
+LONG_S1 = ("S1-SIGMA0-VV", "S1-SIGMA0-VH")  # Presto's order: VV, VH
+LONG_METEO = ("AGERA5-TMEAN", "AGERA5-PRECIP")  # Presto's order: temperature, precipitation
+LONG_DEM = ("elevation", "slope")
+
+
+def _long_aux(
+    df: pd.DataFrame, sample_ids: np.ndarray, month: np.ndarray, index: dict[str, int], start: np.ndarray, months: int
+) -> dict[str, np.ndarray | None]:
+    """``s1``, ``era5`` and ``srtm`` of a long extraction (None for a group of columns it lacks), on the same
+    ``months``-long windows as the reflectance. Several rows a month (dekads) are combined as the physics asks: S1 as
+    the mean in linear power (WorldCereal composites S1 as the mean, openeo preprocessing mean_compositing), the
+    temperature as the day-weighted mean, precipitation as the sum over the valid steps divided by their days (m/day).
+    Elevation and slope are static: the median over a sample's rows."""
+    n = len(index)
+    row = np.array([index[s] for s in sample_ids])
+    step = month - start[row]
+    inside = (step >= 0) & (step < months)
+    cell = row * months + step  # one (sample, window month) per value
+    out: dict[str, np.ndarray | None] = {"s1": None, "era5": None, "srtm": None}
+
+    def monthly_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        ok = inside & np.isfinite(values)
+        total = np.bincount(cell[ok], weights=(values * weights)[ok], minlength=n * months)
+        weight = np.bincount(cell[ok], weights=weights[ok], minlength=n * months)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(weight > 0, total / weight, np.nan).reshape(n, months)
+
+    ones = np.ones(len(df))
+    if all(c in df.columns for c in LONG_S1):
+        layers = []
+        for c in LONG_S1:
+            power = 10.0 ** (s1_dn_to_db(df[c].to_numpy()).astype(np.float64) / 10.0)  # NaN stays NaN
+            layers.append(10.0 * np.log10(monthly_mean(power, ones)))
+        out["s1"] = np.stack(layers, axis=-1).astype(np.float32)
+    if all(c in df.columns for c in LONG_METEO):
+        days_of_step = step_days(
+            df["timestamp"], dekadal=bool(np.isin(pd.to_datetime(df["timestamp"]).dt.day, (11, 21)).any())
+        )
+        days = days_of_step.astype(np.float64)
+        temperature = monthly_mean(tmean_dn_to_kelvin(df[LONG_METEO[0]].to_numpy()), days)
+        # sum(precip of the valid steps) / sum(their days): a day-weighted mean of each step's m/day
+        precipitation = monthly_mean(precip_dn_to_m(df[LONG_METEO[1]].to_numpy()) / days, days)
+        out["era5"] = np.stack([temperature, precipitation], axis=-1).astype(np.float32)
+    if all(c in df.columns for c in LONG_DEM):
+        static = pd.DataFrame({c: dem_dn(df[c].to_numpy()) for c in LONG_DEM})
+        static["row"] = row
+        srtm = static.groupby("row")[list(LONG_DEM)].median().reindex(range(n))
+        out["srtm"] = srtm.to_numpy(dtype=np.float32)
+    return out
 
 
 def _worldcereal_wide(
@@ -467,6 +664,7 @@ def _worldcereal_wide(
     labels = map_ewoc_codes(df["ewoc_code"].to_numpy(), legend, mapping)
     keep = labels >= 0
     ids = df["sample_id"].astype(str).to_numpy()
+    aux = _wide_aux(df, start, months)
     return Samples(
         out[keep],
         tuple(bands),
@@ -475,7 +673,45 @@ def _worldcereal_wide(
         labels[keep],
         ids[keep],
         dropped=ewoc_drops(path, ids, df["ewoc_code"].to_numpy(), labels, mapping),
+        s1=_kept(aux["s1"], keep),
+        era5=_kept(aux["era5"], keep),
+        srtm=_kept(aux["srtm"], keep),
     )
+
+
+# the wide layout's columns, as WorldCereal's own dataset reads them (src/worldcereal/train/datasets.py lines 978-983)
+WIDE_S1 = ("SAR-VV-ts{}-20m", "SAR-VH-ts{}-20m")
+WIDE_METEO = ("METEO-temperature_mean-ts{}-100m", "METEO-precipitation_flux-ts{}-100m")
+WIDE_DEM = ("DEM-alt-20m", "DEM-slo-20m")
+
+
+def _wide_aux(df: pd.DataFrame, start: np.ndarray, months: int) -> dict[str, np.ndarray | None]:
+    """``s1``, ``era5`` and ``srtm`` of a wide extraction (monthly steps ``tsN`` from ``start_date``); None for a
+    group of columns it lacks altogether, NaN for a step it lacks."""
+    n = len(df)
+    out: dict[str, np.ndarray | None] = {"s1": None, "era5": None, "srtm": None}
+
+    def layer(template: str, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        values = np.full((n, months), np.nan)
+        for t in range(months):
+            column = template.format(t)
+            if column in df.columns:
+                values[:, t] = decode(df[column].to_numpy())
+        return values
+
+    def has(template: str) -> bool:
+        return any(template.format(t) in df.columns for t in range(months))
+
+    if all(has(c) for c in WIDE_S1):
+        out["s1"] = np.stack([layer(c, s1_dn_to_db) for c in WIDE_S1], axis=-1).astype(np.float32)
+    if all(has(c) for c in WIDE_METEO):
+        days = days_in_month(start[:, None] + np.arange(months)[None, :])  # each sample's own months
+        temperature = layer(WIDE_METEO[0], tmean_dn_to_kelvin)
+        precipitation = layer(WIDE_METEO[1], precip_dn_to_m) / days
+        out["era5"] = np.stack([temperature, precipitation], axis=-1).astype(np.float32)
+    if all(c in df.columns for c in WIDE_DEM):
+        out["srtm"] = np.stack([dem_dn(df[c].to_numpy()) for c in WIDE_DEM], axis=-1).astype(np.float32)
+    return out
 
 
 # labels on a cube -----------------------------------------------------------------------------------------------

@@ -201,7 +201,60 @@ class StacApiInput(Settings):
     product_level: ItemLevel = None
 
 
-InputSpec = Annotated[SafeInput | StacInput | GeoTiffInput | StacApiInput, Field(discriminator="kind")]
+class Sentinel1Input(Settings):
+    """Analysis-ready Sentinel-1 backscatter (VV, VH): terrain-corrected gamma0 (RTC) or sigma0, from STAC Items /
+    ItemCollections (e.g. ``sentinel-1-rtc`` / ``sentinel-1-grd`` collections with ``vv``/``vh`` assets) or
+    GeoTIFF/COG files. Raw GRD SAFE products (not calibrated, not terrain-corrected) are refused with a message.
+
+    The unit (linear power or dB) is read from the metadata; ``unit`` declares it where the metadata is silent and
+    is checked against what it says. Months are composited as the mean in linear power, then converted to dB."""
+
+    kind: Literal["sentinel1"] = Field("sentinel1", description="selects this input kind")
+    paths: tuple[Path, ...] = Field(
+        min_length=1, description="STAC Item/ItemCollection JSON files, GeoTIFF/COG files, or folders of them"
+    )
+    unit: Literal["linear", "db"] | None = Field(
+        None, description="backscatter unit when the metadata does not say it (linear power or dB)"
+    )
+    orbit: Literal["ascending", "descending"] | None = Field(
+        None, description="only acquisitions of this orbit direction (default: both)"
+    )
+    bands: tuple[str, ...] | None = Field(
+        None, description="GeoTIFF files without band descriptions: the polarization of each band, e.g. [VV, VH]"
+    )
+
+
+class DemInput(Settings):
+    """A digital elevation model (metres above the geoid or ellipsoid): GeoTIFF/COG tiles (e.g. Copernicus DEM
+    GLO-30), folders of them, or STAC Items with a DEM asset. Mosaicked, put on the job grid; slope is computed in
+    the DEM's own CRS (geographic DEMs included) before resampling."""
+
+    kind: Literal["dem"] = Field("dem", description="selects this input kind")
+    paths: tuple[Path, ...] = Field(min_length=1, description="DEM GeoTIFF/COG files, folders of them, or STAC JSON")
+
+
+class WeatherInput(Settings):
+    """Monthly 2 m temperature and total precipitation (ERA5, AgERA5) from NetCDF or GeoTIFF files, converted to the
+    units Presto was pre-trained on (K; m of water per day). The source units come from the files' ``units``
+    attributes, or from here where the files do not say; a declared unit is checked against a stated one."""
+
+    kind: Literal["weather"] = Field("weather", description="selects this input kind")
+    paths: tuple[Path, ...] = Field(min_length=1, description="NetCDF or GeoTIFF files, or folders of them")
+    temperature: str | None = Field(None, description="variable (NetCDF) or band description of 2 m temperature")
+    precipitation: str | None = Field(None, description="variable or band description of total precipitation")
+    temperature_unit: Literal["K", "degC"] | None = Field(None, description="when the file does not say")
+    precipitation_unit: Literal["m/day", "mm/day", "m/month", "mm/month", "kg m-2 s-1"] | None = Field(
+        None, description="when the file does not say: per day (ERA5 monthly means), per month (AgERA5 sums), ..."
+    )
+
+
+#: Inputs that are not Sentinel-2 scenes: they add variables to the cube (suelo.ingest.auxiliary).
+AUXILIARY_KINDS = ("sentinel1", "dem", "weather")
+
+InputSpec = Annotated[
+    SafeInput | StacInput | GeoTiffInput | StacApiInput | Sentinel1Input | DemInput | WeatherInput,
+    Field(discriminator="kind"),
+]
 
 
 def earth_crs(value: str | None) -> str | None:
@@ -369,6 +422,13 @@ class ConfidenceSpec(Settings):
         "which the run report says, with what the model card measured (benchmarks/FEWER_MONTHS.md)",
     )
 
+    mask_missing_inputs: bool = Field(
+        False,
+        description="run a model trained with Sentinel-1, terrain or weather on a job without them: the encoder "
+        "sees them masked; its calibration and certificate were fitted with them and do not hold, which the run "
+        "report says, with what the model card measured masking to cost",
+    )
+
     @model_validator(mode="after")
     def _one_rule(self) -> ConfidenceSpec:
         if self.threshold is not None and self.target_accuracy is not None:
@@ -491,6 +551,17 @@ class JobSpec(Settings):
     def folder(self) -> Path | None:
         """The folder of the job file this spec was loaded from (None when built in code)."""
         return self._folder
+
+    @field_validator("inputs")
+    @classmethod
+    def _some_optical(cls, inputs: tuple[InputSpec, ...]) -> tuple[InputSpec, ...]:
+        if all(spec.kind in AUXILIARY_KINDS for spec in inputs):
+            raise ValueError("at least one Sentinel-2 input (safe, stac, geotiff or stac_api) is needed")
+        kinds = [spec.kind for spec in inputs]
+        repeated = sorted({k for k in ("dem", "weather") if kinds.count(k) > 1})
+        if repeated:
+            raise ValueError(f"give one input of kind {repeated[0]} (list its files in its paths)")
+        return inputs
 
     @field_validator("tiles")
     @classmethod

@@ -52,7 +52,7 @@ from suelo.atomic import file_sha256
 from suelo.errors import ConfigError
 from suelo.evaluate import classification_metrics, rf_baseline
 from suelo.legend import Legend
-from suelo.models.artifact import ModelArtifact, input_contract
+from suelo.models.artifact import ModelArtifact, input_contract, normalize_inputs
 from suelo.models.heads import HeadConfig, MLPHead
 from suelo.novelty import DEFAULT_REJECTION_RATE, NoveltyGate, fit_gate
 from suelo.samples import DEFAULT_BLOCK_M, WORLDCEREAL_BANDS, Samples, ids_digest, spatial_split, three_way_split
@@ -72,6 +72,11 @@ EMBED_CHUNK = 16_384
 @dataclass(frozen=True)
 class TrainConfig:
     bands: tuple[str, ...] = WORLDCEREAL_BANDS
+    # The encoder inputs fed to Presto besides the bands (suelo.models.artifact.INPUTS): "s2" always, and any of
+    # "s1" (VV/VH dB), "terrain" (elevation, slope), "weather" (temperature, precipitation m/day) from the samples;
+    # the others are masked as Presto was pre-trained to take. Recorded in the model's input contract, which a cube
+    # or job then has to meet (or set mask_missing_inputs). What each one gains: benchmarks/INPUTS.md.
+    inputs: tuple[str, ...] = ("s2",)
     hidden: int = 64
     dropout: float = 0.2
     lr: float = 1e-3
@@ -110,6 +115,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bands"] = list(self.bands)
+        d["inputs"] = list(self.inputs)
         d["card_targets"] = list(self.card_targets)
         return d
 
@@ -145,6 +151,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name} must be 0 or None (no cap) or positive, got {value}")
+        try:
+            normalize_inputs(self.inputs)
+        except ValueError as exc:
+            raise ConfigError(f"inputs: {exc}") from None
 
 
 @dataclass
@@ -161,11 +171,16 @@ class TrainResult:
     stopping: Samples | None = None  # the stopping split (None without early stopping)
 
 
-def _presto_arrays(samples: Samples, bands: Sequence[str]) -> dict[str, np.ndarray]:
+def presto_arrays(samples: Samples, bands: Sequence[str], inputs: Sequence[str] = ("s2",)) -> dict[str, np.ndarray]:
+    """The encoder's arrays of ``samples``: ``bands`` and the optional ``inputs`` the samples carry (the others
+    masked), normalized as Presto was pre-trained (suelo.models.presto_inputs)."""
     from suelo.models.presto_inputs import presto_inputs
 
-    x, mask, dw = presto_inputs(samples.reflectance, bands, latlons=samples.latlons)
+    x, mask, dw = presto_inputs(samples.reflectance, bands, latlons=samples.latlons, **samples.presto_kwargs(inputs))
     return {"x": x, "mask": mask, "dw": dw, "latlons": samples.latlons.astype(np.float32), "month": samples.start_month}
+
+
+_presto_arrays = presto_arrays  # the name it had
 
 
 def _take(arrays: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
@@ -279,13 +294,31 @@ def train_model(
     sources: Sequence[str] = (),
     log: Callable[[str], None] = lambda _msg: None,
     progress: TrainProgress | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> TrainResult:
-    """Split ``samples`` spatially, train, score the model and the RandomForest baseline, build the artifact."""
+    """Split ``samples`` spatially, train, score the model and the RandomForest baseline, build the artifact.
+
+    ``embeddings``: the frozen pretrained encoder's embeddings ``(N, 128)`` of every one of ``samples``, in their
+    order, made with ``config.bands`` and ``config.inputs`` (:func:`presto_arrays`, fp32 on the CPU as here), to be
+    used instead of encoding again: the encoder is frozen, so a benchmark repeating training over split seeds
+    encodes once. Not with ``finetune``."""
     from suelo.models.inference import encode_pixels
     from suelo.models.presto import DEFAULT_WEIGHTS, load_presto_encoder
 
     config = config or TrainConfig()
     config.check()
+    inputs = normalize_inputs(config.inputs)
+    if embeddings is not None:
+        if config.finetune:
+            raise ConfigError("precomputed embeddings are the frozen encoder's: they cannot be used to fine-tune")
+        if len(embeddings) != len(samples):
+            raise ConfigError(f"{len(embeddings)} precomputed embeddings for {len(samples)} samples")
+    lacking = [i for i in inputs if i not in samples.inputs]
+    if lacking:
+        raise ConfigError(
+            f"inputs {lacking} were asked for but the samples carry none (WorldCereal extractions carry s1, terrain "
+            f"and weather; the samples have {list(samples.inputs)})"
+        )
     progress = progress or TrainProgress()
     started = time.perf_counter()
     deadline = None if config.time_budget_s is None else started + config.time_budget_s
@@ -353,15 +386,26 @@ def train_model(
         )
     )
 
+    coverage = samples.input_coverage()
+    if len(inputs) > 1:
+        log("inputs: " + ", ".join(f"{i} ({coverage[i]:.0%} of values present)" if i != "s2" else i for i in inputs))
     encoder_weights = Path(encoder_path or DEFAULT_WEIGHTS)
     encoder = load_presto_encoder(encoder_weights)
-    used_arrays, va = _presto_arrays(train, bands), _presto_arrays(val, bands)
+    used_arrays, va = presto_arrays(train, bands, inputs), presto_arrays(val, bands, inputs)
     n_embed = len(train) + len(val)
     progress.start("embedding", n_embed, "px")
     embedded = 0
 
-    def embed(a: dict[str, np.ndarray], report: bool = True) -> torch.Tensor:
+    def embed(a: dict[str, np.ndarray], report: bool = True, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Embeddings of the arrays ``a``; with precomputed ``embeddings``, those of ``rows`` (the rows of
+        ``samples`` ``a`` was made from) instead."""
         nonlocal embedded
+        if embeddings is not None:
+            assert rows is not None
+            if report:
+                embedded += len(rows)
+                progress.update("embedding", embedded)
+            return torch.from_numpy(np.ascontiguousarray(embeddings[rows], dtype=np.float32))
         parts = []
         for s in range(0, len(a["x"]), EMBED_CHUNK):
             sl = slice(s, s + EMBED_CHUNK)
@@ -377,7 +421,7 @@ def train_model(
             return torch.zeros((0, encoder.config.embedding_size), dtype=torch.float32)
         return torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
-    emb_used, emb_val = embed(used_arrays), embed(va)
+    emb_used, emb_val = embed(used_arrays, rows=of_model(used_idx)), embed(va, rows=of_model(val_idx))
     progress.finish("embedding")
     emb_train, emb_stop = emb_used[torch.from_numpy(fit_mask)], emb_used[torch.from_numpy(~fit_mask)]
     if fit_mask.all():  # no stopping split: the very same tensor as before it existed
@@ -485,7 +529,7 @@ def train_model(
         f"(coverage {confidence['thresholds']['report']['global']['coverage']:.1%})"
     )
     if config.rf_baseline:
-        metrics["random_forest_validation"] = rf_baseline(train, val, model_legend, config.seed)
+        metrics["random_forest_validation"] = rf_baseline(train, val, model_legend, config.seed, inputs=inputs)
     log(
         f"validation OA {metrics['validation']['overall_accuracy']:.3f} "
         f"macro F1 {metrics['validation']['macro_f1']:.3f}"
@@ -498,7 +542,7 @@ def train_model(
     )
     test_emb = None
     if test is not None and len(test):
-        test_emb = embed(_presto_arrays(test, bands), False).numpy()
+        test_emb = embed(presto_arrays(test, bands, inputs), False, of_model(test_idx)).numpy()
         metrics["test"] = score_test_split(
             head, gate, confidence, test, test_emb, kept_codes, model_legend, config, train
         )
@@ -507,13 +551,19 @@ def train_model(
     meta = {
         "legend": model_legend.to_list(),
         "input_contract": input_contract(
-            bands, train.n_months, None if config.finetune else file_sha256(encoder_weights), samples.product_level
+            bands,
+            train.n_months,
+            None if config.finetune else file_sha256(encoder_weights),
+            samples.product_level,
+            inputs=inputs,
         ),
         "head": head_config.to_dict(),
         "finetuned_encoder": config.finetune,
         "training": {
             "config": config.to_dict(),
             "sources": [str(s) for s in sources],
+            "inputs": list(inputs),
+            "input_coverage": {i: round(coverage[i], 4) for i in inputs if i != "s2"},
             "class_counts_train": {model_legend.by_code(c).name: n for c, n in train.class_counts().items()},
             "class_counts_val": {model_legend.by_code(c).name: n for c, n in val.class_counts().items()},
             "classes_dropped_too_rare": dropped,
@@ -579,10 +629,10 @@ def train_model(
     }
     head_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
     artifact = ModelArtifact(meta, head_state, encoder_state, gate=gate)
-    embeddings = {"train": emb_used.numpy(), "val": emb_val.numpy()}
+    split_embeddings = {"train": emb_used.numpy(), "val": emb_val.numpy()}
     if test_emb is not None:
-        embeddings["test"] = test_emb
-    return TrainResult(artifact, train, val, history, val_logits, y_val, test, embeddings, head, stopping_samples)
+        split_embeddings["test"] = test_emb
+    return TrainResult(artifact, train, val, history, val_logits, y_val, test, split_embeddings, head, stopping_samples)
 
 
 def calibrate_and_threshold(
@@ -650,7 +700,7 @@ def score_test_split(
         "certified": certified,
     }
     if config.rf_baseline:
-        out["random_forest"] = rf_baseline(train, test, legend, config.seed)
+        out["random_forest"] = rf_baseline(train, test, legend, config.seed, inputs=config.inputs)
     return out
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from suelo.cli import main
 from suelo.composite import cube_grid, open_cube
-from tests.fixtures import DEMO_JOB, REPO_ROOT, SAMPLE
+from tests.fixtures import DEMO_JOB, REPO_ROOT, SAMPLE, demo_spec
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +193,7 @@ def _demo_job(tmp_path: Path, **landcover: object) -> Path:
     """The demo job with absolute inputs, land cover only, and ``landcover`` settings changed."""
     import yaml
 
-    spec = yaml.safe_load(DEMO_JOB.read_text())
-    spec["inputs"][0]["paths"] = [str(SAMPLE / "items.json")]
+    spec = demo_spec()
     spec["output"]["dir"] = str(tmp_path / "out")
     spec["products"]["urban_atlas"]["enabled"] = False
     spec["products"]["landcover"].update(landcover)

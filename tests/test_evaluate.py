@@ -32,7 +32,7 @@ from suelo.samples import (
 )
 from suelo.threshold import ThresholdPolicy, choose_threshold
 from suelo.train import TrainConfig, TrainResult, train_model
-from tests.fixtures import BANDS, GRID, REPO_ROOT, tiny_cube
+from tests.fixtures import BANDS, GRID, REPO_ROOT, demo_spec, tiny_cube
 
 PROJECT = REPO_ROOT
 MONTH_FILE = PROJECT / "data" / "worldcereal" / "month_2022_FRA_LPIS_POLY_110.geoparquet"
@@ -348,8 +348,7 @@ def test_apply_masking_gives_every_reason_code(trained: tuple) -> None:
 def test_predict_apply_masking_equals_the_run_map(tmp_path: Path) -> None:
     import yaml
 
-    spec = yaml.safe_load((PROJECT / "workflows" / "demo.yaml").read_text())
-    spec["inputs"][0]["paths"] = [str(PROJECT / "data" / "sample" / "belgium" / "items.json")]
+    spec = demo_spec()
     spec["output"]["dir"] = str(tmp_path / "out")
     spec["products"]["urban_atlas"]["enabled"] = False
     spec["compute"] = {"scheduler": "synchronous"}

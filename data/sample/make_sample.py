@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     collection = {"type": "FeatureCollection", "features": items}
     (args.out / "items.json").write_text(json.dumps(collection, indent=1) + "\n", encoding="utf-8")
+    write_auxiliary(args.netcdf, args.out, times, crs, transform)
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"{len(items)} items, {size / 1e6:.2f} MB in {args.out}")
     return 0
@@ -233,6 +234,145 @@ def stac_item(day: dt.date, folder: str, crs: CRS, transform: Affine, shape: tup
         ],
         "assets": assets,
     }
+
+
+# -- Sentinel-1, terrain and weather of the same cube (issue 19) ----------------------------------------------------
+#
+# WorldCereal stores them as uint16 (openEO "compressed" values; CF _Unsigned int16 here). Decodings, as the
+# WorldCereal/openEO-GFMAP preprocessing encodes them (checked against their source: see suelo.sample_formats,
+# which decodes the same columns of the point files):
+# - S1-SIGMA0-VV/VH: sigma0 backscatter in dB = 20 * log10(DN) - 83 (DN 0 = no data);
+# - elevation: metres (integers); slope: degrees (integers) - suelo computes slope from the elevation itself, so the
+#   shipped slope is not used;
+# - AGERA5-TMEAN: 2 m mean air temperature in K x 100; AGERA5-PRECIP: the month's precipitation sum in mm x 100.
+S1_POLARIZATIONS = ("VV", "VH")
+WEATHER_FILE = "agera5_monthly.nc"
+
+
+def read_auxiliary(path: Path) -> dict[str, np.ndarray]:
+    """The raw uint16 S1, elevation and AgERA5 variables (t, y, x) of the WorldCereal cube."""
+    names = {"VV": "S1-SIGMA0-VV", "VH": "S1-SIGMA0-VH", "elevation": "elevation", "precipitation": "AGERA5-PRECIP",
+             "temperature": "AGERA5-TMEAN"}  # fmt: skip
+    out = {}
+    with netCDF4.Dataset(path) as ds:
+        ds.set_auto_maskandscale(False)
+        for key, name in names.items():
+            var = ds.variables[name]
+            values = np.asarray(var[:])
+            if str(getattr(var, "_Unsigned", "false")).lower() == "true":
+                values = values.view(np.uint16)
+            out[key] = values.astype(np.uint16, copy=False)
+    return out
+
+
+def write_float_cog(
+    path: Path, planes: dict[str, np.ndarray], crs: CRS, transform: Affine, tags: dict[str, str]
+) -> None:
+    """A float32 COG, one band per entry (its description the key), NaN = no data, ``tags`` as dataset metadata."""
+    first = next(iter(planes.values()))
+    profile = {
+        "driver": "GTiff", "dtype": "float32", "count": len(planes), "height": first.shape[0],
+        "width": first.shape[1], "crs": crs, "transform": transform, "nodata": float("nan"),
+    }  # fmt: skip
+    cog = cog_profiles.get("deflate")
+    cog.update(predictor=3, zlevel=9, blockxsize=128, blockysize=128)
+    with MemoryFile() as memory:
+        with memory.open(**profile) as dst:
+            for i, (name, values) in enumerate(planes.items(), start=1):
+                dst.write(values.astype(np.float32), i)
+                dst.set_band_description(i, name)
+            dst.update_tags(**tags)
+        with memory.open() as src:
+            cog_translate(src, str(path), cog, quiet=True, overview_level=0, in_memory=True)
+    valid, errors, _warnings = cog_validate(str(path))
+    if not valid:
+        raise SystemExit(f"{path}: not a valid COG: {errors}")
+
+
+def write_auxiliary(netcdf: Path, out: Path, times: list[dt.date], crs: CRS, transform: Affine) -> None:
+    """Sentinel-1 monthly backscatter as STAC items of COGs (s1/items.json), the DEM as a COG (dem/), the AgERA5
+    months as a CF NetCDF (weather/): the inputs of the ``sentinel1``, ``dem`` and ``weather`` job inputs."""
+    raw = read_auxiliary(netcdf)
+    s1_items = []
+    for t, day in enumerate(times):
+        planes = {}
+        for pol in S1_POLARIZATIONS:
+            dn = raw[pol][t].astype(np.float64)
+            planes[pol] = np.where(dn > 0, 20 * np.log10(np.maximum(dn, 1)) - 83, np.nan)
+        folder = out / "s1" / f"{day:%Y-%m}"
+        folder.mkdir(parents=True)
+        for pol, values in planes.items():
+            write_float_cog(folder / f"{pol}.tif", {pol: values}, crs, transform, {"UNIT": "dB"})
+        s1_items.append(s1_item(day, crs, transform, next(iter(planes.values())).shape))
+    collection = {"type": "FeatureCollection", "features": s1_items}
+    (out / "s1" / "items.json").write_text(json.dumps(collection, indent=1) + "\n", encoding="utf-8")
+
+    (out / "dem").mkdir()
+    elevation = raw["elevation"][0].astype(np.float64)  # static: every time step holds the same DEM
+    write_float_cog(out / "dem" / "elevation.tif", {"elevation": elevation}, crs, transform, {"UNITS": "m"})
+
+    import xarray as xr
+
+    (out / "weather").mkdir()
+    # AgERA5 is a 0.1 degree product: the cube holds one value per month over this 1 km patch
+    temperature = np.array([raw["temperature"][t].astype(np.float64).mean() / 100 for t in range(len(times))])
+    precipitation = np.array([raw["precipitation"][t].astype(np.float64).mean() / 100 for t in range(len(times))])
+    lon_lat = transform_geom(crs, "EPSG:4326", {"type": "Point", "coordinates": [transform.c + 500, transform.f - 500]})
+    lon, lat = lon_lat["coordinates"]
+    lats, lons = np.array([lat + 0.1, lat, lat - 0.1]), np.array([lon - 0.1, lon, lon + 0.1])
+    ones = np.ones((len(times), 3, 3))
+    weather = xr.Dataset(
+        {
+            "Temperature_Air_2m_Mean_24h": (("time", "lat", "lon"), temperature[:, None, None] * ones,
+                                            {"units": "K", "long_name": "2 m air temperature, monthly mean"}),
+            "Precipitation_Flux": (("time", "lat", "lon"), precipitation[:, None, None] * ones,
+                                   {"units": "mm month-1", "long_name": "total precipitation, monthly sum"}),
+        },
+        coords={"time": np.array([np.datetime64(d, "ns") for d in times]), "lat": lats, "lon": lons},
+        attrs={"title": "AgERA5 monthly (ESA WorldCereal test cube, Belgium)", "Conventions": "CF-1.8",
+               "source": f"tests/worldcerealtests/testresources/{SOURCE_NAME}"},
+    )  # fmt: skip
+    weather["lat"].attrs.update(units="degrees_north", standard_name="latitude")
+    weather["lon"].attrs.update(units="degrees_east", standard_name="longitude")
+    weather.to_netcdf(
+        out / "weather" / WEATHER_FILE,
+        encoding={"time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}},
+    )
+    print(f"S1: {len(s1_items)} months, DEM, weather: {len(times)} months")
+
+
+def s1_item(day: dt.date, crs: CRS, transform: Affine, shape: tuple[int, int]) -> dict[str, Any]:
+    item = stac_item(day, "", crs, transform, shape)
+    last = calendar.monthrange(day.year, day.month)[1]
+    item["id"] = f"worldcereal-s1-sigma0-monthly-belgium-{day:%Y-%m}"
+    item["stac_extensions"] = [
+        "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
+        "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+    ]
+    props = item["properties"]
+    for key in ("processing:level", "worldcereal:cloud_masked", "instruments"):
+        props.pop(key, None)
+    props.update({
+        "title": f"Sentinel-1 sigma0 monthly mean {day:%Y-%m}, Belgium (ESA WorldCereal)",
+        "description": "Monthly composite of terrain-corrected Sentinel-1 sigma0 backscatter (VV, VH) produced by "
+                       "the ESA WorldCereal preprocessing (openEO), in dB (decoded from its uint16 encoding).",
+        "constellation": "sentinel-1", "instruments": ["c-sar"], "sar:instrument_mode": "IW",
+        "sar:frequency_band": "C", "sar:polarizations": list(S1_POLARIZATIONS),
+        "worldcereal:composite": "monthly mean",
+        "end_datetime": f"{day:%Y-%m}-{last:02d}T23:59:59Z",
+        "attribution": "Contains modified Copernicus Sentinel data 2020-2021",
+    })  # fmt: skip
+    item["assets"] = {
+        pol.lower(): {
+            "href": f"{day:%Y-%m}/{pol}.tif", "type": COG_MEDIA_TYPE, "title": f"{pol} sigma0 (dB)",
+            "roles": ["data", "backscatter"],
+            "raster:bands": [{"data_type": "float32", "nodata": "nan", "unit": "dB",
+                              "spatial_resolution": transform.a}],
+        }
+        for pol in S1_POLARIZATIONS
+    }  # fmt: skip
+    return item
 
 
 if __name__ == "__main__":

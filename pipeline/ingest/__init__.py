@@ -32,7 +32,7 @@ from suelo.grid import Bounds, Grid, as_crs, crs_units, geometry_bounds, union_b
 from suelo.ingest.aoi import load_aoi
 from suelo.ingest.confine import FormatNotAllowed, InputAccess, open_raster
 from suelo.ingest.scene import BandRef, Radiometry, Scene, SearchContext, gdal_env, read_scene
-from suelo.settings import IngestSpec, JobSpec, PeriodSpec
+from suelo.settings import AUXILIARY_KINDS, IngestSpec, JobSpec, PeriodSpec
 
 Reader = Callable[[Any, IngestSpec], list[Scene]]
 
@@ -100,6 +100,8 @@ def discover_scenes(job: JobSpec) -> list[Scene]:
     context: SearchContext | None = None
     access = InputAccess.of_job(job)
     for spec in job.inputs:
+        if spec.kind in AUXILIARY_KINDS:  # radar, terrain and weather add cube variables (suelo.ingest.auxiliary)
+            continue
         discover = reader(spec.kind)
         keywords: dict[str, Any] = {}
         if _takes(discover, "context"):

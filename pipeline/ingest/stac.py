@@ -492,3 +492,13 @@ def _numbers(value: Any) -> bool:
     return isinstance(value, list) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
     )
+
+
+# Shared with the other STAC-item readers (suelo.ingest.sentinel1): the same documents, hrefs, dates and footprints.
+documents = _documents
+load_json = _load_json
+document_items = _items
+gdal_path = _gdal_path
+item_acquired = _acquired
+item_footprint = _footprint
+raster_band = _raster_band

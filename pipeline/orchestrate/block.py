@@ -42,7 +42,8 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
     if n_clear_outer.any():
         # a raster of the block's embeddings (~130 MB at 512 px) only when a product needs one; land cover alone
         # encodes a few rows at a time inside predict_cube
-        embeddings = _embeddings(cube, job) if any(p.product.needs_embeddings for p in plan.products) else None
+        shared = next((p for p in plan.products if p.product.needs_embeddings), None)
+        embeddings = _embeddings(cube, job, shared.encoder_inputs) if shared is not None else None
         for product in plan.products:
             posteriors, outside = product.product.posteriors(product, job, cube, embeddings, crop)
             planes[product.name] = classify_block(
@@ -90,7 +91,7 @@ def block_cube(plan: RunPlan, outer: Grid, top: int, left: int) -> Any:
                 return open_cube(cache).load()
             except (OSError, ValueError):
                 pass  # an unreadable cache entry (e.g. a disk that filled up earlier) is simply rebuilt
-    cube = build_cube(plan.scenes, outer, job.period, job.ingest, block_size=max(outer.height, outer.width))
+    cube = build_cube(plan.scenes, outer, job.period, job.ingest, max(outer.height, outer.width), plan.auxiliary)
     cube = cube.compute(scheduler="synchronous")
     if cache is not None:
         write_cube(cube, cache, packed=False)
@@ -105,12 +106,11 @@ def _encoder() -> Any:
     return load_presto_encoder(DEFAULT_WEIGHTS)
 
 
-def _embeddings(cube: Any, job: JobSpec) -> Any:
+def _embeddings(cube: Any, job: JobSpec, inputs: tuple[str, ...]) -> Any:
     from suelo.models.inference import encode_cube, fast_for_precision
 
-    embeddings = encode_cube(
-        _encoder(), cube, job.compute.batch_size, job.compute.device, fast_for_precision(job.compute.precision)
-    )
+    fast = fast_for_precision(job.compute.precision)
+    embeddings = encode_cube(_encoder(), cube, job.compute.batch_size, job.compute.device, fast, inputs)
     return carry_grid(embeddings, cube)  # on the block's grid like every other array a block makes
 
 

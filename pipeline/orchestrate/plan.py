@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from suelo.errors import ConfigError
 from suelo.grid import Grid, Tile
+from suelo.ingest.auxiliary import Auxiliary
 from suelo.ingest.scene import Scene
 from suelo.products import PRODUCTS, ProductPlan, enabled_products
 from suelo.settings import JobSpec
@@ -55,6 +56,7 @@ class RunPlan:
     digest: str
     cube_digest: str = ""  # what the composites depend on (inputs, grid, period, ingest): keys the composite cache
     run_token: str | None = None  # names this run's temporaries in every worker (suelo.outdir); not in the digest
+    auxiliary: Auxiliary = field(default_factory=Auxiliary)  # radar, terrain, weather (digested in cube_digest)
 
     def blocks(self) -> list[Block]:
         """The job grid's tiles of ``compute.block_size`` pixels, row by row (their order numbers the manifest)."""
@@ -76,20 +78,26 @@ class RunPlan:
 
 
 def make_plan(
-    job: JobSpec, grid: Grid, scenes: Sequence[Scene], cube_digest: str, run_token: str | None = None
+    job: JobSpec,
+    grid: Grid,
+    scenes: Sequence[Scene],
+    cube_digest: str,
+    run_token: str | None = None,
+    auxiliary: Auxiliary | None = None,
 ) -> RunPlan:
     """Resolve models, legends, reason codes and confidence policies once, before any block runs."""
     check_device(job)
     chosen = enabled_products(job)
     if not chosen:
         raise ConfigError("no product is enabled (products.landcover / products.urban_atlas)")
-    products = tuple(product.plan(job, scenes) for product in chosen)
+    auxiliary = auxiliary or Auxiliary()
+    products = tuple(product.plan(job, scenes, auxiliary.inputs) for product in chosen)
     halo = max(product.halo(job) for product in chosen)
     digest = _digest(
         MANIFEST_VERSION, cube_digest, job.name, job.compute.block_size,
         job.products.model_dump(mode="json"), [(p.name, p.model_sha256) for p in products],
     )  # fmt: skip
-    return RunPlan(job, grid, tuple(scenes), products, halo, digest, cube_digest, run_token)
+    return RunPlan(job, grid, tuple(scenes), products, halo, digest, cube_digest, run_token, auxiliary)
 
 
 def check_device(job: JobSpec) -> None:

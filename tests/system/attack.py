@@ -39,13 +39,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests.fixtures when run as a script
 from tests.fixtures import DEMO_JOB as DEMO
 from tests.fixtures import SAMPLE_ITEMS as ITEMS
-from tests.fixtures import SUELO, assert_nothing_partial, map_checksums, suelo
+from tests.fixtures import SUELO, assert_nothing_partial, demo_spec, map_checksums, suelo
 
 
 def job(folder: Path, out: Path, **compute: object) -> Path:
     """The demo job, 16 blocks of 32 px, both products."""
-    spec = yaml.safe_load(DEMO.read_text())
-    spec["inputs"][0]["paths"] = [str(ITEMS)]
+    spec = demo_spec()
     spec["output"] = {"dir": str(out), "cube": True}
     spec["compute"] = {"block_size": 32, **compute}
     folder.mkdir(parents=True, exist_ok=True)

@@ -102,5 +102,5 @@ def test_the_readme_job_spec_validates() -> None:
     block = re.search(r"```yaml\n(.*?)```", section, re.S)
     assert block is not None
     job = validate_job(yaml.safe_load(block.group(1)), "README.md")
-    assert {spec.kind for spec in job.inputs} == {"safe", "stac", "stac_api", "geotiff"}
+    assert {spec.kind for spec in job.inputs} == {"safe", "stac", "stac_api", "geotiff", "sentinel1", "dem", "weather"}
     assert job.products.landcover.allow_fewer_months is False
