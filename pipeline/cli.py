@@ -131,7 +131,7 @@ def validate(job_file: Path) -> None:
     from suelo.orchestrate import make_plan
     from suelo.products import enabled_products
 
-    auxiliary = discover_auxiliary(job)  # radar, DEM and weather files are read and checked now too
+    auxiliary = discover_auxiliary(job, grid)  # radar, DEM and weather files are read and checked now too
     plan = make_plan(job, grid, scenes, "", auxiliary=auxiliary) if enabled_products(job) else None
     click.echo(f"{job_file}: valid")
     click.echo(

@@ -62,7 +62,7 @@ def ingest(job: JobSpec, overwrite: bool = False, force: bool = False) -> Ingest
     started = time.perf_counter()
     with claimed_output(Path(job.output.dir), force):
         scenes, grid = discover(job)
-        auxiliary = discover_auxiliary(job)
+        auxiliary = discover_auxiliary(job, grid)
         result = write_job_cube(job, scenes, grid, overwrite, started, auxiliary)
         if not result.skipped or not (Path(job.output.dir) / "run.json").exists():
             write_json_atomic(Path(job.output.dir) / "run.json", run_record(job, scenes, grid, result, auxiliary))
@@ -79,12 +79,17 @@ def discover(job: JobSpec) -> tuple[list[Scene], Grid]:
     return scenes, grid
 
 
-def discover_auxiliary(job: JobSpec) -> Auxiliary:
-    """The job's Sentinel-1 acquisitions in the period, DEM and weather files (none for a Sentinel-2-only job)."""
+def discover_auxiliary(job: JobSpec, grid: Grid) -> Auxiliary:
+    """The job's Sentinel-1 acquisitions in the period, DEM and weather files (none for a Sentinel-2-only job),
+    the DEM and weather tried on the job grid (one error naming the file if they do not cover it)."""
+    from suelo.ingest.auxiliary import check_auxiliary
     from suelo.ingest.auxiliary import discover_auxiliary as discover_inputs
     from suelo.ingest.confine import InputAccess
 
-    return discover_inputs(job, month_starts(job.period), InputAccess.of_job(job))
+    months = month_starts(job.period)
+    auxiliary = discover_inputs(job, months, InputAccess.of_job(job))
+    check_auxiliary(auxiliary, grid, months)
+    return auxiliary
 
 
 def input_ids(scenes: list[Scene], auxiliary: Auxiliary) -> list[str]:
@@ -192,7 +197,7 @@ def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = Non
 
     started = time.perf_counter()
     scenes, grid = discover(job)
-    auxiliary = discover_auxiliary(job)
+    auxiliary = discover_auxiliary(job, grid)
     # the plan first: a model that cannot serve the job (an uncertifiable target, a bad file) stops before any work
     digest = job_digest(job, input_ids(scenes, auxiliary))
     plan = make_plan(job, grid, scenes, digest, token, auxiliary)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from affine import Affine
 
 from suelo.grid import Grid
 from suelo.settings import DemInput, JobSpec, Sentinel1Input, WeatherInput
@@ -84,6 +85,42 @@ def discover_auxiliary(job: JobSpec, period_months: Sequence[dt.date], access: I
             weather = discover_weather(spec, access)
     radar.sort(key=lambda s: (s.acquired, s.scene_id))
     return Auxiliary(tuple(radar), terrain, weather, declared)
+
+
+PROBE_SIDE = 64  # pixels per side of the coarse grid on which the driver tries the DEM and weather
+
+
+def check_auxiliary(aux: Auxiliary, grid: Grid, months: Sequence[dt.date]) -> None:
+    """Read every radar acquisition on a window at the grid's centre, and the DEM and the weather once on a coarse
+    copy of ``grid`` (at most :data:`PROBE_SIDE` pixels a side, same bounds), so that a file in a unit other than the
+    one stated, or a DEM or weather file that does not cover the region or cannot be read onto it, is one error
+    naming the file before any block runs (a block would only report it as a failed block)."""
+    if aux.radar:
+        from suelo.ingest.sentinel1 import composite_sentinel1
+
+        # each acquisition's unit is checked against its values where it is read: here on a window of the grid's
+        # own pixels at its centre, so a unit the metadata or the job states wrongly stops the run now
+        size = min(PROBE_SIDE, grid.width, grid.height)
+        row, col = (grid.height - size) // 2, (grid.width - size) // 2
+        centre = grid.tile(row, row + size, col, col + size).grid
+        for scene in aux.radar:
+            if _overlaps(scene.crs, scene.bounds, centre):
+                composite_sentinel1([scene], centre, [_month(scene.acquired)])
+    if aux.terrain is None and aux.weather is None:
+        return
+    left, bottom, right, top = grid.bounds
+    side = min(PROBE_SIDE, grid.width, grid.height)
+    step_x, step_y = (right - left) / side, (top - bottom) / side
+    # inside the grid's own bounds (a snapped grid could reach past them, and past a DEM that just covers them)
+    probe = Grid(grid.crs, Affine(step_x, 0, left, 0, -step_y, top), side, side)
+    if aux.terrain is not None:
+        from suelo.ingest.terrain import terrain_on_grid
+
+        terrain_on_grid(aux.terrain, probe)
+    if aux.weather is not None:
+        from suelo.ingest.weather import weather_on_grid
+
+        weather_on_grid(aux.weather, probe, months)
 
 
 def _month(moment: dt.datetime) -> dt.date:
