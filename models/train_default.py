@@ -141,26 +141,35 @@ def card_sections_only(model: Path) -> None:
 
     artifact = load_artifact(model)
     card = artifact.meta["model_card"]
-    sections = add_benchmark_sections(card)
+    sections = add_benchmark_sections(card, tuple(artifact.contract.get("inputs", ("s2",))))
     save_artifact(artifact, model)
-    write_card(card, sections, model.with_name(f"{model.stem}_report"))
+    write_card(card, sections, model.with_name(f"{model.stem}_report"), model.name)
     print(f"updated the card sections of {model}")
 
 
-def add_benchmark_sections(card: dict) -> str:
+def add_benchmark_sections(card: dict, inputs: tuple[str, ...] = ("s2",)) -> str:
     """Put the open-set, fewer-months and other-inputs benchmark summaries into ``card``; returns their
-    Markdown."""
+    Markdown. The open-set and fewer-months benchmarks measure the Sentinel-2-only procedure: a model of other
+    ``inputs`` gets a line saying they were not measured for it, not another procedure's numbers."""
+    card["inputs"], inputs_text = inputs_section()
+    if tuple(inputs) != ("s2",):
+        note = (
+            "## Open set and fewer months\n\nNot measured for this procedure yet (inputs "
+            f"{', '.join(inputs)}): `benchmarks/OPEN_SET.md` and `benchmarks/FEWER_MONTHS.md` measure the "
+            "Sentinel-2-only model (`models/landcover_default.pt`).\n"
+        )
+        card["open_set"], card["fewer_months"] = {}, {}
+        return note + "\n" + inputs_text
     card["open_set"], open_set_text = open_set_section()
     card["fewer_months"], fewer_text = fewer_months_section()
-    card["inputs"], inputs_text = inputs_section()
     return open_set_text + "\n" + fewer_text + "\n" + inputs_text
 
 
-def write_card(card: dict, sections: str, folder: Path) -> None:
+def write_card(card: dict, sections: str, folder: Path, model_name: str = "landcover_default.pt") -> None:
     """``model_card.json`` and ``MODEL_CARD.md`` (the seed-averaged tables, then the benchmark sections)."""
     write_json_atomic(folder / "model_card.json", card)
     write_text_atomic(
-        folder / "MODEL_CARD.md", card_markdown(card, "Model card: models/landcover_default.pt") + "\n" + sections
+        folder / "MODEL_CARD.md", card_markdown(card, f"Model card: models/{model_name}") + "\n" + sections
     )
 
 
@@ -171,24 +180,33 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--card-seeds", type=int, default=len(DEFAULT_SEEDS), help="split seeds of the model card")
     parser.add_argument("--card-sections-only", action="store_true", help="refresh the benchmark card sections only")
+    parser.add_argument(
+        "--inputs", default="s2", help="Presto inputs, e.g. s2,s1,terrain (models/landcover_radar.pt; see INPUTS.md)"
+    )
     args = parser.parse_args()
+    inputs = tuple(i.strip() for i in args.inputs.split(",") if i.strip())
     if args.card_sections_only:
         card_sections_only(args.output)
         return
     legend = load_legend()
     samples = Samples.concat([load_worldcereal(p, legend) for p in args.extractions])
     started = time.perf_counter()
-    card = seed_averaged_card(samples, legend, TrainConfig.legacy(), seeds=range(args.card_seeds), log=print)
+    config = TrainConfig.legacy(inputs=inputs)
+    card = seed_averaged_card(samples, legend, config, seeds=range(args.card_seeds), log=print)
     print(f"model card: {args.card_seeds} seeds in {time.perf_counter() - started:.0f} s")
-    sections = add_benchmark_sections(card)
+    sections = add_benchmark_sections(card, inputs)
     result = train_model(
-        samples, legend, TrainConfig.legacy(seed=args.seed), sources=[p.name for p in args.extractions], log=print
+        samples,
+        legend,
+        TrainConfig.legacy(seed=args.seed, inputs=inputs),
+        sources=[p.name for p in args.extractions],
+        log=print,
     )
     result.artifact.meta["model_card"] = card
     save_artifact(result.artifact, args.output)
     folder = args.output.with_name(f"{args.output.stem}_report")
     figures = write_training_figures(result, folder)
-    write_card(card, sections, folder)
+    write_card(card, sections, folder, args.output.name)
     print(card_markdown(card))
     print("shipped model thresholds:", json.dumps(result.artifact.meta["thresholds"]["report"]["global"]))
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB) and {[f.name for f in figures]}")

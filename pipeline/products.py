@@ -99,8 +99,12 @@ class Product(ABC):
         """Pixels of context around a block this product needs."""
         return 0
 
-    def model_path(self, job: JobSpec) -> Path:
-        return Path(self.settings(job).model or self.default_model)
+    def model_path(self, job: JobSpec, inputs: Sequence[str] = ("s2",)) -> Path:
+        """The job's model file, else the shipped one for the Presto ``inputs`` the job's cube will hold."""
+        return Path(self.settings(job).model or self.shipped_model(inputs))
+
+    def shipped_model(self, inputs: Sequence[str]) -> Path:
+        return self.default_model
 
     @abstractmethod
     def plan(self, job: JobSpec, scenes: Sequence[Scene], inputs: Sequence[str] = ("s2",)) -> ProductPlan:
@@ -197,6 +201,17 @@ class LandCover(Product):
     name: ClassVar[str] = "landcover"
     band_description: ClassVar[str] = "land cover class"
     default_model: ClassVar[Path] = MODELS / "landcover_default.pt"
+    # The shipped models by the inputs they need, the most informed first: with Sentinel-1 and a DEM a job gets the
+    # model trained with them (benchmarks/INPUTS.md: +0.056 macro F1 over Sentinel-2 alone, better in 10 of 10
+    # spatial seeds; weather did not help and is left out), else the Sentinel-2 one: never a model that would have to
+    # run with inputs masked.
+    shipped: ClassVar[tuple[tuple[tuple[str, ...], Path], ...]] = (
+        (("s2", "s1", "terrain"), MODELS / "landcover_radar.pt"),
+        (("s2",), MODELS / "landcover_default.pt"),
+    )
+
+    def shipped_model(self, inputs: Sequence[str]) -> Path:
+        return next(path for needs, path in self.shipped if set(needs) <= set(inputs))
 
     def plan(self, job: JobSpec, scenes: Sequence[Scene], inputs: Sequence[str] = ("s2",)) -> ProductPlan:
         from suelo.composite import month_starts
@@ -206,7 +221,7 @@ class LandCover(Product):
         from suelo.write import map_dtype, map_legend
 
         spec = job.products.landcover
-        path = self.model_path(job)
+        path = self.model_path(job, inputs)
         artifact = load_artifact(path)
         # everything a block would find out about the model, found here, once, naming the model file
         check_artifact_for_job(

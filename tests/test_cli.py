@@ -92,7 +92,7 @@ def test_validate_reports_grid_and_scenes() -> None:
     result = CliRunner().invoke(main, ["validate", str(DEMO_JOB)])
     assert result.exit_code == 0, result.output
     assert "scenes on the grid in the period: 10" in result.output and "100 x 100 px" in result.output
-    assert "landcover: landcover_default.pt, certified accuracy 0.8 at " in result.output
+    assert "landcover: landcover_radar.pt, certified accuracy 0.8 at " in result.output  # it has S1 and a DEM
     assert "novelty gate rejects 5% of data like its training data" in result.output
 
 
@@ -205,12 +205,12 @@ def _demo_job(tmp_path: Path, **landcover: object) -> Path:
 def test_an_uncertifiable_target_stops_before_any_work(tmp_path: Path) -> None:
     from suelo.models.artifact import load_artifact
 
-    n = load_artifact(REPO_ROOT / "models" / "landcover_default.pt").meta["novelty"]["n_calibration"]
+    n = load_artifact(REPO_ROOT / "models" / "landcover_radar.pt").meta["novelty"]["n_calibration"]
     result = CliRunner().invoke(main, ["run", str(_demo_job(tmp_path, target_accuracy=0.995))])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
-    assert "landcover_default.pt" in lines[0] and f"on its {n} calibration points" in lines[0]
+    assert "landcover_radar.pt" in lines[0] and f"on its {n} calibration points" in lines[0]
     assert "the highest certifiable is 0." in lines[0] and "coverage" in lines[0] and "accept_empty_map" in lines[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.nc"))  # no cube, no block
 

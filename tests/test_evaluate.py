@@ -363,7 +363,8 @@ def test_predict_apply_masking_equals_the_run_map(tmp_path: Path) -> None:
     target = str(spec["products"]["landcover"]["target_accuracy"])
     output = tmp_path / "prediction.nc"
     cube = tmp_path / "out" / "cube" / "cube.nc"
-    model = PROJECT / "models" / "landcover_default.pt"
+    # the demo job has Sentinel-1 and a DEM: its map is the radar model's, and predict reads them from the cube
+    model = PROJECT / "models" / "landcover_radar.pt"
     args = ["predict", str(model), str(cube), "-o", str(output), "--apply-masking", "--target-accuracy", target]
     done = CliRunner().invoke(main, args)
     assert done.exit_code == 0, done.output

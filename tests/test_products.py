@@ -56,3 +56,18 @@ def test_orchestration_never_compares_product_names(module: Path) -> None:
     """What differs between products lives in suelo.products; the orchestration only calls its hooks."""
     source = module.read_text(encoding="utf-8")
     assert not re.search(r"[\"'](landcover|urban_atlas)[\"']", source), module.name
+
+
+def test_a_job_with_radar_and_a_dem_gets_the_model_trained_with_them() -> None:
+    from suelo.models.artifact import contract_inputs, load_artifact
+
+    landcover = LandCover()
+    job = load_job(DEMO_JOB)
+    radar = landcover.model_path(job, ("s2", "s1", "terrain", "weather"))
+    assert radar.name == "landcover_radar.pt"
+    assert contract_inputs(load_artifact(radar).contract) == ("s2", "s1", "terrain")
+    assert landcover.model_path(job, ("s2", "s1")).name == "landcover_default.pt"  # no DEM: never masked
+    assert landcover.model_path(job, ("s2",)) == LandCover.default_model
+    chosen = job.model_copy(update={"products": job.products.model_copy(update={
+        "landcover": job.products.landcover.model_copy(update={"model": LandCover.default_model})})})  # fmt: skip
+    assert landcover.model_path(chosen, ("s2", "s1", "terrain")) == LandCover.default_model  # the job's choice
