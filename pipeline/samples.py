@@ -749,6 +749,13 @@ def samples_at_pixels(
     xs, ys = grid.transform * (cols + 0.5, rows + 0.5)  # type: ignore[operator]
     lon, lat = Transformer.from_crs(grid.crs.to_wkt(), "EPSG:4326", always_xy=True).transform(xs, ys)
     latlons = np.stack([lat, lon], axis=-1)
+    # Sentinel-1, terrain and weather where the cube holds them (suelo.ingest.auxiliary): the same pixels
+    extra: dict[str, np.ndarray] = {}
+    for variable, dim, keyword in (("s1", "polarization", "s1"), ("weather", "weather_band", "era5")):
+        if variable in cube:
+            extra[keyword] = cube[variable].isel(sel).transpose("sample", "time", dim).values.astype(np.float32)
+    if "terrain" in cube:
+        extra["srtm"] = cube["terrain"].isel(sel).transpose("sample", "terrain_band").values.astype(np.float32)
     return Samples(
         refl,
         tuple(str(b) for b in cube["band"].values),
@@ -759,6 +766,7 @@ def samples_at_pixels(
         anchors=latlons if anchors is None else anchors,
         product_level=cube_product_level(cube),
         features=features,  # type: ignore[arg-type]  # None: each pixel its own feature (Samples.__post_init__)
+        **extra,  # type: ignore[arg-type]  # the optional s1 / era5 / srtm arrays (keywords of Samples)
     ).drop_empty(source)
 
 

@@ -98,3 +98,23 @@ def test_the_model_contract_reads_the_variables_the_ingest_writes() -> None:
 
     assert {name: (variable,) for name, (variable, *_rest) in WRITTEN.items()} == READ
     assert set(INPUT_KINDS) == set(WRITTEN)
+
+
+def test_labels_on_a_cube_with_radar_make_samples_with_it(auxiliary: Auxiliary) -> None:
+    """Polygon and raster labels take their samples from the cube: its radar, terrain and weather come along."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from suelo.samples import samples_at_pixels
+
+    grid = Grid(CRS.from_epsg(32631), Affine(10, 0, 664200, 0, -10, 5611920), 6, 6)
+    job = sample_job("sentinel1", "dem", "weather")
+    rows, cols = np.array([0, 2, 5]), np.array([1, 3, 4])
+    from suelo.ingest import discover_scenes
+
+    full = build_cube(discover_scenes(job), grid, job.period, job.ingest, auxiliary=auxiliary).compute()
+    samples = samples_at_pixels(full, rows, cols, np.array([1, 4, 5]), np.array(["a", "b", "c"]))
+    assert samples.inputs == ("s2", "s1", "terrain", "weather")
+    assert np.array_equal(samples.s1[1], full["s1"].values[:, :, 2, 3])
+    assert np.array_equal(samples.srtm[2], full["terrain"].values[:, 5, 4])
+    assert np.array_equal(samples.era5[0], full["weather"].values[:, :, 0, 1])
