@@ -4,6 +4,7 @@ same values in the cube, and the encoder's inputs from it. On the embedded real 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,25 @@ def test_labels_on_a_cube_with_radar_make_samples_with_it(auxiliary: Auxiliary) 
     assert np.array_equal(samples.s1[1], full["s1"].values[:, :, 2, 3])
     assert np.array_equal(samples.srtm[2], full["terrain"].values[:, 5, 4])
     assert np.array_equal(samples.era5[0], full["weather"].values[:, :, 0, 1])
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_cube_files_and_composite_caches_keep_the_other_inputs_exactly(
+    auxiliary: Auxiliary, tmp_path: Path, packed: bool
+) -> None:
+    """cube.nc (reflectance packed) and the composite cache (lossless) both keep radar, terrain and weather as
+    float32, value for value."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from suelo.composite import open_cube, write_cube
+
+    grid = Grid(CRS.from_epsg(32631), Affine(10, 0, 664200, 0, -10, 5611920), 5, 7)
+    job = sample_job("sentinel1", "dem", "weather")
+    cube = build_cube((), grid, job.period, job.ingest, auxiliary=auxiliary).compute()
+    write_cube(cube, tmp_path / "cube.nc", packed=packed)
+    again = open_cube(tmp_path / "cube.nc").load()
+    for name in ("s1", "terrain", "weather"):
+        assert again[name].dtype == np.float32 and again[name].dims == cube[name].dims
+        assert np.array_equal(again[name].values, cube[name].values, equal_nan=True), name
+    assert cube_inputs(again) == ("s2", "s1", "terrain", "weather")
