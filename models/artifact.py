@@ -37,6 +37,7 @@ from torch import nn
 
 from suelo.atomic import file_sha256
 from suelo.errors import ConfigError, InputError, ModelFileError
+from suelo.ingest.auxiliary import CUBE_VARIABLES as AUXILIARY_VARIABLES
 from suelo.legend import Legend
 from suelo.models.heads import HeadConfig, MLPHead
 from suelo.models.segmenter import SegmenterConfig, UNetSegmenter
@@ -81,7 +82,7 @@ INPUT_NAMES = {
 #: The job input kind (suelo.settings.AUXILIARY_KINDS) that supplies each optional input.
 INPUT_KINDS = {"s1": "sentinel1", "terrain": "dem", "weather": "weather"}
 #: The cube data variables that carry each optional input (any one of them), as the auxiliary ingest writes them.
-CUBE_VARIABLES = {"s1": ("s1",), "terrain": ("terrain",), "weather": ("weather",)}  # suelo.ingest.auxiliary's
+CUBE_VARIABLES = {name: (variable,) for name, (variable, *_layout) in AUXILIARY_VARIABLES.items()}
 #: What a model's contract records of each input: the physical values suelo.models.presto_inputs normalizes.
 INPUT_UNITS = {
     "s2": "reflectance (see reflectance)",

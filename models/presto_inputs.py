@@ -137,23 +137,26 @@ def cube_to_pixels(cube: xr.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
     return reflectance, latlons, start_month
 
 
-def cube_auxiliary(cube: xr.Dataset, inputs: Sequence[str]) -> dict[str, np.ndarray]:
+#: The :func:`presto_inputs` keyword of each optional input (its cube variable: suelo.ingest.auxiliary).
+PRESTO_KEYWORDS = {"s1": "s1", "weather": "era5", "terrain": "srtm"}
+
+
+def cube_auxiliary(
+    cube: xr.Dataset, inputs: Sequence[str], pixel_dims: Sequence[str] = ("y", "x")
+) -> dict[str, np.ndarray]:
     """The non-optical Presto inputs among ``inputs`` (a model's contract: ``s1``, ``terrain``, ``weather``) from a
     cube's variables (:data:`suelo.ingest.auxiliary.CUBE_VARIABLES`), as :func:`presto_inputs` keywords, pixels in
-    the row-major (y, x) order of :func:`cube_to_pixels`. An input the cube does not hold is left out: the encoder
-    then sees it masked (the caller decides whether the model may run so)."""
-    wanted = {"s1": ("s1", "polarization", "s1"), "weather": ("weather", "weather_band", "era5"),
-              "terrain": ("terrain", "terrain_band", "srtm")}  # fmt: skip
+    the row-major ``pixel_dims`` order of :func:`cube_to_pixels` (or one ``sample`` dimension of picked pixels). An
+    input the cube does not hold is left out: the encoder then sees it masked (the caller decides whether the model
+    may run so)."""
+    from suelo.ingest.auxiliary import CUBE_VARIABLES
+
     out: dict[str, np.ndarray] = {}
     for name in inputs:
-        if name not in wanted or wanted[name][0] not in cube:
+        if name not in CUBE_VARIABLES or CUBE_VARIABLES[name][0] not in cube:
             continue
-        variable, dim, keyword = wanted[name]
-        data = cube[variable]
-        if "time" in data.dims:
-            values = data.transpose("y", "x", "time", dim).values.astype(np.float32, copy=False)
-            out[keyword] = values.reshape(-1, values.shape[2], values.shape[3])
-        else:
-            values = data.transpose("y", "x", dim).values.astype(np.float32, copy=False)
-            out[keyword] = values.reshape(-1, values.shape[2])
+        variable, dim, _bands, timed = CUBE_VARIABLES[name]
+        order = (*pixel_dims, "time", dim) if timed else (*pixel_dims, dim)
+        values = cube[variable].transpose(*order).values.astype(np.float32, copy=False)
+        out[PRESTO_KEYWORDS[name]] = values.reshape(-1, *values.shape[len(pixel_dims) :])
     return out

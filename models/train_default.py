@@ -137,11 +137,11 @@ def inputs_section(path: Path = INPUTS) -> tuple[dict, str]:
 def card_sections_only(model: Path) -> None:
     """Refresh the benchmark sections of the shipped model's card (open set, fewer months, other inputs) in its
     meta and its MODEL_CARD.md, leaving weights, gate and thresholds as they are."""
-    from suelo.models.artifact import load_artifact
+    from suelo.models.artifact import contract_inputs, load_artifact
 
     artifact = load_artifact(model)
     card = artifact.meta["model_card"]
-    sections = add_benchmark_sections(card, tuple(artifact.contract.get("inputs", ("s2",))))
+    sections = add_benchmark_sections(card, contract_inputs(artifact.contract))
     save_artifact(artifact, model)
     write_card(card, sections, model.with_name(f"{model.stem}_report"), model.name)
     print(f"updated the card sections of {model}")

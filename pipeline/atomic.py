@@ -317,6 +317,16 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object suelo wrote at ``path`` (a marker, final.json), or {} when it is missing, unreadable or
+    not an object: what the callers then treat as "not there"."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_json_atomic(final: Path, payload: Any) -> None:
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 

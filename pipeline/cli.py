@@ -148,7 +148,7 @@ def validate(job_file: Path) -> None:
     )
     levels = sorted({s.level for s in scenes})
     click.echo(f"  period: {job.period.start} .. {job.period.end}; scene levels: {', '.join(levels)}")
-    if auxiliary.inputs != ("s2",):
+    if auxiliary.present:
         sources = auxiliary.provenance()
         click.echo(
             f"  other inputs: {', '.join(auxiliary.inputs[1:])} (Sentinel-1 acquisitions in the period: "

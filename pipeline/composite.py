@@ -178,7 +178,7 @@ def build_cube(
             "software": f"suelo {__version__}",
         },
     )
-    if auxiliary is not None and auxiliary.inputs != (OPTICAL,):
+    if auxiliary is not None and auxiliary.present:
         _add_auxiliary(ds, auxiliary, grid, months, block_size)
     ds["reflectance"].attrs.update(units="1", long_name="surface reflectance (BOA)")
     ds["valid"].attrs.update(long_name="month has at least one clear observation")

@@ -96,7 +96,7 @@ def input_ids(scenes: list[Scene], auxiliary: Auxiliary) -> list[str]:
     """What the cube is made from, for its digest: the scenes, and the other inputs' files when there are any (a
     Sentinel-2-only job keeps the digest of earlier versions)."""
     ids = [s.scene_id for s in scenes]
-    if auxiliary.inputs != ("s2",):
+    if auxiliary.present:
         ids.append(json.dumps(auxiliary.provenance(), sort_keys=True))
     return ids
 
@@ -143,7 +143,7 @@ def run_record(
         "outputs": {},
         "stats": {},
     }
-    if auxiliary.inputs != ("s2",):
+    if auxiliary.present:
         record["auxiliary_inputs"] = auxiliary.provenance()
     if cube is not None:
         record["outputs"]["cube"] = str(cube.cube_path.relative_to(out_dir))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from suelo import __version__
-from suelo.atomic import is_suelo_temporary, set_run_token, temporary_token, write_json_atomic
+from suelo.atomic import is_suelo_temporary, read_json_object, set_run_token, temporary_token, write_json_atomic
 from suelo.errors import ConfigError
 
 MARKER = ".suelo-output.json"
@@ -38,11 +37,7 @@ _held: dict[Path, str] = {}  # folders whose lock this process holds -> the run 
 
 
 def read_marker(out_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(out_dir / MARKER)
 
 
 def check_output_folder(out_dir: Path, force: bool = False) -> None:

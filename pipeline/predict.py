@@ -26,7 +26,7 @@ from suelo.calibrate import Calibration
 from suelo.errors import InputError
 from suelo.grid import carry_grid
 from suelo.legend import Legend
-from suelo.models.artifact import ModelArtifact, check_contract
+from suelo.models.artifact import ModelArtifact, check_contract, contract_inputs
 from suelo.reasons import reasons_for
 from suelo.threshold import CONFIDENCE_NODATA, ThresholdPolicy, classify_block
 
@@ -57,7 +57,7 @@ def predict_cube(
     device = device or default_device()
     bands = artifact.contract["bands"]
     # the Presto inputs the model was trained with (Sentinel-2 only for models from before radar, terrain, weather)
-    model_inputs = tuple(artifact.contract.get("inputs", ("s2",)))
+    model_inputs = contract_inputs(artifact.contract)
     # shared embeddings were encoded from this cube's bands and Sentinel-2 alone (suelo.models.inference.encode_cube)
     same_inputs = [str(b) for b in cube["band"].values] == list(bands) and model_inputs == ("s2",)
     legend = artifact.legend

@@ -215,7 +215,7 @@ class LandCover(Product):
 
     def plan(self, job: JobSpec, scenes: Sequence[Scene], inputs: Sequence[str] = ("s2",)) -> ProductPlan:
         from suelo.composite import month_starts
-        from suelo.models.artifact import check_artifact_for_job, load_artifact
+        from suelo.models.artifact import check_artifact_for_job, contract_inputs, load_artifact
         from suelo.reasons import reasons_for
         from suelo.threshold import policy_for_model
         from suelo.write import map_dtype, map_legend
@@ -251,7 +251,7 @@ class LandCover(Product):
         ) + masked_inputs_caveats(self.name, artifact.contract, inputs, artifact.meta.get("model_card"))
         return ProductPlan(
             self, path, file_sha256(path), legend, reasons, map_dtype(legend, reasons), policy, report, metrics,
-            artifact.meta["novelty"], caveats, tuple(artifact.contract.get("inputs", ("s2",))),
+            artifact.meta["novelty"], caveats, contract_inputs(artifact.contract),
         )  # fmt: skip
 
     def load_model(self, path: Path) -> Any:

@@ -733,7 +733,9 @@ def samples_at_pixels(
     from pyproj import Transformer
 
     from suelo.composite import cube_grid
+    from suelo.ingest.auxiliary import CUBE_VARIABLES
     from suelo.models.artifact import cube_product_level
+    from suelo.models.presto_inputs import cube_auxiliary
 
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     sel = {"y": xr.DataArray(rows, dims="sample"), "x": xr.DataArray(cols, dims="sample")}
@@ -750,12 +752,8 @@ def samples_at_pixels(
     lon, lat = Transformer.from_crs(grid.crs.to_wkt(), "EPSG:4326", always_xy=True).transform(xs, ys)
     latlons = np.stack([lat, lon], axis=-1)
     # Sentinel-1, terrain and weather where the cube holds them (suelo.ingest.auxiliary): the same pixels
-    extra: dict[str, np.ndarray] = {}
-    for variable, dim, keyword in (("s1", "polarization", "s1"), ("weather", "weather_band", "era5")):
-        if variable in cube:
-            extra[keyword] = cube[variable].isel(sel).transpose("sample", "time", dim).values.astype(np.float32)
-    if "terrain" in cube:
-        extra["srtm"] = cube["terrain"].isel(sel).transpose("sample", "terrain_band").values.astype(np.float32)
+    picked = cube.isel(sel)
+    extra = cube_auxiliary(picked, tuple(CUBE_VARIABLES), pixel_dims=("sample",))
     return Samples(
         refl,
         tuple(str(b) for b in cube["band"].values),

@@ -52,6 +52,11 @@ class Auxiliary:
         present = {"s1": self.radar_declared, "terrain": self.terrain is not None, "weather": self.weather is not None}
         return (OPTICAL, *(name for name in CUBE_VARIABLES if present[name]))
 
+    @property
+    def present(self) -> bool:
+        """Whether the job has any input besides Sentinel-2 (a Sentinel-2-only cube and record are as before)."""
+        return self.inputs != (OPTICAL,)
+
     def provenance(self) -> dict[str, Any]:
         """What run.json records of them."""
         return {

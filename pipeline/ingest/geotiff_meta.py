@@ -100,13 +100,19 @@ def acquired(
 
 
 def _tag_time(info: RasterInfo, tag: str) -> dt.datetime:
-    text = info.tags[tag].strip()
+    return tag_time(info.path, tag, info.tags[tag])
+
+
+def tag_time(path: str | Path, tag: str, text: str) -> dt.datetime:
+    """The time a metadata tag of ``path`` states: Earth Engine's ``system:time_start`` (ms since 1970), else a
+    date/time :func:`parse_time` reads; an unreadable value is one error naming the file and the tag."""
+    text = text.strip()
     try:
         if tag == "SYSTEM:TIME_START":
             return dt.datetime.fromtimestamp(float(text) / 1000.0, tz=dt.timezone.utc)
         return parse_time(text)
     except (ValueError, OverflowError, OSError) as exc:
-        raise InputError(info.path, f"metadata {tag} {text!r} is not a date or time ({exc})") from exc
+        raise InputError(path, f"metadata {tag} {text!r} is not a date or time ({exc})") from exc
 
 
 def parse_time(text: str) -> dt.datetime:

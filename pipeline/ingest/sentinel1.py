@@ -85,7 +85,7 @@ from suelo.errors import InputError
 from suelo.grid import Bounds, Grid, union_bounds
 from suelo.ingest.confine import UNCONFINED, FormatNotAllowed, InputAccess, open_raster
 from suelo.ingest.geotiff_files import find_files
-from suelo.ingest.geotiff_meta import ACQUISITION_TAGS, parse_time
+from suelo.ingest.geotiff_meta import ACQUISITION_TAGS, tag_time
 from suelo.ingest.scene import BandRef, gdal_env
 from suelo.ingest.stac import (
     document_items,
@@ -560,14 +560,8 @@ def _file_date(header: _Header) -> dt.datetime:
             return value
     for tag in S1_TIME_TAGS:
         text = header.tags.get(tag, "").strip()
-        if not text:
-            continue
-        try:
-            if tag == "SYSTEM:TIME_START":
-                return dt.datetime.fromtimestamp(float(text) / 1000.0, tz=dt.timezone.utc)
-            return parse_time(text)
-        except (ValueError, OverflowError, OSError) as exc:
-            raise InputError(header.path, f"metadata {tag} {text!r} is not a date or time ({exc})") from exc
+        if text:
+            return tag_time(header.path, tag, text)
     raise InputError(
         header.path,
         "no acquisition date: none in the file name (YYYYMMDD or YYYY-MM-DD) nor in its metadata "

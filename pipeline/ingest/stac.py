@@ -56,15 +56,15 @@ def discover(spec: StacInput, ingest: IngestSpec, *, access: InputAccess | None 
     """
     access = access or UNCONFINED
     scenes: list[Scene] = []
-    for document in _documents(spec.paths, access):
+    for document in documents(spec.paths, access):
         rules = access.with_roots([document.absolute().parent])
-        for item in _items(document, _load_json(document)):
+        for item in document_items(document, load_json(document)):
             scenes.append(item_scene(item, document, rules, spec.product_level))
     return scenes
 
 
 # documents and items ----------
-def _documents(paths: tuple[Path, ...], access: InputAccess) -> Iterator[Path]:
+def documents(paths: tuple[Path, ...], access: InputAccess) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json" and p.is_file())
@@ -77,7 +77,7 @@ def _documents(paths: tuple[Path, ...], access: InputAccess) -> Iterator[Path]:
             yield path
 
 
-def _load_json(path: Path) -> Any:
+def load_json(path: Path) -> Any:
     """The parsed JSON of a STAC file: a regular file (not a FIFO or /dev/zero behind a symlink) of bounded size."""
     data = read_limited(path, MAX_DOCUMENT_BYTES, "STAC document")
     try:
@@ -101,7 +101,7 @@ def collection_features(where: str | Path, collection: dict[str, Any], what: str
     return features
 
 
-def _items(path: Path, document: Any) -> list[dict[str, Any]]:
+def document_items(path: Path, document: Any) -> list[dict[str, Any]]:
     if not isinstance(document, dict):
         raise InputError(path, f"a STAC document is a JSON object, got {type(document).__name__}")
     kind = document.get("type")
@@ -129,8 +129,8 @@ def item_scene(
     if not isinstance(item_id, str) or not item_id:
         raise InputError(base, "STAC Item without a string 'id'")
     where = f"{base} item {item_id}"
-    properties = _mapping(item.get("properties"), where, "properties")
-    assets = _mapping(item.get("assets"), where, "assets")
+    properties = json_object(item.get("properties"), where, "properties")
+    assets = json_object(item.get("assets"), where, "assets")
 
     bands: dict[str, BandRef] = {}
     band_assets: dict[str, dict[str, Any]] = {}
@@ -138,14 +138,14 @@ def item_scene(
         name = CANONICAL_ASSETS.get(key) or EARTH_SEARCH_ASSETS.get(key)
         if name is None:
             continue  # thumbnails, metadata, -jp2 duplicates, ...
-        asset = _mapping(asset, where, f"asset {key}")
+        asset = json_object(asset, where, f"asset {key}")
         href = asset.get("href")
         if not isinstance(href, str) or not href:
             raise InputError(where, f"asset {key}: 'href' must be a non-empty string, got {href!r}")
         if name in bands:
             raise InputError(where, f"assets {band_assets[name]['_key']} and {key} are both band {name}")
         label = f"{where} asset {key} ({href})"
-        bands[name] = BandRef(_gdal_path(href, base, label, access), 1, label)
+        bands[name] = BandRef(gdal_path(href, base, label, access), 1, label)
         band_assets[name] = {**asset, "_key": key}
 
     scl = bands.pop("SCL", None)
@@ -153,10 +153,10 @@ def item_scene(
     if not bands:
         raise InputError(where, f"no Sentinel-2 band assets (has {', '.join(sorted(assets)) or 'none'})")
 
-    crs, bounds = _footprint(where, properties, [*band_assets.values(), *([scl_asset] if scl_asset else [])], bands)
+    crs, bounds = item_footprint(where, properties, [*band_assets.values(), *([scl_asset] if scl_asset else [])], bands)
     return Scene(
         scene_id=item_id,
-        acquired=_acquired(where, properties),
+        acquired=item_acquired(where, properties),
         level=item_level(where, item, properties, level),
         source=where,
         bands=bands,
@@ -193,13 +193,13 @@ def item_tile(item_id: str, properties: dict[str, Any]) -> str | None:
     return tile_in_name(item_id)
 
 
-def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
+def json_object(value: Any, where: str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InputError(where, f"'{what}' must be a JSON object, got {type(value).__name__}")
     return value
 
 
-def _gdal_path(href: str, document: Path | str, label: str, access: InputAccess) -> str:
+def gdal_path(href: str, document: Path | str, label: str, access: InputAccess) -> str:
     """A path GDAL can open: relative hrefs are relative to the JSON file or URL (STAC rule), URLs use /vsi*/.
 
     Every href is checked against ``access`` here, at discovery, so ``suelo validate`` refuses what a run would:
@@ -243,7 +243,7 @@ def _file_uri_path(href: str, label: str) -> Path:
 
 
 # metadata ----------
-def _acquired(where: str, properties: dict[str, Any]) -> dt.datetime:
+def item_acquired(where: str, properties: dict[str, Any]) -> dt.datetime:
     key = "datetime"
     value = properties.get(key)
     if value is None:  # STAC allows a null datetime for ranges; a composite/period is dated by its start
@@ -336,7 +336,7 @@ def item_level(where: str, item: Mapping[str, Any], properties: Mapping[str, Any
     return levels[0]
 
 
-def _raster_band(where: str, asset: dict[str, Any]) -> dict[str, Any]:
+def raster_band(where: str, asset: dict[str, Any]) -> dict[str, Any]:
     bands = asset.get("raster:bands")
     if bands is None:
         return {}
@@ -366,7 +366,7 @@ def _radiometry(where: str, properties: dict[str, Any], band_assets: dict[str, d
     offsets: dict[str, float] = {}
     sources: list[str] = []
     for name, asset in sorted(band_assets.items()):
-        raster = _raster_band(where, asset)
+        raster = raster_band(where, asset)
         if "scale" not in raster:
             continue  # an offset without a scale is not enough to interpret DNs; fall back to item rules
         scale = _number(where, asset, "scale", raster["scale"])
@@ -411,7 +411,7 @@ def _radiometry(where: str, properties: dict[str, Any], band_assets: dict[str, d
 def _nodata(where: str, band_assets: dict[str, dict[str, Any]]) -> float:
     values: dict[str, float] = {}
     for name, asset in band_assets.items():
-        raw = _raster_band(where, asset).get("nodata")
+        raw = raster_band(where, asset).get("nodata")
         if raw is None:
             continue
         if isinstance(raw, str) and raw.lower() in ("nan", "inf", "-inf"):
@@ -427,7 +427,7 @@ def _nodata(where: str, band_assets: dict[str, dict[str, Any]]) -> float:
     return next(iter(values.values())) if values else 0.0
 
 
-def _footprint(
+def item_footprint(
     where: str, properties: dict[str, Any], assets: list[dict[str, Any]], bands: Mapping[str, BandRef]
 ) -> tuple[CRS, Bounds]:
     """Tile CRS and bounds from the projection extension if given, else from one band's header."""
@@ -492,13 +492,3 @@ def _numbers(value: Any) -> bool:
     return isinstance(value, list) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
     )
-
-
-# Shared with the other STAC-item readers (suelo.ingest.sentinel1): the same documents, hrefs, dates and footprints.
-documents = _documents
-load_json = _load_json
-document_items = _items
-gdal_path = _gdal_path
-item_acquired = _acquired
-item_footprint = _footprint
-raster_band = _raster_band

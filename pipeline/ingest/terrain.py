@@ -65,7 +65,7 @@ from suelo.errors import InputError
 from suelo.grid import Bounds, Grid
 from suelo.ingest.confine import UNCONFINED, InputAccess, open_raster
 from suelo.ingest.scene import gdal_env
-from suelo.ingest.stac import _gdal_path, _items, _load_json, _mapping
+from suelo.ingest.stac import document_items, gdal_path, json_object, load_json
 from suelo.settings import DemInput
 
 #: DEM pixels read around the grid's footprint: one for Horn's kernel, one for bilinear resampling, one spare.
@@ -167,10 +167,10 @@ def _dem_files(paths: Sequence[Path], access: InputAccess) -> Iterator[str]:
 
 def _stac_files(document: Path, access: InputAccess) -> Iterator[str]:
     rules = access.with_roots([document.absolute().parent])
-    for item in _items(document, _load_json(document)):
+    for item in document_items(document, load_json(document)):
         item_id = item.get("id")
         where = f"{document} item {item_id}"
-        assets = _mapping(item.get("assets"), where, "assets")
+        assets = json_object(item.get("assets"), where, "assets")
         key = dem_asset_key(assets)
         if key is None:
             raise InputError(
@@ -178,11 +178,11 @@ def _stac_files(document: Path, access: InputAccess) -> Iterator[str]:
                 f"no DEM asset (keys {', '.join(DEM_ASSET_KEYS)}, or role 'data' with an image/tiff type); "
                 f"has {', '.join(sorted(assets)) or 'none'}",
             )
-        asset = _mapping(assets[key], where, f"asset {key}")
+        asset = json_object(assets[key], where, f"asset {key}")
         href = asset.get("href")
         if not isinstance(href, str) or not href:
             raise InputError(where, f"asset {key}: 'href' must be a non-empty string, got {href!r}")
-        yield _gdal_path(href, document, f"{where} asset {key} ({href})", rules)
+        yield gdal_path(href, document, f"{where} asset {key} ({href})", rules)
 
 
 def dem_asset_key(assets: dict[str, Any]) -> str | None:

@@ -8,7 +8,6 @@ reported and the run exits non-zero, never silently dropped.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suelo.atomic import file_sha256, write_json_atomic
+from suelo.atomic import file_sha256, read_json_object, write_json_atomic
 from suelo.orchestrate.assemble import CUBE_FILE, assemble, assemble_cube, cube_is_current
 from suelo.orchestrate.backends import BlockFailure, execute
 from suelo.orchestrate.manifest import Manifest
@@ -60,7 +59,7 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
     done = manifest.finished(plan, overwrite)
     blocks = plan.blocks()
     todo = [b for b in blocks if b.block_id not in done]
-    final = _final_record(out_dir)
+    final = read_json_object(out_dir / FINAL)
     final_files = final.get("files", [])
     if (
         not todo
@@ -118,14 +117,6 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
     result.seconds = time.perf_counter() - started
     progress.event("run_done", seconds=round(result.seconds, 2), blocks=len(blocks), ran=len(todo))
     return result
-
-
-def _final_record(out_dir: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((out_dir / FINAL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def _block_stats(entries: dict[str, Any], blocks: Sequence[Block], seconds: float, ran: int) -> dict[str, Any]:

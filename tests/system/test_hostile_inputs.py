@@ -6,6 +6,7 @@ monkeypatched); a few go through a real subprocess to prove nothing executes whe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,11 +19,10 @@ import rasterio
 import torch
 import yaml
 from affine import Affine
-from click.testing import CliRunner
 
-from suelo.cli import main
 from suelo.ingest import safe
 from tests.fixtures import build_safe, generate_region, suelo, zip_safe
+from tests.fixtures import one_line_error as shared_one_line_error
 
 # "billion laughs": nine lines whose aliases expand to 10**9 values
 ALIAS_BOMB = b"a: &a [x,x,x,x,x,x,x,x,x,x]\n" + b"".join(
@@ -56,17 +56,8 @@ def write_job(folder: Path, content: dict | str | bytes, name: str = "job.yaml")
     return path
 
 
-def one_line_error(*args: str, code: int = 2) -> str:
-    """Run the CLI; assert it failed with ``code``, one error line on stderr and no traceback; return the line."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert not (result.exception and not isinstance(result.exception, SystemExit)), (
-        f"traceback: {type(result.exception).__name__}: {result.exception}"
-    )
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("suelo: error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
+# the shared check, with other output lines (progress, warnings) allowed beside the one error line
+one_line_error = functools.partial(shared_one_line_error, other_lines=True)
 
 
 def stac_job(tmp_path: Path, region: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
