@@ -606,5 +606,121 @@ def predict(
         click.echo(f"  confidence threshold: {rule}; min clear observations {policy.min_clear_observations}")
 
 
+@main.group()
+def assess() -> None:
+    """Accuracy and area assessment from a probability sample: draw the sample, then analyse it once labelled."""
+
+
+@assess.command("design")
+@click.argument("map_file", metavar="MAP", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The sample, a GeoPackage (.gpkg); its .csv and .qml are written beside it.",
+)
+@click.option("--n", "n", type=click.IntRange(1), help="Points in all (default: from --target-se).")
+@click.option(
+    "--target-se",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Standard error of overall accuracy to aim for (default 0.01), giving the sample size.",
+)
+@click.option(
+    "--expected-accuracy",
+    "expected_text",
+    help="Anticipated user's accuracy for the sample size: one value for every class (0.85) or "
+    "CODE=U pairs (1=0.7,2=0.6). Default 0.8 for classes, 0.5 for reason strata.",
+)
+@click.option(
+    "--min-per-stratum",
+    default=50,
+    show_default=True,
+    type=click.IntRange(0),
+    help="At least this many points per stratum (all its pixels when it has fewer).",
+)
+@click.option(
+    "--allocation",
+    type=click.Choice(["proportional", "equal", "optimal"]),
+    default="proportional",
+    show_default=True,
+    help="How points are shared among strata (optimal: Neyman, for overall accuracy).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random draw.")
+@reports_errors
+def assess_design(
+    map_file: Path,
+    output: Path,
+    n: int | None,
+    target_se: float | None,
+    expected_text: str | None,
+    min_per_stratum: int,
+    allocation: str,
+    seed: int,
+) -> None:
+    """A stratified random sample of MAP's pixels: one stratum per class and per reason code, written as a
+    GeoPackage (map CRS, lon/lat columns, stratum, map value, inclusion weight, an empty reference column, styled
+    for labelling in QGIS) and a CSV beside it."""
+    from suelo.assess.design import design_sample, parse_expected
+    from suelo.assess.maps import read_class_map
+    from suelo.errors import ConfigError
+
+    if output.suffix.lower() != ".gpkg":
+        raise ConfigError(f"{output}: the sample is written as a GeoPackage; name it .gpkg")
+    values = read_class_map(map_file)
+    design = design_sample(
+        values, output, n, target_se, min_per_stratum, allocation,  # type: ignore[arg-type]
+        seed, parse_expected(expected_text),
+    )  # fmt: skip
+    click.echo(f"{design.n} points ({design.how}); per stratum:")
+    for code, pixels, k in zip(design.strata, design.pixels, design.sample_sizes, strict=True):
+        click.echo(f"  {code:>5} {values.entry(code).name}: {k} of {pixels} pixels")
+    click.echo("wrote " + ", ".join(str(f) for f in design.files))
+
+
+@assess.command("analyze")
+@click.argument("map_file", metavar="MAP", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("sample", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--reference-column", default="reference", show_default=True, help="Column of the reference labels.")
+@click.option(
+    "--strata",
+    "strata_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Raster of the strata the sample was drawn from, on MAP's grid (Stehman 2014).",
+)
+@click.option(
+    "--legend",
+    "legend_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Legend whose classes reference labels may also name (e.g. classes the map does not have).",
+)
+@click.option("--fpc", is_flag=True, help="Apply the finite population correction (Olofsson et al. omit it).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder.")
+@reports_errors
+def assess_analyze(
+    map_file: Path,
+    sample: Path,
+    reference_column: str,
+    strata_file: Path | None,
+    legend_file: Path | None,
+    fpc: bool,
+    output: Path,
+) -> None:
+    """Stratified estimates from a labelled SAMPLE of MAP: error matrix in proportions of area, overall, user's
+    and producer's accuracies and class areas (ha and share), each with its standard error and 95% interval;
+    assessment.json, assessment.csv, error_matrix.csv and assessment.html in the output folder."""
+    from suelo.assess.analyze import assess, summary_lines, write_assessment
+    from suelo.legend import load_legend
+
+    legend = load_legend(legend_file) if legend_file is not None else None
+    assessment, dropped = assess(map_file, sample, reference_column, strata_file, legend, fpc)
+    files = write_assessment(output, assessment, dropped)
+    for line in assessment["warnings"]:
+        click.echo(f"warning: {line}", err=True)
+    for line in summary_lines(assessment):
+        click.echo(line)
+    click.echo("wrote " + ", ".join(str(f) for f in files))
+
+
 if __name__ == "__main__":
     main()

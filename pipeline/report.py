@@ -94,16 +94,20 @@ def write_run_report(
     metrics: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
+    assessments: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write the report for ``maps``; ``masking`` maps ``"<product folder>/<map name>"`` (or just the map name) to
-    its :func:`threshold.masking_report`. ``warnings`` are shown first, prominently (and in report.json)."""
+    its :func:`threshold.masking_report`. ``warnings`` are shown first, prominently (and in report.json).
+    ``assessments`` (product -> the ``assessment.json`` of ``suelo assess analyze``) add the stratified accuracy and
+    area estimates from a labelled sample, under the model's own accuracy figures."""
+    from suelo.assess.page import ASSESSMENT_CSS, assessment_section_html
     from suelo.provenance import software_versions
 
     folder = Path(folder)
     masking, metrics, config = dict(masking or {}), dict(metrics or {}), dict(config or {})
     summary: dict[str, Any] = {
         "maps": [], "model_metrics": metrics, "config": config, "versions": software_versions(),
-        "warnings": list(warnings),
+        "warnings": list(warnings), "assessments": dict(assessments or {}),
     }  # fmt: skip
     sections = []
     for m in maps:
@@ -139,6 +143,7 @@ def write_run_report(
             f"<h3>Files</h3><ul>{''.join(f'<li>{html.escape(f)}</li>' for f in record['files'])}</ul></section>"
         )
     metrics_html = _table(_scalars(metrics), ["metric", "value"]) if metrics else "<p>No model metrics given.</p>"
+    assessment_html = "".join(assessment_section_html(a) for a in (assessments or {}).values())
     warnings_html = "".join(
         '<div class="warning" role="alert"><strong>Warning:</strong> ' + html.escape(w) + "</div>" for w in warnings
     )
@@ -151,10 +156,12 @@ td, th {{ border: 1px solid #ccc; padding: 2px 6px; font-size: 90%; }} .row {{ d
 .nodata {{ background: repeating-linear-gradient(45deg, #fff, #fff 3px, #ccc 3px, #ccc 6px); }}
 .warning {{ background: #fde0e0; border: 2px solid #c00; padding: 0.6em 1em; margin: 0.5em 0; font-size: 110%; }}
 img {{ image-rendering: pixelated; border: 1px solid #ccc; max-width: 512px; }}
+{ASSESSMENT_CSS if assessments else ""}
 </style></head><body>
 <h1>suelo run report</h1>
 {warnings_html}
 <h2>Model accuracy</h2>{metrics_html}
+{assessment_html}
 {"".join(sections)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>
 </body></html>

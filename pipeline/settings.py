@@ -436,7 +436,28 @@ class ConfidenceSpec(Settings):
         return self
 
 
-class LandcoverSpec(ConfidenceSpec):
+class AssessmentSpec(Settings):
+    """A labelled probability sample of the map (``suelo assess design``, then labelled): the run adds the
+    stratified accuracy and area estimates (``suelo assess analyze``) to its report."""
+
+    sample: Path = Field(description="GeoPackage or CSV of the labelled sample (as suelo assess design writes it)")
+    reference_column: str = Field("reference", min_length=1, description="column of the reference labels")
+    legend: Path | None = Field(
+        None, description="legend whose classes reference labels may also name (classes the model does not map)"
+    )
+    strata: Path | None = Field(None, description="raster of the strata the sample was drawn from, on the map's grid")
+    fpc: bool = Field(False, description="apply the finite population correction (Olofsson et al. leave it out)")
+
+
+class ProductSpec(ConfidenceSpec):
+    """What every product's settings have besides the confidence rule: an optional accuracy assessment."""
+
+    assessment: AssessmentSpec | None = Field(
+        None, description="a labelled reference sample of this product's map, assessed in the run report"
+    )
+
+
+class LandcoverSpec(ProductSpec):
     """The land-cover map: model, and which pixels are confident enough to be mapped."""
 
     enabled: bool = Field(True, description="make the land-cover map")
@@ -451,7 +472,7 @@ class LandcoverSpec(ConfidenceSpec):
         return self
 
 
-class UrbanAtlasSpec(ConfidenceSpec):
+class UrbanAtlasSpec(ProductSpec):
     """The urban-atlas map: CNN segmenter on cube summaries + Presto embeddings, MMU sieve, vector polygons."""
 
     enabled: bool = Field(False, description="make the urban-atlas map (raster and polygons)")
@@ -580,7 +601,7 @@ def _resolve_paths(data: Any, base: Path) -> Any:
         for key, value in data.items():
             if key in ("paths", "input_roots") and isinstance(value, list):
                 resolved[key] = [_absolute(v, base) for v in value]
-            elif key in ("file", "dir", "model") and isinstance(value, str):
+            elif key in ("file", "dir", "model", "sample", "legend", "strata") and isinstance(value, str):
                 resolved[key] = _absolute(value, base)
             else:
                 resolved[key] = _resolve_paths(value, base)

@@ -13,6 +13,7 @@ from typing import Any
 
 from suelo.orchestrate.block import read_block_raster
 from suelo.orchestrate.plan import BLOCKS, CUBE_BLOCKS, Block, RunPlan
+from suelo.products import ProductPlan
 
 # Above this share of the imaged pixels rejected by a model's novelty gate (4x the 5% the gate rejects of data like
 # the training data), the run report and run.json warn that the model's certified accuracy does not transfer here.
@@ -57,6 +58,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     inputs = [s.source for s in scenes]
     products: dict[str, list[Path]] = {}
     map_sets, masking, metrics = [], {}, {}
+    assessments: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     with dask.config.set(scheduler="synchronous"):
         for product in plan.products:
@@ -99,14 +101,44 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
             masking[f"{product.name}/{map_set.name}"] = report
             metrics[product.name] = {"model": product.metrics, "thresholds": product.policy_report}
             products[product.name] = [*map_set.files, *finished.extra_files]
+            spec = product.product.settings(job).assessment
+            if spec is not None:
+                assessment, files_written = assess_product(map_set.classes.path, spec, out_dir / "report", product)
+                assessments[product.name] = assessment
+                products[product.name] += files_written
+                warnings.extend(f"{product.name} assessment: {w}" for w in assessment["warnings"])
     written = write_run_report(
-        out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"), warnings=warnings
-    )
+        out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"), warnings=warnings,
+        assessments=assessments,
+    )  # fmt: skip
     report_path = written.get("html") or next(iter(written.values()), None)
     files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()]
     for product in plan.products:
         products[product.name].sort()
     return products, report_path, files
+
+
+def assess_product(
+    map_path: Path, spec: Any, report_dir: Path, product: ProductPlan
+) -> tuple[dict[str, Any], list[Path]]:
+    """The stratified accuracy and area assessment of a product's map from the job's labelled sample, written to
+    ``report/assessment_<product>/``; the map's certified accuracy is set beside the estimate."""
+    from suelo.assess.analyze import assess, write_assessment
+    from suelo.legend import load_legend
+
+    legend = load_legend(spec.legend) if spec.legend is not None else None
+    assessment, dropped = assess(map_path, spec.sample, spec.reference_column, spec.strata, legend, spec.fpc)
+    certified = (product.policy_report.get("global") or {}).get("target_accuracy")
+    oa = assessment["overall_accuracy"]
+    if certified is not None and oa["ci95"] is not None:
+        assessment["certified_accuracy"] = certified
+        if oa["ci95"][1] < certified:
+            assessment["warnings"].append(
+                f"the map's certified accuracy {certified:.2f} lies above the 95% interval of its estimated accuracy "
+                f"({oa['ci95'][0]:.3f}-{oa['ci95'][1]:.3f}): the certificate does not hold on this map"
+            )
+    files = write_assessment(report_dir / f"assessment_{product.name}", assessment, dropped)
+    return assessment, files
 
 
 def cube_is_current(path: Path, digest: str) -> bool:

@@ -57,6 +57,9 @@ class RunPlan:
     cube_digest: str = ""  # what the composites depend on (inputs, grid, period, ingest): keys the composite cache
     run_token: str | None = None  # names this run's temporaries in every worker (suelo.outdir); not in the digest
     auxiliary: Auxiliary = field(default_factory=Auxiliary)  # radar, terrain, weather (digested in cube_digest)
+    # what the finished outputs depend on beyond the blocks: the digest and the assessment samples (their settings
+    # and file checksums), so a newly labelled sample reassembles the report without redoing any block
+    final_digest: str = ""
 
     def blocks(self) -> list[Block]:
         """The job grid's tiles of ``compute.block_size`` pixels, row by row (their order numbers the manifest)."""
@@ -93,11 +96,31 @@ def make_plan(
     auxiliary = auxiliary or Auxiliary()
     products = tuple(product.plan(job, scenes, auxiliary.inputs) for product in chosen)
     halo = max(product.halo(job) for product in chosen)
+    not_in_blocks = {p.name: {"assessment"} for p in chosen}  # the blocks do not depend on the assessment
     digest = _digest(
         MANIFEST_VERSION, cube_digest, job.name, job.compute.block_size,
-        job.products.model_dump(mode="json"), [(p.name, p.model_sha256) for p in products],
+        job.products.model_dump(mode="json", exclude=not_in_blocks), [(p.name, p.model_sha256) for p in products],
     )  # fmt: skip
-    return RunPlan(job, grid, tuple(scenes), products, halo, digest, cube_digest, run_token, auxiliary)
+    final_digest = _digest(digest, check_assessments(job, grid, products))
+    return RunPlan(job, grid, tuple(scenes), products, halo, digest, cube_digest, run_token, auxiliary, final_digest)
+
+
+def check_assessments(job: JobSpec, grid: Grid, products: Sequence[ProductPlan]) -> list[Any]:
+    """Check each product's assessment sample against the grid and legend its map will have, before any block
+    runs (a sample drawn on another grid, points outside it, labels the legend lacks: one line, exit 2); return
+    what the final outputs depend on (each sample's settings and checksum)."""
+    from suelo.assess.analyze import check_sample
+    from suelo.atomic import file_sha256
+
+    depends: list[Any] = []
+    for plan in products:
+        spec = plan.product.settings(job).assessment
+        if spec is None:
+            continue
+        map_path = Path(job.output.dir) / plan.name / f"{job.name}.tif"
+        check_sample(spec, map_path, grid, plan.legend, plan.reasons)
+        depends.append((plan.name, spec.model_dump(mode="json"), file_sha256(spec.sample)))
+    return depends
 
 
 def check_device(job: JobSpec) -> None:

@@ -63,7 +63,7 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
     final_files = final.get("files", [])
     if (
         not todo
-        and final.get("digest") == plan.digest
+        and final.get("digest") == (plan.final_digest or plan.digest)
         and all((out_dir / f).exists() for f in final_files)
         and (not plan.writes_cube or str(CUBE_FILE) in final_files)
     ):
@@ -109,7 +109,8 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
     files = product_files + files
     write_json_atomic(
         out_dir / FINAL,
-        {"digest": plan.digest, "products": {k: [str(p.relative_to(out_dir)) for p in v] for k, v in products.items()},
+        {"digest": plan.final_digest or plan.digest,
+         "products": {k: [str(p.relative_to(out_dir)) for p in v] for k, v in products.items()},
          "files": [str(p.relative_to(out_dir)) for p in files],
          "checksums": {str(p.relative_to(out_dir)): file_sha256(p) for p in files}},
     )  # fmt: skip
