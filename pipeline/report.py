@@ -160,8 +160,8 @@ img {{ image-rendering: pixelated; border: 1px solid #ccc; max-width: 512px; }}
 </style></head><body>
 <h1>suelo run report</h1>
 {warnings_html}
-<h2>Model accuracy</h2>{metrics_html}
 {assessment_html}
+<h2>Model accuracy</h2>{metrics_html}
 {"".join(sections)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>
 </body></html>

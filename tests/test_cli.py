@@ -162,6 +162,32 @@ def test_run_writes_a_masked_land_cover_map_set(demo_maps: Path) -> None:
     assert item["properties"]["proj:code"] == "EPSG:32631" or item["properties"].get("proj:epsg") == 32631
 
 
+def test_the_demo_report_holds_its_accuracy_and_area_assessment(demo_maps: Path) -> None:
+    """The demo's labelled sample (data/sample/belgium_assessment.gpkg: drawn on this map, labelled from the
+    shipped village polygons and photo-interpretation) is analysed in the run: every stratum, every point."""
+    report = json.loads((demo_maps / "report" / "report.json").read_text())
+    assessment = report["assessments"]["landcover"]
+    assert assessment["sample"]["points"] == assessment["sample"]["used"] == 100
+    assert [(s["code"], s["n"]) for s in assessment["strata"]] == [(1, 12), (2, 4), (4, 12), (252, 58), (254, 14)]
+    assert assessment["total_area_ha"] == pytest.approx(100.0)
+    assert "Olofsson" in assessment["estimator"] and assessment["certified_accuracy"] == 0.8
+    classes = {c["name"]: c for c in assessment["classes"]}
+    assert sum(c["area_ha"]["estimate"] for c in classes.values()) == pytest.approx(100.0)
+    # built-up land is no class of the model: found by the interpreters, never mapped
+    built = classes["Built-up"]
+    assert built["mapped_pixels"] == 0 and built["area_ha"]["estimate"] > 0 and built["users_accuracy"] is None
+    assert built["producers_accuracy"]["estimate"] == 0.0
+    # the map maps 17 % of the area: most of each class's true area is in the unmapped strata
+    assert assessment["mapped_share"]["estimate"] == pytest.approx(0.1739)
+    crops = classes["Temporary crops"]
+    assert crops["area_ha"]["ci95"][0] > crops["mapped_area_ha"]
+    oa = assessment["overall_accuracy"]
+    assert oa["ci95"][0] <= oa["estimate"] <= oa["ci95"][1]
+    html = (demo_maps / "report" / "report.html").read_text()
+    assert html.index('class="assessment"') < html.index("Model accuracy")
+    assert (demo_maps / "report" / "assessment_landcover" / "assessment.html").exists()
+
+
 def test_run_again_does_nothing(demo_maps: Path) -> None:
     before = (demo_maps / "landcover" / "demo-belgium.tif").stat().st_mtime_ns
     again = CliRunner().invoke(main, ["run", str(DEMO_JOB), "-o", str(demo_maps)])

@@ -347,10 +347,15 @@ def assess(
             f"strata with fewer than 2 labelled points (the variance needs at least 2): {listed}; label more points "
             "there or draw a new sample",
         )
+    # the map's classes, and the other legend classes the interpreters found (a class nobody found is no column:
+    # its estimate would be 0 with SE 0, which says nothing the sample can support)
+    mapped_classes = {e.code for e in values.classes}
+    found = set(reference[keep].tolist())
+    ref_legend = ref_legend.subset(c for c in ref_legend.codes if c in mapped_classes or c in found)
     class_codes = list(ref_legend.codes)
     reason_codes = [c for c in values.reasons.as_tuple() if c != values.reasons.nodata]
     present = set(values.pixels) | set(map_values[keep].tolist())
-    rows = [c for c in class_codes if c in present or c in {e.code for e in values.classes}]
+    rows = [c for c in class_codes if c in mapped_classes]
     rows += [c for c in reason_codes if c in present]
     rows += sorted(c for c in present if c not in rows)  # e.g. the map's no-data inside another stratum
     sample = StratifiedSample(
@@ -392,8 +397,11 @@ def _assessment_dict(
             + ", ".join(f"{n} {why}" for why, n in reasons_dropped.items())
             + "): the estimates assume the labelled points of each stratum are a random subset of its points"
         )
-    if values.pixel_area_m2 is not None and "not an equal-area" in values.area_basis:
-        warnings.append(f"areas are cell areas of {values.grid.crs.to_string()}, which is not equal-area")
+    if values.pixel_area_m2 is not None and "mercator" in values.area_basis and "transverse" not in values.area_basis:
+        warnings.append(
+            f"areas are cell areas of {values.grid.crs.to_string()}, a Mercator projection whose scale error grows "
+            "with latitude: reproject the map to an equal-area CRS before assessing areas"
+        )
     n_per = np.bincount(np.searchsorted(strata.codes, strata.of_points[keep]), minlength=len(strata.codes))
     total = float(strata.areas_ha.sum())
     classes = []

@@ -269,6 +269,17 @@ def _summary_html(assessment: Mapping[str, Any]) -> str:
     items.append(("Intervals", _e(f"{100 * level:g}% confidence, {fpc} finite population correction")))
     total = _float(assessment.get("total_area_ha"))
     items.append(("Total area", _e(f"{_ha(total)} ha")))
+    if assessment.get("strata_source"):
+        items.append(("Strata", _e(str(assessment["strata_source"]))))
+    certified = assessment.get("certified_accuracy")
+    oa = assessment.get("overall_accuracy") or {}
+    if certified is not None and oa.get("ci95"):
+        low, high = oa["ci95"]
+        items.append((
+            "Certificate",
+            _e(f"the model certifies {100 * float(certified):.0f}% accuracy of the mapped pixels; this sample "
+               f"estimates {100 * float(oa['estimate']):.1f}% (95% interval {100 * low:.1f}-{100 * high:.1f}%)"),
+        ))  # fmt: skip
     body = "".join(f"<tr><th>{_e(name)}</th><td>{value}</td></tr>" for name, value in items)
     return f'<table class="summary">{body}</table>'
 
