@@ -9,7 +9,6 @@ import subprocess
 import textwrap
 import xml.etree.ElementTree as ET
 from contextlib import closing
-from functools import cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -27,8 +26,8 @@ from suelo.assess.sample_style import (
     write_sample_style,
 )
 from suelo.errors import InputError
+from tests.fixtures.runs import SYSTEM_PYTHON, qgis_available
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 STRATA: list[tuple[int, str, str | None]] = [
     (1, "Tree cover", "#006400"),
     (2, "Built-up & <roads>", "#FA0000"),
@@ -292,15 +291,6 @@ QGIS_SCRIPT = textwrap.dedent(
     app.exitQgis()
     """
 )
-
-
-@cache
-def qgis_available() -> bool:
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
 
 
 @pytest.mark.qgis

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +20,11 @@ from suelo.grid import Grid
 from suelo.legend import load_legend
 from suelo.write import hex_to_rgba, write_map_set
 from tests.fixtures import DEMO_JOB, LEGENDS
+from tests.fixtures.runs import SYSTEM_PYTHON, qgis_available
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 HELPER = Path(__file__).resolve().parent / "qgis_check.py"
 BAND = 24  # columns per value: one vertical stripe per map value
 ROWS = 600  # > 512, so the rasters have overviews too
-
-
-@cache
-def qgis_available() -> bool:
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
 
 
 pytestmark = [
