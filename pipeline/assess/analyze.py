@@ -366,7 +366,35 @@ def assess(
     assessment = _assessment_dict(
         values, sample_path, reference_column, points, keep, dropped, strata, result, ref_legend, same_as_map, fpc
     )
+    if same_as_map:
+        _exact_users_intervals(assessment, map_values[keep], reference[keep])
     return assessment, dropped
+
+
+def _exact_users_intervals(assessment: dict[str, Any], map_values: np.ndarray, reference: np.ndarray) -> None:
+    """With the map's values as strata a class's user's accuracy is a binomial proportion of its stratum's points:
+    add its exact (Clopper-Pearson) 95 % interval beside the papers' Wald one, and warn where the Wald interval
+    collapses to a point (every point right, or none: 12 of 12 right is 1.000 +- 0, exactly 0.735-1.000)."""
+    from scipy.stats import beta
+
+    pixels = {s["code"]: s["map_pixels"] for s in assessment["strata"]}
+    for c in assessment["classes"]:
+        in_stratum = map_values == c["code"]
+        n, k = int(in_stratum.sum()), int((in_stratum & (reference == c["code"])).sum())
+        if n == 0 or c["users_accuracy"] is None:
+            continue
+        if pixels.get(c["code"]) == n:  # every pixel of the stratum labelled: its accuracy is known, not estimated
+            c["users_accuracy_exact_ci95"] = [k / n, k / n]
+            continue
+        low = float(beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0
+        high = float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
+        c["users_accuracy_exact_ci95"] = [low, high]
+        if k in (0, n):
+            assessment["warnings"].append(
+                f"user's accuracy of {c['name']}: {k} of {n} points right, so its standard error is 0 and the "
+                f"interval {k / n:.3f} +- 0 understates the uncertainty; the exact (Clopper-Pearson) 95% interval "
+                f"is {low:.3f}-{high:.3f}"
+            )
 
 
 def _assessment_dict(

@@ -70,6 +70,20 @@ def test_outputs(labelled: tuple[Path, Path, np.ndarray], tmp_path: Path) -> Non
     assert rows[0][:4] == ["quantity", "code", "name", "estimate"]
 
 
+def test_wald_intervals_that_collapse_get_the_exact_one_beside(
+    labelled: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Every point right gives SE 0: the Clopper-Pearson interval (0.025^(1/n) to 1) is added, with a warning."""
+    path, sample, _ = labelled
+    assessment, output = analyze(path, sample, "-o", tmp_path / "out")
+    crops = next(c for c in assessment["classes"] if c["name"] == "Crops")
+    n = next(s["n"] for s in assessment["strata"] if s["code"] == 1)
+    assert crops["users_accuracy"]["se"] == 0.0
+    assert crops["users_accuracy_exact_ci95"] == pytest.approx([0.025 ** (1 / n), 1.0])
+    assert any(w.startswith(f"user's accuracy of Crops: {n} of {n} points right") for w in assessment["warnings"])
+    assert "Clopper-Pearson" in output
+
+
 def test_unlabelled_points_are_counted_listed_and_left_out(
     labelled: tuple[Path, Path, np.ndarray], tmp_path: Path
 ) -> None:
