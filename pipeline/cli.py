@@ -9,15 +9,18 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from suelo import __version__
 from suelo.errors import SueloError
+
+if TYPE_CHECKING:
+    from suelo.settings import JobSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +50,17 @@ def _out_of_space(exc: BaseException) -> str | None:
     return None
 
 
+def report_error(message: str, exit_code: int, json_log: bool, **fields: Any) -> None:
+    """An error as the CLI reports it on stderr: ``suelo: error: MESSAGE`` or, with ``--log-format json``, one JSON
+    line ``{"event": "error", "message": ..., "exit_code": ...}`` (with ``fields``, e.g. the failed blocks)."""
+    if json_log:
+        from suelo.orchestrate.progress import json_line
+
+        click.echo(json_line("error", message=message, exit_code=exit_code, **fields), err=True)
+    else:
+        click.echo(f"suelo: error: {message}", err=True)
+
+
 def reports_errors(command: F) -> F:
     """Turn :class:`SueloError` into a one-line message and exit status 2.
 
@@ -54,24 +68,25 @@ def reports_errors(command: F) -> F:
     exit status 1, like a failed block; outputs are atomic and verified before they are published (a write that
     does not read back is removed, suelo.atomic), so re-running after freeing space resumes. So is an output
     that failed that verification for another reason, or a block raster found damaged: one line, exit status 1.
+
+    A command with ``--log-format json`` gets each of these as one JSON line (:func:`report_error`); a bug keeps
+    its traceback, after a JSON line saying so.
     """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_log = kwargs.get("log_format") == "json"
         try:
             return command(*args, **kwargs)
         except SueloError as exc:
-            click.echo(f"suelo: error: {one_line(exc)}", err=True)
+            report_error(one_line(exc), 2, json_log)
             sys.exit(2)
         except Exception as exc:
             from suelo.atomic import DamagedOutputError, WriteVerificationError
 
             problem = _out_of_space(exc)
             if problem is not None:
-                click.echo(
-                    f"suelo: error: {problem}; nothing partial was published, free space and re-run to resume",
-                    err=True,
-                )
+                report_error(f"{problem}; nothing partial was published, free space and re-run to resume", 1, json_log)
                 sys.exit(1)
             damaged: BaseException | None = exc
             for _ in range(10):  # a written file that did not verify, or a block raster found damaged, maybe wrapped
@@ -79,10 +94,12 @@ def reports_errors(command: F) -> F:
                     break
                 damaged = damaged.__cause__ or damaged.__context__
             if not isinstance(damaged, DamagedOutputError):
+                if json_log:  # a bug: its traceback follows, for the report
+                    report_error(f"internal error: {type(exc).__name__}: {one_line(exc)}", 1, json_log)
                 raise
             verified = isinstance(damaged, WriteVerificationError)
             tail = "nothing partial was published, re-run to resume" if verified else "re-run to redo it"
-            click.echo(f"suelo: error: {one_line(damaged)}; {tail}", err=True)
+            report_error(f"{one_line(damaged)}; {tail}", 1, json_log)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -94,20 +111,81 @@ force_option = click.option(
     "--force", is_flag=True, help="Write into an output folder that holds files suelo did not write."
 )
 output_option = click.option(
-    "--output", "-o", type=click.Path(file_okay=False, path_type=Path), help="Override output.dir of the job."
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Override output.dir of the job; {period} in it becomes the period's months (2024-01_2024-12), {start} "
+    "and {end} its dates, so each scheduled period gets its own folder.",
 )
+period_option = click.option(
+    "--period",
+    metavar="PERIOD",
+    help="Override the job's period: START:END (2024-01-01:2024-12-31), last-N-months (the N complete months "
+    "before today) or previous-year; today is $SUELO_TODAY (YYYY-MM-DD) if set.",
+)
+log_format_option = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: one JSON object per event and per error on stderr, for schedulers.",
+)  # fmt: skip
+
+#: ``{name}`` in ``--output``: the period of the run (``PeriodSpec.label``) and its first and last day.
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]*)\}")
+
+
+def load_job_with(job_file: Path, period: str | None) -> JobSpec:
+    """The job spec of ``job_file``, its period replaced by a ``--period`` value (checked first: a bad value is
+    one error naming the option)."""
+    from suelo.settings import PeriodSpec, load_job
+
+    overrides = None if period is None else {"period": PeriodSpec.from_option(period)}
+    return load_job(job_file, overrides)
+
+
+def output_dir(output: Path, job: JobSpec) -> Path:
+    """``--output`` with its placeholders filled from the job's resolved period: ``{period}`` (``2024-01_2024-12``),
+    ``{start}`` and ``{end}`` (ISO dates). Any other ``{name}`` is an error rather than a folder of that name."""
+    from suelo.errors import ConfigError
+
+    period = job.period
+    values = {"period": period.label, "start": period.start.isoformat(), "end": period.end.isoformat()}
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise ConfigError(f"--output {output}: unknown {match.group(0)}; use {{period}}, {{start}} or {{end}}")
+        return values[match.group(1)]
+
+    return Path(_PLACEHOLDER.sub(fill, str(output)))
+
+
+def _print_versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from suelo.provenance import version_lines
+
+    for line in version_lines():
+        click.echo(line)
+    ctx.exit()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="suelo")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_versions,
+    help="Show the versions of suelo, Python, torch (and CUDA), GDAL, PROJ, rasterio, numpy and the CPU kernels.",
+)
 def main() -> None:
     """suelo: Sentinel-2 L2A -> monthly cube -> land-cover and urban-atlas maps."""
 
 
 @main.command()
 @job_argument
+@period_option
+@log_format_option
 @reports_errors
-def validate(job_file: Path) -> None:
+def validate(job_file: Path, period: str | None, log_format: str) -> None:
     """Check a job spec and its inputs without processing anything."""
     from suelo.ingest import (
         check_band_headers,
@@ -117,9 +195,8 @@ def validate(job_file: Path) -> None:
         scenes_in_period,
         scenes_on_grid,
     )
-    from suelo.settings import load_job
 
-    job = load_job(job_file)
+    job = load_job_with(job_file, period)
     scenes = discover_scenes(job)  # also checks every href and input path against the job's access rules
     grid = job_grid(job, scenes)
     scenes = scenes_in_period(scenes_on_grid(scenes, grid), job.period)
@@ -147,7 +224,7 @@ def validate(job_file: Path) -> None:
         f"bounds {left:.10g} {bottom:.10g} {right:.10g} {top:.10g}"
     )
     levels = sorted({s.level for s in scenes})
-    click.echo(f"  period: {job.period.start} .. {job.period.end}; scene levels: {', '.join(levels)}")
+    click.echo(f"  period: {job.period.describe()}; scene levels: {', '.join(levels)}")
     if auxiliary.present:
         sources = auxiliary.provenance()
         click.echo(
@@ -182,8 +259,8 @@ def validate(job_file: Path) -> None:
 @click.option("--device", help="torch device (default: cuda if available, else cpu).")
 @click.option("--workers", type=click.IntRange(1, 1024), help="Local Dask worker processes.")
 @click.option("--scheduler", help="'local' (default), 'synchronous' (this process) or a Dask scheduler address.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: one JSON object per event on stderr, for schedulers.")  # fmt: skip
+@period_option
+@log_format_option
 @reports_errors
 def run(
     job_file: Path,
@@ -193,6 +270,7 @@ def run(
     device: str | None,
     workers: int | None,
     scheduler: str | None,
+    period: str | None,
     log_format: str,
 ) -> None:
     """Run a whole job: monthly cube, maps with confidence masking, styles, STAC items and report.
@@ -201,22 +279,25 @@ def run(
     kept: re-run to resume), 2 on a user error.
     """
     from suelo.jobs import run as run_job
-    from suelo.settings import load_job
 
-    job = load_job(job_file)
+    job = load_job_with(job_file, period)
     compute = {k: v for k, v in {"device": device, "workers": workers, "scheduler": scheduler}.items() if v}
     updates: dict[str, Any] = {}
     if output is not None:
-        updates["output"] = job.output.model_copy(update={"dir": output})
+        updates["output"] = job.output.model_copy(update={"dir": output_dir(output, job)})
     if compute:
         updates["compute"] = job.compute.model_validate(job.compute.model_dump() | compute)
     if updates:
         job = job.model_copy(update=updates)
     result = run_job(job, overwrite=overwrite, log_format=log_format, force=force)
     if result.failures:
-        click.echo(
-            f"suelo: {len(result.failures)} block(s) failed; finished blocks are kept, re-run to resume:", err=True
-        )
+        failed = f"{len(result.failures)} block(s) failed; finished blocks are kept, re-run to resume"
+        if log_format == "json":
+            report_error(failed, 1, True, failed=[
+                {"block": f.block, "error": one_line(f.error), "attempts": f.attempts} for f in result.failures
+            ])  # fmt: skip
+            sys.exit(1)
+        click.echo(f"suelo: {failed}:", err=True)
         for failure in result.failures:
             click.echo(f"  {failure.block}: {one_line(failure.error)} (after {failure.attempts} attempts)", err=True)
         sys.exit(1)
@@ -241,22 +322,41 @@ def run(
 @overwrite_option
 @force_option
 @click.option("--workers", type=click.IntRange(1, 1024), help="Threads for reading and compositing.")
+@period_option
+@log_format_option
 @reports_errors
-def ingest(job_file: Path, output: Path | None, overwrite: bool, force: bool, workers: int | None) -> None:
+def ingest(
+    job_file: Path,
+    output: Path | None,
+    overwrite: bool,
+    force: bool,
+    workers: int | None,
+    period: str | None,
+    log_format: str,
+) -> None:
     """Ingest the job's Sentinel-2 inputs into a cloud-masked monthly cube (NetCDF)."""
     from suelo.jobs import ingest as run_ingest
-    from suelo.settings import load_job
 
-    job = load_job(job_file)
+    job = load_job_with(job_file, period)
     updates: dict[str, Any] = {}
     if output is not None:
-        updates["output"] = job.output.model_copy(update={"dir": output})
+        updates["output"] = job.output.model_copy(update={"dir": output_dir(output, job)})
     if workers is not None:
         updates["compute"] = job.compute.model_copy(update={"workers": workers})
     if updates:
         job = job.model_copy(update=updates)
     result = run_ingest(job, overwrite=overwrite, force=force)
     grid = result.grid
+    if log_format == "json":
+        from suelo.orchestrate.progress import json_line
+
+        fields = {"cube": str(result.cube_path), "period": {"start": job.period.start.isoformat(),
+                  "end": job.period.end.isoformat(), "months": job.period.months}}  # fmt: skip
+        if result.skipped:
+            event = json_line("up_to_date", **fields, message="up to date (same job and inputs), nothing to do")
+        else:
+            event = json_line("ingest_done", **fields, scenes=result.n_scenes, seconds=round(result.seconds, 2))
+        click.echo(event, err=True)
     if result.skipped:
         click.echo(f"{result.cube_path}: up to date (same job and inputs), nothing to do")
         return

@@ -30,7 +30,7 @@ import xarray as xr
 from rasterio.warp import transform_bounds
 
 from suelo import __version__
-from suelo.grid import LEGACY_GRID_ATTR, SPATIAL_REF, Grid, attach_grid, has_grid
+from suelo.grid import LEGACY_GRID_ATTR, SPATIAL_REF, Grid, attach_grid, cf_netcdf, has_grid
 from suelo.ingest.auxiliary import CUBE_VARIABLES, OPTICAL, Auxiliary, auxiliary_planes
 from suelo.ingest.scene import Scene, read_scene
 from suelo.settings import IngestSpec, PeriodSpec
@@ -38,6 +38,13 @@ from suelo.settings import IngestSpec, PeriodSpec
 COMPOSITING_METHOD = (
     "per-band median of clear observations per calendar month (mean of the two middle values for even counts)"
 )
+#: CF ``long_name`` and ``units`` of the cube's variables (:func:`write_cube` adds those a cube lacks).
+CUBE_ATTRS: dict[str, dict[str, str]] = {
+    "reflectance": {"units": "1", "long_name": "surface reflectance (BOA)"},
+    "valid": {"long_name": "month has at least one clear observation"},
+    "clear_count": {"units": "1", "long_name": "clear observations in the month"},
+    "n_clear": {"units": "1", "long_name": "clear observations over the period"},
+}
 
 
 def month_starts(period: PeriodSpec) -> list[dt.date]:
@@ -180,17 +187,19 @@ def build_cube(
     )
     if auxiliary is not None and auxiliary.present:
         _add_auxiliary(ds, auxiliary, grid, months, block_size)
-    ds["reflectance"].attrs.update(units="1", long_name="surface reflectance (BOA)")
-    ds["valid"].attrs.update(long_name="month has at least one clear observation")
-    ds["clear_count"].attrs.update(long_name="clear observations in the month")
-    ds["n_clear"].attrs.update(long_name="clear observations over the period")
+    for name, attrs in CUBE_ATTRS.items():
+        ds[name].attrs.update(attrs)
     return attach_grid(ds, grid)
 
 
 AUXILIARY_ATTRS = {
     "s1": {"units": "dB", "long_name": "Sentinel-1 backscatter, 10 log10 of the monthly mean in linear power"},
-    "terrain": {"units": "m, degree", "long_name": "elevation (m) and slope (degrees) from the DEM"},
-    "weather": {"units": "K, m day-1", "long_name": "2 m air temperature (K) and total precipitation (m per day)"},
+    # one unit per band: not a CF `units` (which holds one for the whole variable)
+    "terrain": {"band_units": "m, degree", "long_name": "elevation (m) and slope (degrees) from the DEM"},
+    "weather": {
+        "band_units": "K, m day-1",
+        "long_name": "2 m air temperature (K) and total precipitation (m per day)",
+    },
 }
 
 
@@ -232,17 +241,27 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
 
     Reflectance is packed as int16 with scale 1e-4 (one Sentinel-2 DN; negative values from the baseline 04.00
     offset stay representable), or kept float32 with ``packed=False`` (lossless: what a cache needs, so that outputs
-    made from it are identical to outputs made from the inputs). The CF grid mapping (the ``spatial_ref`` variable,
-    with this cube's own ``GeoTransform``, also for a slice) lets GDAL and QGIS open the variables georeferenced.
+    made from it are identical to outputs made from the inputs). The file is CF-1.8 (:func:`suelo.grid.cf_netcdf`):
+    the CF grid mapping (the ``spatial_ref`` variable, with this cube's own ``GeoTransform``, also for a slice) lets
+    GDAL and QGIS open the variables georeferenced.
     """
     from suelo.atomic import atomic_output
 
     grid = cube_grid(cube)
-    out = attach_grid(cube, grid)
+    out, coordinate_encoding = cf_netcdf(cube, grid)
     # also the JSON attribute, of this cube's grid: suelo versions before the spatial_ref coordinate read only it
     out.attrs[LEGACY_GRID_ATTR] = json.dumps(grid.to_dict())
+    for name, attrs in CUBE_ATTRS.items():  # what a cube made by other means (or by earlier versions) lacks
+        if name in out:
+            out[name].attrs = attrs | out[name].attrs
+    out["time"].attrs.setdefault("long_name", "first day of the composited calendar month")
+    valid_attrs = out["valid"].attrs | {
+        "grid_mapping": SPATIAL_REF,
+        "flag_values": np.array([0, 1], dtype=np.uint8),  # CF: of the variable's type (earlier versions: "0 1")
+        "flag_meanings": "no_clear_observation clear_observation",
+    }
     out["valid"] = out["valid"].astype(np.uint8)
-    out["valid"].attrs.update(cube["valid"].attrs, grid_mapping=SPATIAL_REF, flag_values="0 1")
+    out["valid"].attrs = valid_attrs
     chunk_y, chunk_x = min(256, grid.height), min(256, grid.width)
     reflectance_encoding: dict[str, Any] = (
         {"dtype": "int16", "scale_factor": 1e-4, "add_offset": 0.0, "_FillValue": np.int16(-32768)}
@@ -272,6 +291,7 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
             if variable in out
         },
         "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int32"},
+        **coordinate_encoding,
     }
 
     def read_back(tmp: Path) -> None:

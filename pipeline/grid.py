@@ -4,9 +4,10 @@ A :class:`Grid` travels with every array the pipeline produces. Rows are ``y`` a
 always ``(height, width)`` and bounds always ``(left, bottom, right, top)``, as in rasterio.
 
 In xarray the grid travels inside the data, as rioxarray and odc-geo carry it (:func:`attach_grid`): ``x``/``y``
-are the pixel centres and a scalar ``spatial_ref`` coordinate holds the CRS as a CF grid mapping plus GDAL's
-``GeoTransform``; data variables name it in their ``grid_mapping`` attribute. :meth:`Grid.from_xarray` derives the
-grid from the coordinates, so a slice (``isel``) has its own grid, never its parent's.
+are the pixel centres (with their CF attributes) and a scalar ``spatial_ref`` coordinate holds the CRS as a CF grid
+mapping plus GDAL's ``GeoTransform``; data variables name it in their ``grid_mapping`` attribute.
+:meth:`Grid.from_xarray` derives the grid from the coordinates, so a slice (``isel``) has its own grid, never its
+parent's. Every NetCDF suelo writes goes through :func:`cf_netcdf`, which makes it CF-1.8.
 
 Every tiling of a grid or array (job blocks, composite chunks, segmenter blocks, gate tiles) is
 :func:`tile_slices`: row by row from the top left, the last tiles cut at the edges, so block ids and seams agree.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +38,8 @@ Bounds = tuple[float, float, float, float]
 MAX_GRID_SIDE = 1_048_576
 #: The CF grid-mapping coordinate (rioxarray's and odc-geo's name; GDAL reads it from NetCDF).
 SPATIAL_REF = "spatial_ref"
+#: The ``Conventions`` of every NetCDF suelo writes (:func:`cf_netcdf`).
+CF_CONVENTIONS = "CF-1.8"
 #: The attribute in which suelo before the ``spatial_ref`` coordinate recorded a cube's grid, as JSON.
 LEGACY_GRID_ATTR = "grid"
 # How far (in pixels) coordinates may stray from a pixel lattice and still be on it: float rounding of
@@ -223,21 +227,31 @@ class Grid:
 
     # in xarray -----------------------------------------------------------------------------------------------
     def grid_mapping(self) -> dict[str, Any]:
-        """Attributes of the ``spatial_ref`` coordinate, as rioxarray writes them: the CRS as CF grid mapping
-        (``pyproj.CRS.to_cf()``), its WKT as ``crs_wkt`` (CF) and ``spatial_ref`` (GDAL), and GDAL's
-        ``GeoTransform`` of this grid."""
+        """Attributes of the ``spatial_ref`` coordinate: the CRS as CF grid mapping (``pyproj.CRS.to_cf()``: the
+        ``grid_mapping_name``, its parameters and ``crs_wkt``, WKT 2), its GDAL WKT as ``spatial_ref`` (what GDAL
+        and suelo read first) and GDAL's ``GeoTransform`` of this grid. A CRS that CF cannot describe keeps its GDAL
+        WKT as ``crs_wkt`` too."""
         wkt = self.crs.to_wkt()
-        return _cf_attributes(wkt) | {
-            "crs_wkt": wkt,
-            "spatial_ref": wkt,
-            "GeoTransform": " ".join(str(v) for v in self.transform.to_gdal()),
-        }
+        geotransform = " ".join(str(v) for v in self.transform.to_gdal())
+        return {"crs_wkt": wkt} | _cf_attributes(wkt) | {"spatial_ref": wkt, "GeoTransform": geotransform}
+
+    def coordinate_attributes(self) -> dict[str, dict[str, str]]:
+        """CF attributes of the ``x`` and ``y`` coordinates: ``standard_name`` (``projection_x_coordinate`` /
+        ``projection_y_coordinate``, or ``longitude`` / ``latitude`` for a geographic CRS), ``long_name``,
+        ``units`` (the CRS's axis units, ``m`` for metres) and ``axis``, from ``pyproj.CRS.cs_to_cf()``."""
+        return _axis_attributes(self.crs.to_wkt())
 
     def xarray_coords(self) -> dict[str, Any]:
-        """``y`` and ``x`` (pixel centres) and the scalar ``spatial_ref`` coordinate of an array on this grid."""
+        """``y`` and ``x`` (pixel centres, with their CF attributes) and the scalar ``spatial_ref`` coordinate of an
+        array on this grid."""
         import xarray as xr
 
-        return {"y": self.y_coords(), "x": self.x_coords(), SPATIAL_REF: xr.DataArray(0, attrs=self.grid_mapping())}
+        axes = self.coordinate_attributes()
+        return {
+            "y": ("y", self.y_coords(), axes["y"]),
+            "x": ("x", self.x_coords(), axes["x"]),
+            SPATIAL_REF: xr.DataArray(0, attrs=self.grid_mapping()),
+        }
 
     @classmethod
     def from_xarray(cls, obj: xr.Dataset | xr.DataArray) -> Grid:
@@ -337,18 +351,21 @@ def attach_grid(obj: XarrayT, grid: Grid) -> XarrayT:
     variable with y and x dimensions, and x/y pixel-centre coordinates. ``obj`` itself is not changed.
 
     x/y coordinates it already has are kept, not recomputed (their values are the data's), but must be ``grid``'s:
-    ValueError otherwise. The JSON ``grid`` attribute of earlier versions is dropped: it goes stale on the first
-    slice, the coordinates never do.
+    ValueError otherwise; they get the CF attributes of ``grid``'s CRS (:meth:`Grid.coordinate_attributes`). The
+    JSON ``grid`` attribute of earlier versions is dropped: it goes stale on the first slice, the coordinates never
+    do.
     """
     shape = (obj.sizes.get("y"), obj.sizes.get("x"))
     if shape != grid.shape:
         raise ValueError(f"an array of (y, x) shape {shape} cannot carry a grid of shape {grid.shape}")
     coords = grid.xarray_coords()
-    for name, expected, size in (("x", coords["x"], grid.resolution[0]), ("y", coords["y"], grid.resolution[1])):
+    for name, size in (("x", grid.resolution[0]), ("y", grid.resolution[1])):
         if name in obj.coords:
-            if not _on_positions(np.asarray(obj[name].values, dtype=np.float64), expected, size):
+            _dim, expected, attrs = coords[name]
+            values = np.asarray(obj[name].values, dtype=np.float64)
+            if not _on_positions(values, expected, size):
                 raise ValueError(f"the {name} coordinates are not the pixel centres of grid {grid.to_dict()}")
-            del coords[name]
+            coords[name] = (name, obj[name].values, {**obj[name].attrs, **attrs})
     out: XarrayT = obj.assign_coords(coords)
     out.attrs = {k: v for k, v in out.attrs.items() if k != LEGACY_GRID_ATTR}
     for variable in out.data_vars.values() if hasattr(out, "data_vars") else [out]:
@@ -356,6 +373,19 @@ def attach_grid(obj: XarrayT, grid: Grid) -> XarrayT:
             variable.encoding.pop("grid_mapping", None)  # xarray refuses to write it both here and in attrs
             variable.attrs["grid_mapping"] = SPATIAL_REF
     return out
+
+
+def cf_netcdf(ds: xr.Dataset, grid: Grid) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """``ds`` as suelo writes it to NetCDF, and the encoding of its coordinates: CF-1.8 (global ``Conventions``),
+    ``grid`` attached (:func:`attach_grid`: the ``spatial_ref`` grid mapping with this grid's own ``GeoTransform``,
+    named by every variable on y/x; x/y with their CF attributes) and a CF ``time`` coordinate (xarray encodes its
+    units and calendar). The encoding writes x/y without a ``_FillValue`` (CF: coordinates have no missing values);
+    merge it into the ``encoding`` given to ``to_netcdf``."""
+    out = attach_grid(ds, grid)
+    out.attrs["Conventions"] = CF_CONVENTIONS
+    if "time" in out.coords and out["time"].ndim == 1:
+        out["time"].attrs.update(standard_name="time", axis="T")
+    return out, {"x": {"_FillValue": None}, "y": {"_FillValue": None}}
 
 
 def carry_grid(target: XarrayT, source: xr.Dataset | xr.DataArray) -> XarrayT:
@@ -392,12 +422,49 @@ def _cf_attributes(wkt: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=16)
+def _axis_attributes_cached(wkt: str) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    from pyproj import CRS as ProjCRS
+    from pyproj.exceptions import CRSError
+
+    crs = as_crs(wkt)
+    if crs.is_geographic:
+        defaults = {
+            "x": {"standard_name": "longitude", "long_name": "longitude coordinate", "units": "degrees_east"},
+            "y": {"standard_name": "latitude", "long_name": "latitude coordinate", "units": "degrees_north"},
+        }
+    else:
+        units = crs_units(crs)
+        defaults = {
+            "x": {"standard_name": "projection_x_coordinate", "long_name": "Easting", "units": units},
+            "y": {"standard_name": "projection_y_coordinate", "long_name": "Northing", "units": units},
+        }
+    try:
+        axes = {str(axis.get("axis", "")).lower(): axis for axis in ProjCRS.from_wkt(wkt).cs_to_cf()}
+    except (CRSError, KeyError, ValueError, TypeError):  # a coordinate system CF cannot describe: the defaults
+        axes = {}
+    out = []
+    for name in ("x", "y"):
+        found = {k: str(v) for k, v in axes.get(name, {}).items() if k in ("standard_name", "long_name", "units")}
+        attrs = defaults[name] | found
+        attrs["units"] = re.sub(r"\bmetre\b", "m", attrs["units"])  # UDUNITS reads both; "m" is what GDAL writes
+        attrs["axis"] = name.upper()
+        out.append((name, tuple(attrs.items())))
+    return tuple(out)
+
+
+def _axis_attributes(wkt: str) -> dict[str, dict[str, str]]:
+    """CF attributes of the x and y coordinates of a CRS (cached like :func:`_cf_attributes`)."""
+    return {name: dict(attrs) for name, attrs in _axis_attributes_cached(wkt)}
+
+
+@functools.lru_cache(maxsize=16)
 def _crs_from_wkt(wkt: str) -> CRS:
     return as_crs(wkt)
 
 
 def _mapping_wkt(attrs: dict[str, Any]) -> str:
-    wkt = attrs.get("crs_wkt") or attrs.get("spatial_ref")
+    # GDAL's WKT first: what rasterio wrote (crs_wkt is pyproj's WKT 2 in files since CF-1.8; the same before)
+    wkt = attrs.get("spatial_ref") or attrs.get("crs_wkt")
     if not wkt:
         raise ValueError(f"the {SPATIAL_REF!r} coordinate has no 'crs_wkt' or 'spatial_ref' attribute (no CRS)")
     return str(wkt)

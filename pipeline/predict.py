@@ -24,7 +24,7 @@ import xarray as xr
 
 from suelo.calibrate import Calibration
 from suelo.errors import InputError
-from suelo.grid import carry_grid
+from suelo.grid import Grid, carry_grid, cf_netcdf, has_grid
 from suelo.legend import Legend
 from suelo.models.artifact import ModelArtifact, check_contract, contract_inputs
 from suelo.reasons import reasons_for
@@ -142,6 +142,7 @@ def predict_cube(
     )
     out["novelty_score"].attrs.update(
         long_name="novelty score: smallest Mahalanobis distance of the embedding to a training class mean",
+        units="1",
         threshold=gate.threshold,
     )
     out["outside_training"].attrs.update(long_name="the novelty gate rejected the pixel (outside the training data)")
@@ -149,9 +150,14 @@ def predict_cube(
 
 
 def write_prediction(prediction: xr.Dataset, path: Path) -> None:
-    """NetCDF, written atomically (temp file beside ``path``, then rename)."""
+    """NetCDF, written atomically (temp file beside ``path``, then rename). With the grid :func:`predict_cube`
+    gives it (the cube's), CF-1.8 and georeferenced as the cube is (:func:`suelo.grid.cf_netcdf`): GDAL and QGIS
+    open its variables where they are."""
     from suelo.atomic import atomic_output
 
+    coordinate_encoding: dict[str, dict[str, Any]] = {}
+    if has_grid(prediction):
+        prediction, coordinate_encoding = cf_netcdf(prediction, Grid.from_xarray(prediction))
     encoding: dict[str, dict[str, Any]] = {
         "posterior": {"zlib": True, "complevel": 4},
         "class_code": {"zlib": True},
@@ -161,6 +167,7 @@ def write_prediction(prediction: xr.Dataset, path: Path) -> None:
     for name in ("class_map", "confidence"):  # only with --apply-masking (apply_masking)
         if name in prediction:
             encoding[name] = {"zlib": True}
+    encoding.update(coordinate_encoding)
     with atomic_output(Path(path)) as tmp:
         prediction.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
 

@@ -166,6 +166,19 @@ def fewer_months_caveats(name: str, trained: int, job: JobSpec, card: dict[str, 
     )
 
 
+def synthetic_training_caveats(name: str, path: Path, meta: dict[str, Any]) -> tuple[str, ...]:
+    """What the report says first when a model learnt from synthetic data (its provenance says so): its map shows
+    the product's format, masking and units on real imagery, not a validated map of the area."""
+    data = str((meta.get("provenance") or {}).get("data", ""))
+    if "synthetic" not in data.lower():
+        return ()
+    return (
+        f"{name}: the model {path.name} was trained on synthetic data ({data}); its map shows the product's format, "
+        "masking and minimum mapping units on this imagery, not a validated map of the area, and its accuracy "
+        "figures are those of a synthetic held-out scene",
+    )
+
+
 def masked_inputs_caveats(
     name: str, contract: dict[str, Any], inputs: Sequence[str], card: dict[str, Any] | None
 ) -> tuple[str, ...]:
@@ -321,6 +334,7 @@ class UrbanAtlas(Product):
         metrics = dict(meta.get("metrics", {}).get("summary", {}))
         metrics["calibration"] = meta.get("metrics", {}).get("calibration")
         caveats = fewer_months_caveats(self.name, int(meta.get("months") or 0), job, meta.get("model_card"))
+        caveats += synthetic_training_caveats(self.name, path, meta)
         return ProductPlan(
             self, path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics,
             meta.get("novelty", {}), caveats,

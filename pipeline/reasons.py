@@ -14,12 +14,23 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Name and colour of each reason, as legends, QGIS styles, attribute tables and reports show it (colour None =
-#: transparent). Magenta for "outside the training data": no legend uses it, it is no natural surface colour, and
-#: it reads as "flagged", not as a class.
+#: transparent). The colours are chosen to be told apart from every class colour of every shipped legend
+#: (data/legends/*.yaml) and from each other: the smallest CIE76 colour difference (CIELAB, D65) to any class colour
+#: and between the reasons is 21.4 (low confidence against Urban Atlas' railways #595959); tests/test_reason_colours.py
+#: fails below 20. Pure greys cannot get there: the legends hold greys from #595959 to #f0f0f0 (Urban Atlas' roads
+#: and railways, CORINE's rocks and beaches, WorldCover's bare land and snow) and black (CORINE's burnt areas).
+#:
+#: - outside the training data: a deep magenta (CSS MediumVioletRed), 41.5 from any class. It reads as "flagged",
+#:   not as a surface; brighter magentas (#ff00ff) sit 15.5 from CORINE's construction sites (#ff4dff).
+#: - low confidence: a mid lavender grey, L* 49 with a little violet (chroma 18). The commonest reason (most of an
+#:   urban-atlas map can be masked), so a quiet mid tone that still is no road grey: 21.4 from the railways, 22.3
+#:   from the fast transit roads (#959595), where #808080 was 8.1.
+#: - too few clear observations: a dark slate blue-grey, L* 19 (the legends leave the dark end nearly free), 25.8
+#:   from the railways, 32.1 from the lavender grey, where #bdbdbd was 3.7 from Urban Atlas' other roads (#b3b3b3).
 REASON_STYLE: dict[str, tuple[str, str | None]] = {
-    "outside_training": ("Not mapped (outside the model's training data)", "#ff00ff"),
-    "too_few_observations": ("Not classified (too few clear observations)", "#bdbdbd"),
-    "low_confidence": ("Unclassified (low confidence)", "#808080"),
+    "outside_training": ("Not mapped (outside the model's training data)", "#c71585"),
+    "too_few_observations": ("Not classified (too few clear observations)", "#183048"),
+    "low_confidence": ("Unclassified (low confidence)", "#7b6f8d"),
     "nodata": ("No data", None),
 }
 

@@ -1,8 +1,10 @@
 """Run report: ``report.json`` + ``report.html`` + one PNG quicklook per map, in ``<out>/report/``.
 
-The HTML is a single static page (no scripts, no external assets) so it opens from a file share or an archive:
-quicklook and legend of each map, the masked-area table of each map, the accuracy figures of the model that
-made them and the run configuration.
+The HTML is a single static page (no scripts, no external assets) so it opens from a file share or an archive,
+read top-down: what was mapped, where, when and with which models; the caveats; each map at its true aspect
+with its area per class and reason code; the accuracy figures (model cards with their spreads over spatial seeds,
+the run's certificate, and the stratified assessment of a labelled sample when the job has one); links to every
+output; the raw metrics and configuration in an appendix.
 """
 
 from __future__ import annotations
@@ -87,6 +89,96 @@ def _scalars(metrics: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any
     return rows
 
 
+def _ha(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
+
+
+def _link(href: str, text: str | None = None) -> str:
+    return f'<a href="{html.escape(href)}">{html.escape(text or href)}</a>'
+
+
+def _header_html(header: Mapping[str, Any], versions: Mapping[str, Any]) -> str:
+    """The page's first table: what, where, when, with which models and how much of it is mapped."""
+    rows: list[tuple[str, str]] = []
+    period = header.get("period") or {}
+    rows.append(("Job", html.escape(str(header.get("job", "")))))
+    if header.get("where"):
+        rows.append(("Where", html.escape(str(header["where"]))))
+    if period:
+        rows.append(("Period", html.escape(f"{period.get('start')} to {period.get('end')}")))
+    if header.get("run_at"):
+        rows.append(("Run", html.escape(str(header["run_at"]))))
+    if header.get("inputs"):
+        rows.append(("Inputs", html.escape(str(header["inputs"]))))
+    for name, product in (header.get("products") or {}).items():
+        parts = [f"model {product.get('model')} (sha256 {str(product.get('model_sha256', ''))[:12]})"]
+        if product.get("target_accuracy") is not None:
+            parts.append(f"target accuracy {product['target_accuracy']:.2f}")
+        if product.get("certified_lower_bound") is not None:
+            parts.append(
+                f"certified {product['certified_lower_bound']:.3f} (95% lower bound on its calibration points, "
+                f"{100 * float(product.get('calibration_coverage') or 0):.0f}% of them mapped)"
+            )
+        if product.get("mapped_pct") is not None:
+            parts.append(f"{product['mapped_pct']:.1f}% of the imaged area mapped")
+        rows.append((f"{name}", html.escape("; ".join(parts))))
+    shown = ", ".join(f"{k} {versions[k]}" for k in ("suelo", "torch", "gdal", "rasterio", "numpy") if k in versions)
+    rows.append(("Software", html.escape(shown)))
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="header">{body}</table>'
+
+
+def _areas_html(m: MapSet, pixel_area_m2: float | None) -> str:
+    """Pixels, hectares and share of the map of every class and reason code the map holds."""
+    total = sum(m.classes.counts.values()) or 1
+    rows = []
+    for entry in m.classes.entries:
+        pixels = int(m.classes.counts.get(entry.code, 0))
+        if not pixels and entry.color is None:
+            continue
+        swatch = (
+            f'<span class="sw" style="background:{html.escape(entry.color)}"></span>'
+            if entry.color
+            else '<span class="sw nodata"></span>'
+        )
+        area = _ha(pixels * pixel_area_m2 / 1e4) if pixel_area_m2 else "n/a"
+        rows.append(
+            f"<tr><td>{swatch}</td><td>{entry.code}</td><td>{html.escape(entry.name)}</td>"
+            f'<td class="num">{pixels:,}</td><td class="num">{area}</td>'
+            f'<td class="num">{100 * pixels / total:.1f}%</td></tr>'
+        )
+    head = "<tr><th></th><th>code</th><th>class or reason</th><th>pixels</th><th>area (ha)</th><th>share</th></tr>"
+    return f'<table class="areas">{head}{"".join(rows)}</table>'
+
+
+def _accuracy_html(metrics: Mapping[str, Any]) -> str:
+    """Each model's accuracy as its card states it (means and spreads over spatial seeds) and its certificate."""
+    parts = []
+    for name, product in metrics.items():
+        if not isinstance(product, Mapping):  # not a product's metrics: shown in the appendix only
+            continue
+        model = product.get("model") or {}
+        card = model.get("model_card") or {}
+        rows = [(k.replace("_", " "), str(v)) for k, v in card.items()]
+        certified = (product.get("thresholds") or {}).get("global") or {}
+        if certified:
+            rows.append(
+                (
+                    "certificate of this run",
+                    f"target {certified.get('target_accuracy')}, 95% lower bound "
+                    f"{float(certified.get('accuracy_lower_bound', float('nan'))):.3f} on "
+                    f"{certified.get('n_validation')} calibration points, "
+                    f"{100 * float(certified.get('coverage', 0)):.1f}% of them mapped",
+                )
+            )
+        if not card:
+            summary = {k: v for k, v in model.items() if not isinstance(v, Mapping)}
+            rows += [(k.replace("_", " "), str(round(v, 4) if isinstance(v, float) else v)) for k, v in summary.items()]
+        body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        parts.append(f"<h3>{html.escape(name)}</h3><table class='accuracy'>{body}</table>")
+    return "".join(parts) or "<p>No model metrics given.</p>"
+
+
 def write_run_report(
     folder: str | Path,
     maps: Sequence[MapSet],
@@ -95,75 +187,97 @@ def write_run_report(
     config: Mapping[str, Any] | None = None,
     warnings: Sequence[str] = (),
     assessments: Mapping[str, Mapping[str, Any]] | None = None,
+    header: Mapping[str, Any] | None = None,
+    outputs: Sequence[Path] = (),
 ) -> dict[str, Path]:
-    """Write the report for ``maps``; ``masking`` maps ``"<product folder>/<map name>"`` (or just the map name) to
-    its :func:`threshold.masking_report`. ``warnings`` are shown first, prominently (and in report.json).
-    ``assessments`` (product -> the ``assessment.json`` of ``suelo assess analyze``) add the stratified accuracy and
-    area estimates from a labelled sample, under the model's own accuracy figures."""
+    """Write the report for ``maps``, read top-down: ``header`` (job, where, period, run time, inputs, each
+    product's model, target and certified accuracy and mapped share), the caveats (``warnings``), each map at its
+    true aspect with its legend and its area per class and reason code, the accuracy (the models' cards, the run's
+    certificates and, from ``assessments``, the stratified estimates of a labelled sample), links to every output
+    (``maps`` and ``outputs``), and the raw metrics and configuration in an appendix. ``masking`` maps
+    ``"<product folder>/<map name>"`` (or the map name) to its :func:`threshold.masking_report`."""
     from suelo.assess.page import ASSESSMENT_CSS, assessment_section_html
     from suelo.provenance import software_versions
 
     folder = Path(folder)
     masking, metrics, config = dict(masking or {}), dict(metrics or {}), dict(config or {})
+    header = dict(header or {})
+    versions = software_versions()
     summary: dict[str, Any] = {
-        "maps": [], "model_metrics": metrics, "config": config, "versions": software_versions(),
+        "header": header, "maps": [], "model_metrics": metrics, "config": config, "versions": versions,
         "warnings": list(warnings), "assessments": dict(assessments or {}),
     }  # fmt: skip
     sections = []
+    links: list[str] = []
     for m in maps:
         # maps of different products share the job's name: the product folder tells them apart
         label = f"{m.classes.path.parent.name}/{m.name}"
-        png = write_png(
-            folder / "quicklooks" / f"{m.classes.path.parent.name}_{m.name}.png",
-            quicklook_rgba(m.classes.path, m.classes.entries),
-        )
+        rgba = quicklook_rgba(m.classes.path, m.classes.entries)
+        png = write_png(folder / "quicklooks" / f"{m.classes.path.parent.name}_{m.name}.png", rgba)
+        files = [Path(os.path.relpath(p, folder)).as_posix() for p in m.files]
         record: dict[str, Any] = {
             "name": label,
             "dtype": m.classes.dtype,
             "nodata": m.classes.nodata,
-            "files": [Path(os.path.relpath(p, folder)).as_posix() for p in m.files],
+            "files": files,
             "quicklook": png.relative_to(folder).as_posix(),
             "legend": [{"code": e.code, "name": e.name, "color": e.color} for e in m.classes.entries],
             "pixels_per_code": {str(k): v for k, v in sorted(m.classes.counts.items())},
             "masking": masking.get(label, masking.get(m.name)),
         }
         summary["maps"].append(record)
-        mask = masking.get(label, masking.get(m.name))
-        mask_html = "<p>No masking report.</p>"
-        if mask:
-            overall = [{k: v for k, v in mask.items() if k not in ("classes", "outside_training_pct_by_block")}]
-            mask_html = _table(overall, list(overall[0])) + _table(
-                mask.get("classes", []), ["code", "name", "predicted_pixels", "retained_pixels", "masked_pct"]
-            )
+        links += files
+        height, width = rgba.shape[:2]
         sections.append(
-            f"<section><h2>{html.escape(label)}</h2>"
-            f'<div class="row"><img src="{html.escape(record["quicklook"])}" alt="quicklook of {html.escape(label)}">'
-            f"{_legend_html(m.classes.entries)}</div>"
-            f"<h3>Masked area</h3>{mask_html}"
-            f"<h3>Files</h3><ul>{''.join(f'<li>{html.escape(f)}</li>' for f in record['files'])}</ul></section>"
+            f'<section class="map"><h2>{html.escape(label)}</h2>'
+            f'<div class="row"><img src="{html.escape(record["quicklook"])}" width="{width}" height="{height}" '
+            f'alt="quicklook of {html.escape(label)}">'
+            f"<div><h3>Area by class and reason</h3>{_areas_html(m, header.get('pixel_area_m2'))}</div></div>"
+            f"<p>Files: {', '.join(_link(f, Path(f).name) for f in files)}</p></section>"
         )
-    metrics_html = _table(_scalars(metrics), ["metric", "value"]) if metrics else "<p>No model metrics given.</p>"
-    assessment_html = "".join(assessment_section_html(a) for a in (assessments or {}).values())
+    links += [Path(os.path.relpath(p, folder)).as_posix() for p in outputs]
     warnings_html = "".join(
-        '<div class="warning" role="alert"><strong>Warning:</strong> ' + html.escape(w) + "</div>" for w in warnings
+        '<div class="warning" role="alert"><strong>Caveat:</strong> ' + html.escape(w) + "</div>" for w in warnings
     )
+    assessment_html = "".join(assessment_section_html(a) for a in (assessments or {}).values())
+    masking_html = "".join(
+        f"<h3>{html.escape(label)}</h3>"
+        + _table([{k: v for k, v in mask.items() if k not in ("classes", "outside_training_pct_by_block")}],
+                 [k for k in mask if k not in ("classes", "outside_training_pct_by_block")])
+        + _table(mask.get("classes", []), ["code", "name", "predicted_pixels", "retained_pixels", "masked_pct"])
+        for label, mask in masking.items()
+    )  # fmt: skip
+    raw = _table(_scalars(metrics), ["metric", "value"]) if metrics else "<p>No model metrics given.</p>"
+    title = f"suelo run report: {header.get('job') or config.get('name') or ''}".rstrip(": ")
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>suelo run report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; margin: 0.5em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 2px 6px; font-size: 90%; }} .row {{ display: flex; gap: 2em; }}
+body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 6px; font-size: 90%; text-align: left; vertical-align: top; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.row {{ display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }}
 .sw {{ display: inline-block; width: 1.2em; height: 1.2em; border: 1px solid #444; }}
 .nodata {{ background: repeating-linear-gradient(45deg, #fff, #fff 3px, #ccc 3px, #ccc 6px); }}
-.warning {{ background: #fde0e0; border: 2px solid #c00; padding: 0.6em 1em; margin: 0.5em 0; font-size: 110%; }}
-img {{ image-rendering: pixelated; border: 1px solid #ccc; max-width: 512px; }}
+.warning {{ background: #fde0e0; border: 2px solid #c00; padding: 0.6em 1em; margin: 0.5em 0; }}
+img {{ image-rendering: pixelated; border: 1px solid #ccc; max-width: 512px; height: auto; flex: none; }}
+table.header th {{ background: #f4f4f4; white-space: nowrap; }}
 {ASSESSMENT_CSS if assessments else ""}
 </style></head><body>
-<h1>suelo run report</h1>
+<h1>{html.escape(title)}</h1>
+{_header_html(header, versions)}
 {warnings_html}
-{assessment_html}
-<h2>Model accuracy</h2>{metrics_html}
 {"".join(sections)}
-<h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>
+<h2>Accuracy</h2>
+{_accuracy_html(metrics)}
+{assessment_html}
+<h2>Outputs</h2><ul class="outputs">{"".join(f"<li>{_link(f)}</li>" for f in links)}</ul>
+<h2>Appendix</h2>
+<details><summary>Masking per map</summary>{masking_html or "<p>No masking report.</p>"}</details>
+<details><summary>Raw model metrics</summary>{raw}</details>
+<details><summary>Configuration and software versions</summary>
+<pre>{html.escape(json.dumps({"config": config, "versions": versions}, indent=2, sort_keys=True, default=str))}</pre>
+</details>
 </body></html>
 """
     out = {

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from suelo.band_names import canonical_band
 from suelo.errors import ConfigError, file_kind
@@ -308,21 +317,161 @@ class GridSpec(Settings):
     _earth = field_validator("crs")(classmethod(lambda cls, v: earth_crs(v)))
 
 
-class PeriodSpec(Settings):
-    """Months to composite: every calendar month from ``start`` to ``end`` inclusive."""
+#: The environment variable that sets "today" for relative periods (``period.last_months``, ``previous_year``):
+#: an ISO date, e.g. ``SUELO_TODAY=2026-12-01``, to redo a scheduled run of another day or to test one. Read only by
+#: :func:`period_today`.
+TODAY_VARIABLE = "SUELO_TODAY"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PERIOD_FORMS = "give the period as start and end dates, last_months: N or previous_year: true (exactly one of them)"
 
-    start: dt.date = Field(description="first day; its whole calendar month is composited")
-    end: dt.date = Field(description="last day; its whole calendar month is composited")
+
+def period_today() -> dt.date:
+    """The day relative periods are resolved against: ``$SUELO_TODAY`` (YYYY-MM-DD) if set, else the local date."""
+    text = os.environ.get(TODAY_VARIABLE, "").strip()
+    if not text:
+        return dt.date.today()
+    try:
+        if not _ISO_DATE.fullmatch(text):
+            raise ValueError(text)
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{TODAY_VARIABLE}={text!r}: not a date YYYY-MM-DD") from None
+
+
+def _month_offset(year: int, month: int, offset: int) -> tuple[int, int]:
+    """The calendar month ``offset`` months after (before, when negative) ``year``-``month``."""
+    index = year * 12 + (month - 1) + offset
+    return index // 12, index % 12 + 1
+
+
+class PeriodSpec(Settings):
+    """Months to composite: whole months from ``start`` to ``end``, or relative to today (scheduled runs).
+
+    Either fixed dates (``start``, ``end``) or a period relative to today, for scheduled runs: ``last_months: N``
+    (the N complete calendar months before today's month) or ``previous_year: true`` (the previous calendar year).
+    A relative period is resolved when the spec is validated, against :func:`period_today` (``$SUELO_TODAY`` or the
+    local date) or a ``today`` date in the validation context (``PeriodSpec.model_validate(data, context={"today":
+    day})``); from then on ``start`` and ``end`` are concrete dates like fixed ones. The relative fields are not
+    serialized: run.json, the digests and every dump record the resolved dates, so a relative spec and the fixed
+    spec it resolved to are the same job.
+    """
+
+    start: dt.date = Field(
+        description="first day; its whole calendar month is composited",
+        json_schema_extra={"reference_default": "**required** unless last_months or previous_year"},
+    )
+    end: dt.date = Field(
+        description="last day; its whole calendar month is composited",
+        json_schema_extra={"reference_default": "**required** unless last_months or previous_year"},
+    )
     step: Literal["month"] = Field("month", description="compositing period; calendar months (Presto's time step)")
+    last_months: int | None = Field(
+        None,
+        ge=1,
+        le=120,
+        exclude=True,
+        description="instead of start/end: the last N complete calendar months before today (SUELO_TODAY=YYYY-MM-DD"
+        " sets today), e.g. 12 on 2024-03-05 is 2023-03-01 .. 2024-02-29",
+    )
+    previous_year: bool = Field(
+        False,
+        exclude=True,
+        description="instead of start/end: the calendar year before today's (SUELO_TODAY=YYYY-MM-DD sets today)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_relative(cls, data: Any, info: ValidationInfo) -> Any:
+        """Exactly one form; a relative one becomes concrete ``start``/``end`` dates against today."""
+        if not isinstance(data, dict):
+            return data
+        months, previous = data.get("last_months"), data.get("previous_year", False)
+        if months is not None and (isinstance(months, bool) or not isinstance(months, int)):
+            raise ValueError(f"period.last_months must be a whole number of months (1 to 120), got {months!r}")
+        if not isinstance(previous, bool):
+            raise ValueError(f"period.previous_year must be true or false, got {previous!r}")
+        forms = [
+            name
+            for name, given in (
+                ("start/end", "start" in data or "end" in data),
+                ("last_months", months is not None),
+                ("previous_year", previous),
+            )
+            if given
+        ]
+        if len(forms) != 1:
+            unknown = sorted(str(key) for key in data if key not in cls.model_fields)
+            typo = f" (unknown keys: {', '.join(unknown)})" if unknown else ""
+            raise ValueError(f"{_PERIOD_FORMS}; got {' and '.join(forms) if forms else 'none'}{typo}")
+        if forms == ["start/end"]:
+            return data
+        if months is not None and not 1 <= months <= 120:
+            raise ValueError(f"period.last_months must be 1 to 120, got {months}")
+        context = info.context if isinstance(info.context, dict) else {}
+        today = context.get("today") or period_today()
+        if months is not None:
+            last = _month_offset(today.year, today.month, -1)
+            first = _month_offset(*last, -(months - 1))
+        else:
+            first, last = (today.year - 1, 1), (today.year - 1, 12)
+        after_last = _month_offset(*last, 1)
+        end = dt.date(after_last[0], after_last[1], 1) - dt.timedelta(days=1)
+        return {**data, "start": dt.date(first[0], first[1], 1), "end": end}
 
     @model_validator(mode="after")
     def _ordered(self) -> PeriodSpec:
         if self.end < self.start:
             raise ValueError(f"period.end {self.end} is before period.start {self.start}")
-        months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month + 1
-        if months > 120:
-            raise ValueError(f"period spans {months} months; at most 120 are supported")
+        if self.months > 120:
+            raise ValueError(f"period spans {self.months} months; at most 120 are supported")
         return self
+
+    @property
+    def months(self) -> int:
+        """How many calendar months the period holds."""
+        return (self.end.year - self.start.year) * 12 + self.end.month - self.start.month + 1
+
+    @property
+    def label(self) -> str:
+        """The period's months as a file-name part, ``YYYY-MM_YYYY-MM`` (first and last month)."""
+        return f"{self.start:%Y-%m}_{self.end:%Y-%m}"
+
+    def describe(self) -> str:
+        """``start .. end``, with the relative rule it was resolved from, if any."""
+        if self.last_months is not None:
+            return f"{self.start} .. {self.end} (last_months: {self.last_months})"
+        if self.previous_year:
+            return f"{self.start} .. {self.end} (previous_year)"
+        return f"{self.start} .. {self.end}"
+
+    @classmethod
+    def from_option(cls, text: str) -> dict[str, Any]:
+        """The period mapping of a ``--period`` value, checked: ``START:END`` (ISO dates, e.g.
+        ``2024-01-01:2024-12-31``), ``last-N-months`` or ``previous-year``. A bad value is one ConfigError."""
+        data: dict[str, Any]
+        dates = re.fullmatch(r"(\d{4}-\d{2}-\d{2}):(\d{4}-\d{2}-\d{2})", text)
+        relative = re.fullmatch(r"last-([1-9][0-9]*)-months", text)
+        if dates:
+            data = {"start": dates.group(1), "end": dates.group(2)}
+        elif relative:
+            data = {"last_months": int(relative.group(1))}
+        elif text == "previous-year":
+            data = {"previous_year": True}
+        else:
+            raise ConfigError(
+                f"--period {text!r}: expected START:END (e.g. 2024-01-01:2024-12-31), last-N-months (e.g. "
+                "last-3-months) or previous-year"
+            )
+        try:
+            cls.model_validate(data)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"])
+                message = str(err["msg"]).removeprefix("Value error, ")
+                problems.append(f"period.{where}: {message}" if where else message)
+            raise ConfigError(f"--period {text!r}: {'; '.join(problems)}") from None
+        return data
 
 
 class MaskingSpec(Settings):

@@ -2,8 +2,8 @@
 
 QGIS loads ``<name>.qml`` beside ``<name>.tif`` as the layer's default style, so writing the style next to the
 COG is all a user needs. Class maps get a paletted renderer with the legend's colors and names (reason classes
-included, in neutral greys); nodata is left out of the palette and the band's nodata value is kept, so it is
-transparent either way. Confidence and counts get a continuous color ramp.
+included, in the colours of suelo.reasons, chosen apart from every legend's); nodata is left out of the palette and
+the band's nodata value is kept, so it is transparent either way. Confidence and counts get a continuous color ramp.
 """
 
 from __future__ import annotations

@@ -14,11 +14,16 @@ neighbouring class, repeatedly until nothing changes:
   a merge target, and their pixels do not count towards a patch. A small patch surrounded only by reason codes
   (or the area's edge) has nowhere to go and is kept.
 
-Vector. Patches are polygonized (``rasterio.features.shapes``), then dissolved by class: one (multi)polygon per
-class with ``code``, ``class_name``, ``area_ha`` (pixel count x pixel area, exact in the grid's CRS whatever the
-output CRS) and ``mean_confidence`` (mean over the class's pixels, 0-100). Reason-code pixels are omitted by
-default; ``include_reasons`` adds them as rows with their reason code and name (e.g. "unclassified (low
-confidence)"), never as a class.
+Vector. One feature per patch, as Urban Atlas delivers it: every 4-connected region of one class (after the sieve)
+is polygonized (``rasterio.features.shapes``) into one polygon, holes included, with ``patch_id`` (1, 2, ...
+in class order, then in raster order), ``code``, ``class_name``, ``area_ha`` (pixel count x pixel area, exact in
+the grid's CRS whatever the output CRS) and ``confidence`` (mean calibrated confidence over the patch's pixels,
+percent, 0-100). Reason-code pixels are omitted by default; ``include_reasons`` adds their patches with their
+reason code and name (e.g. "unclassified (low confidence)"), never as a class.
+
+Style. The GeoPackage carries its QGIS style as the layer's default (table ``layer_styles``, written by
+suelo.assess.sample_style): categorized by ``code``, each class filled in the legend's colour and named as in the
+legend, so the layer opens looking like the map.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ import geopandas as gpd
 import numpy as np
 from scipy import ndimage
 
+from suelo.assess.sample_style import categorized_fill_qml, write_layer_style
 from suelo.atomic import atomic_output
 from suelo.data import LEGENDS
 from suelo.grid import Grid, as_crs
 from suelo.legend import Legend, load_legend
-from suelo.reasons import URBAN_ATLAS_REASONS
+from suelo.reasons import REASON_STYLE, URBAN_ATLAS_REASONS
 
 URBAN_ATLAS_LEGEND = LEGENDS / "urban_atlas_2018.yaml"
 
@@ -53,6 +59,18 @@ UA_REASON_NAMES: dict[int, str] = UA_REASONS.names()  # the same names as the ma
 
 MMU_URBAN_HA = 0.25
 MMU_OTHER_HA = 1.0
+
+#: The GeoPackage layer: its name, its fields in order (besides the geometry) and what QGIS calls them.
+UA_LAYER = "urban_atlas"
+UA_FIELDS: tuple[str, ...] = ("patch_id", "code", "class_name", "area_ha", "confidence")
+UA_ALIASES: dict[str, str] = {
+    "patch_id": "Patch id",
+    "code": "Class (code)",
+    "class_name": "Class",
+    "area_ha": "Area (ha)",
+    "confidence": "Mean confidence (%)",
+}
+UA_STYLE_NAME = "suelo urban atlas"
 
 
 def ua_class_name(code: int) -> str:
@@ -170,6 +188,33 @@ def sieve(
     return codes
 
 
+def percent_confidence(confidence: np.ndarray) -> np.ndarray:
+    """Confidence in percent (float64, NaN where there is none).
+
+    Integer arrays are percent already (the confidence band: 0..100, 255 none). Float arrays are percent too,
+    unless every finite value lies within 0..1: then they are fractions and are scaled by 100 (a calibrated top-1
+    posterior is at least 1/classes, so percent values never all lie below 1 %). Values outside 0..100 after that
+    (255, negative) and non-finite ones count as no confidence.
+    """
+    fractions = False
+    if np.asarray(confidence).dtype.kind == "f":
+        top = np.nanmax(np.abs(confidence), initial=-np.inf, where=np.isfinite(confidence))
+        fractions = bool(0 <= top <= 1.0)
+    values = np.array(confidence, dtype=np.float64)  # a copy, changed in place below (maps are large)
+    if fractions:
+        values *= 100.0
+    with np.errstate(invalid="ignore"):
+        values[~((values >= 0) & (values <= 100))] = np.nan  # NaN and infinities fail both comparisons
+    return values
+
+
+def _names_and_colours(codes: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """Code -> (name, colour) for Urban Atlas classes and the uint16 reason codes (nodata: no colour)."""
+    legend = {entry.code: (entry.name, entry.color) for entry in urban_atlas_legend()}
+    reasons = {code: REASON_STYLE[reason] for reason, code in UA_REASONS.to_dict().items()}
+    return {int(c): legend.get(int(c)) or reasons.get(int(c)) or (str(int(c)), None) for c in codes}
+
+
 def patch_polygons(
     codes: np.ndarray,
     confidence: np.ndarray,
@@ -177,61 +222,74 @@ def patch_polygons(
     class_codes: Sequence[int] | np.ndarray,
     include_reasons: bool = False,
 ) -> gpd.GeoDataFrame:
-    """One polygon per 4-connected patch (grid CRS) with code, class_name, area_ha, mean_confidence, pixels."""
+    """One polygon per 4-connected patch (grid CRS): patch_id, code, class_name, pixels, area_ha, confidence.
+
+    ``confidence`` (y, x) as :func:`percent_confidence` reads it; a patch's ``confidence`` is the mean over its
+    pixels that have one (NaN when none has).
+    """
     from rasterio.features import shapes
     from shapely.geometry import shape
 
-    keep = list(class_codes)
+    keep = [int(c) for c in class_codes]
     if include_reasons:
         keep += [int(c) for c in np.unique(codes) if int(c) in UA_REASON_NAMES and int(c) not in keep]
     ids, comp_code, sizes = _components(codes, keep)
-    conf = np.asarray(confidence, dtype=np.float64)
-    conf_sum = np.bincount(ids.ravel(), weights=np.where(np.isfinite(conf), conf, 0).ravel(), minlength=len(sizes))
+    pct = percent_confidence(confidence)
+    known = ~np.isnan(pct)
+    pct[~known] = 0.0
+    conf_sum = np.bincount(ids.ravel(), weights=pct.ravel(), minlength=len(sizes))
+    conf_n = np.bincount(ids.ravel(), weights=known.ravel(), minlength=len(sizes))
+    del pct, known
     pixel_ha = abs(grid.transform.a * grid.transform.e) / 10_000
-    rows = []
-    for geom, value in shapes(ids.astype(np.int32), mask=ids > 0, transform=grid.transform, connectivity=4):
-        i = int(value)
-        rows.append((int(comp_code[i]), shape(geom), int(sizes[i]), float(conf_sum[i])))
+    # a 4-connected patch is one polygon (holes included): shapes() joins pixels of one value with the same rule
+    found = {
+        int(value): shape(geom)
+        for geom, value in shapes(ids.astype(np.int32), mask=ids > 0, transform=grid.transform, connectivity=4)
+    }
+    order = sorted(found)  # component ids: class order, then raster order of each class's patches
+    index = np.asarray(order, dtype=np.int64)
+    names = _names_and_colours(keep)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = conf_sum[index] / conf_n[index] if index.size else np.zeros(0)
     return gpd.GeoDataFrame(
         {
-            "code": np.asarray([r[0] for r in rows], dtype=np.int64),
-            "class_name": [ua_class_name(r[0]) for r in rows],
-            "pixels": np.asarray([r[2] for r in rows], dtype=np.int64),
-            "area_ha": np.asarray([r[2] * pixel_ha for r in rows], dtype=np.float64),
-            "mean_confidence": np.asarray([r[3] / max(r[2], 1) for r in rows], dtype=np.float64),
+            "patch_id": np.arange(1, len(order) + 1, dtype=np.int64),
+            "code": comp_code[index].astype(np.int64),
+            "class_name": [names[int(c)][0] for c in comp_code[index]],
+            "pixels": sizes[index].astype(np.int64),
+            "area_ha": sizes[index].astype(np.float64) * pixel_ha,
+            "confidence": np.asarray(mean, dtype=np.float64),
         },
-        geometry=[r[1] for r in rows],
+        geometry=[found[i] for i in order],
         crs=grid.crs,
     )
 
 
-def dissolve_by_class(patches: gpd.GeoDataFrame, crs: Any = None) -> gpd.GeoDataFrame:
-    """One (multi)polygon per code: area summed, confidence pixel-weighted; reprojected to ``crs`` if given."""
-    if patches.empty:
-        out = gpd.GeoDataFrame(
-            {"code": [], "class_name": [], "area_ha": [], "mean_confidence": []}, geometry=[], crs=patches.crs
-        )
-    else:
-        p = patches.assign(conf_sum=patches["mean_confidence"] * patches["pixels"])
-        out = p.dissolve(
-            by="code", aggfunc={"class_name": "first", "pixels": "sum", "area_ha": "sum", "conf_sum": "sum"}
-        )
-        out = out.reset_index()
-        out["mean_confidence"] = out["conf_sum"] / out["pixels"].clip(lower=1)
-        out = out[["code", "class_name", "area_ha", "mean_confidence", "geometry"]]
-    if crs is not None:
-        out = out.to_crs(as_crs(crs))
-    return out
+def urban_atlas_qml(class_codes: Sequence[int] | np.ndarray, include_reasons: bool = False) -> str:
+    """The polygons' QGIS style: categorized by ``code``, the classes in the legend's colours and names (and the
+    reason codes in theirs, nodata transparent, when ``include_reasons``)."""
+    codes = [int(c) for c in class_codes]
+    if include_reasons:
+        codes += [c for c in UA_REASON_NAMES if c not in codes]
+    names = _names_and_colours(codes)
+    return categorized_fill_qml(
+        [(code, *names[code]) for code in codes], "code", UA_ALIASES, "\"class_name\" || ' (' || \"patch_id\" || ')'"
+    )
 
 
-def write_geopackage(layer: gpd.GeoDataFrame, path: Path, layer_name: str = "urban_atlas") -> None:
-    """Write ``layer`` to a GeoPackage atomically (temp file beside it, then rename)."""
+def write_geopackage(layer: gpd.GeoDataFrame, path: Path, layer_name: str = UA_LAYER, style: str | None = None) -> None:
+    """Write ``layer`` to a GeoPackage atomically (temp file beside it, then rename); ``style`` (QML), when given,
+    is stored in it as the layer's default QGIS style before the file is published."""
     with atomic_output(Path(path)) as tmp:
         tmp.unlink()  # the GPKG driver creates its own file; an existing empty one is not a GeoPackage
         with warnings.catch_warnings():
             # GDAL warns that a GeoPackage should end in .gpkg; only the temporary name does not
             warnings.simplefilter("ignore", RuntimeWarning)
-            layer.to_file(tmp, driver="GPKG", layer=layer_name)
+            # declared, so that an empty layer (nothing mapped) is still a polygon layer the style applies to
+            geometry_type = "Polygon" if layer.empty or set(layer.geom_type) == {"Polygon"} else None
+            layer.to_file(tmp, driver="GPKG", layer=layer_name, engine="pyogrio", geometry_type=geometry_type)
+        if style is not None:
+            write_layer_style(tmp, layer_name, style, UA_STYLE_NAME, "Urban atlas styled by suelo: legend colours")
 
 
 def urban_atlas_vector(
@@ -245,10 +303,14 @@ def urban_atlas_vector(
     sieve_first: bool = True,
     include_reasons: bool = False,
 ) -> gpd.GeoDataFrame:
-    """Sieve (optional), polygonize, dissolve by class and reproject; written to ``path`` if given."""
+    """Sieve (optional), polygonize one feature per patch and reproject; written to ``path`` (with its style) if
+    given. ``confidence`` in percent, or as fractions (:func:`percent_confidence`)."""
     if sieve_first:
         codes = sieve(codes, confidence, class_codes, grid.resolution, posteriors)
-    layer = dissolve_by_class(patch_polygons(codes, confidence, grid, class_codes, include_reasons), crs)
+    patches = patch_polygons(codes, confidence, grid, class_codes, include_reasons)
+    layer = gpd.GeoDataFrame(patches[list(UA_FIELDS)], geometry=patches.geometry, crs=patches.crs)
+    if crs is not None:
+        layer = layer.to_crs(as_crs(crs))
     if path is not None:
-        write_geopackage(layer, Path(path))
+        write_geopackage(layer, Path(path), style=urban_atlas_qml(class_codes, include_reasons))
     return layer

@@ -21,6 +21,12 @@ so GDAL's own side file, ``<name>.tif.aux.xml`` (PAM), is written next to the CO
 pixel count, name, RGBA) and, for uint8 maps, the category names. GDAL (hence QGIS, gdalinfo, ArcGIS) reads it
 automatically. The legend is also embedded in the COG's metadata (tag ``LEGEND``, JSON) so a COG that travels
 alone still carries its class names.
+
+Without the ``.qml`` QGIS builds its style from these, and how far that goes depends on its version (see
+:func:`pam_xml`): QGIS 3.30 and later build the legend from the RAT, one entry per class; QGIS 3.22 reads only the
+colour table and the category names, which are indexed by pixel value, so it lists every value up to the highest
+(256 for uint8 maps, names at the classes; 65,536 unnamed ones for uint16 maps, whose reason codes are 65533-65535).
+The ``.qml`` is what gives every QGIS the legend's classes by name.
 """
 
 from __future__ import annotations
@@ -392,8 +398,15 @@ def _verify_cog(
 def pam_xml(entries: Sequence[MapEntry], counts: Mapping[int, int], dtype: str) -> str:
     """GDAL PAM side file with a thematic raster attribute table and (uint8 only) category names.
 
-    Category names are indexed by pixel value, so for uint16 maps they would need up to 65536 mostly empty
-    entries; the RAT (Value column with usage MinMax) covers those maps instead.
+    The RAT (one row per legend and reason code: Value with usage MinMax, pixel Count, Class_Name, Red, Green, Blue,
+    Alpha) is what GDAL, gdalinfo, ArcGIS and QGIS 3.30+ show as the map's classes, for uint8 and uint16 alike.
+
+    Category names are GDAL's older, index-based form: entry ``i`` names pixel value ``i``. QGIS 3.22 labels its
+    default paletted style (one class per colour-table entry, the RAT unread) with them, so uint8 maps get them. For
+    uint16 maps they would be a list of 65,536 mostly empty entries (the reason codes are 65533-65535): QGIS 3.22
+    would still list all 65,536 colour-table entries, a handful named, and gdalinfo would print 65,536 lines. No PAM
+    content makes QGIS 3.22 list only the classes (its colour table is index-based as well, and a GeoTIFF palette of
+    16-bit data has 65,536 entries), so uint16 maps carry the RAT and rely on the ``.qml`` for QGIS 3.22.
     """
     ordered = sorted(entries, key=lambda e: e.code)
     # GDALRATFieldType: 0 integer, 2 string; GDALRATFieldUsage: 1 PixelCount, 2 Name, 5 MinMax, 6-9 RGBA.
@@ -430,6 +443,7 @@ class MapSet:
     item: Path
     legend: Legend
     reasons: ReasonCodes
+    extra_assets: Mapping[str, Path] = field(default_factory=dict)  # other outputs the Item lists (GeoPackage, ...)
 
     @property
     def files(self) -> list[Path]:
@@ -437,7 +451,7 @@ class MapSet:
         for extra in (self.confidence, self.count):
             if extra is not None:
                 paths += [extra.path, extra.path.with_suffix(".qml")]
-        return paths
+        return paths + [p for p in self.extra_assets.values() if p not in paths]
 
 
 def write_map_set(
@@ -453,30 +467,74 @@ def write_map_set(
     tags: Mapping[str, Any] | None = None,
     inputs: Sequence[Any] = (),
     description: str = "land cover class",
+    extra_assets: Mapping[str, str | Path] | None = None,
 ) -> MapSet:
     """``<name>.tif`` + ``.tif.aux.xml`` + ``.qml`` + ``.json`` and, when given, ``<name>_confidence.tif`` and
-    ``<name>_nclear.tif`` with their styles: the output layout of DESIGN.md for one map."""
-    from suelo.stac_out import write_stac_item
+    ``<name>_nclear.tif`` with their styles: the output layout of DESIGN.md for one map.
+
+    ``datetime_range``: the period's first and last day. ``inputs``: the sources the map was made from (strings as
+    ``Scene.source`` gives them, or ``{"href", "title"}``), the Item's ``derived_from`` links. ``extra_assets``:
+    other files of this map already written (key -> path, e.g. ``{"vectors": <name>.gpkg}``), listed in the Item as
+    ``data`` assets and in :attr:`MapSet.files`.
+    """
+    from suelo.stac_out import COG_MEDIA_TYPE, VECTOR_SUFFIXES, RasterBand, StacAsset, vector_crs, write_stac_item
     from suelo.style import write_qml
 
     folder = Path(folder)
+    extras = {key: Path(path) for key, path in (extra_assets or {}).items()}
+    missing = [f"{key}: {path}" for key, path in extras.items() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"extra assets of map {name} do not exist ({'; '.join(missing)})")
+    reserved = {"data", "style", "attribute_table", "confidence", "confidence_style", "nclear", "nclear_style"}
+    if reserved & set(extras):
+        raise ValueError(f"extra asset keys {sorted(reserved & set(extras))} are the map set's own")
     reasons = reasons or reasons_for(legend)
     tags = dict(tags or {})
     classes = write_class_map(folder / f"{name}.tif", codes, grid, legend, reasons, tags, description)
     write_qml(classes.path.with_suffix(".qml"), classes.entries, "paletted")
-    companions: dict[str, Path] = {"style": classes.path.with_suffix(".qml")}
+    assets: dict[str, StacAsset] = {
+        "data": StacAsset(
+            classes.path,
+            "Class map",
+            ("data",),
+            COG_MEDIA_TYPE,
+            description=description,
+            band=RasterBand(classes.dtype, classes.nodata),
+            classes=classes.entries,
+            counts=classes.counts,
+        ),
+        "style": StacAsset(
+            classes.path.with_suffix(".qml"), "QGIS style (loaded automatically by QGIS)", ("metadata",)
+        ),
+        "attribute_table": StacAsset(
+            classes.sidecars[0], "GDAL raster attribute table and category names (PAM)", ("metadata",)
+        ),
+    }
     conf = count = None
     if confidence is not None:
         conf = write_confidence(folder / f"{name}_confidence.tif", confidence, grid, tags)
         write_qml(conf.path.with_suffix(".qml"), kind="singlebandpseudocolor", minimum=0, maximum=100, label="%")
-        companions.update(confidence=conf.path, confidence_style=conf.path.with_suffix(".qml"))
+        band = RasterBand(conf.dtype, conf.nodata, unit="percent", scale=1.0, offset=0.0)
+        assets["confidence"] = StacAsset(
+            conf.path, "Confidence", ("data", "quality"), COG_MEDIA_TYPE, "calibrated posterior, percent", band
+        )
+        assets["confidence_style"] = StacAsset(
+            conf.path.with_suffix(".qml"), "QGIS style of the confidence", ("metadata",)
+        )
     if n_clear is not None:
         count = write_count(folder / f"{name}_nclear.tif", n_clear, grid, tags)
         write_qml(count.path.with_suffix(".qml"), kind="singlebandpseudocolor", minimum=0, maximum=count.max_value)
-        companions.update(nclear=count.path, nclear_style=count.path.with_suffix(".qml"))
-    companions.pop("style")
+        band = RasterBand(count.dtype, count.nodata)
+        assets["nclear"] = StacAsset(
+            count.path, "Clear observations", ("data", "quality"), COG_MEDIA_TYPE, "over the period", band
+        )
+        assets["nclear_style"] = StacAsset(
+            count.path.with_suffix(".qml"), "QGIS style of the clear observations", ("metadata",)
+        )
+    for key, path in extras.items():
+        crs = vector_crs(path) if path.suffix.lower() in VECTOR_SUFFIXES else None  # when not the grid's, said
+        title = f"{key.replace('_', ' ').capitalize()} ({path.suffix.lstrip('.') or 'file'})"
+        assets[key] = StacAsset(path, title, ("data",), crs=crs)
     properties = {f"suelo:{k.lower()}": v for k, v in tags.items()}
-    item = write_stac_item(
-        classes.path, grid, classes.entries, datetime_range, inputs, properties, companions, classes.counts
-    )
-    return MapSet(name, classes, conf, count, item, legend, reasons)
+    item = write_stac_item(classes.path.with_suffix(".json"), grid, datetime_range, assets, inputs, properties)
+    return MapSet(name, classes, conf, count, item, legend, reasons, extras)

@@ -126,8 +126,12 @@ def test_run_writes_a_masked_land_cover_map_set(demo_maps: Path) -> None:
     assert run["products"]["landcover"]["thresholds"]["global"]["target_accuracy"] == 0.80
     with rasterio.open(folder / "demo-belgium.tif") as src:
         codes = src.read(1)
-        assert src.nodata == 0 and src.colormap(1)[254][:3] == (128, 128, 128)
-        assert src.colormap(1)[252][:3] == (255, 0, 255)  # outside the training data: magenta, never a class colour
+        assert src.nodata == 0 and src.colormap(1)[254][:3] == (0x7B, 0x6F, 0x8D)
+        assert src.colormap(1)[252][:3] == (
+            0xC7,
+            0x15,
+            0x85,
+        )  # outside the training data: deep magenta, no class colour
     with rasterio.open(folder / "demo-belgium_confidence.tif") as src:
         confidence = src.read(1).astype(int)
     assert set(np.unique(codes)) <= {1, 2, 3, 4, 5, 252, 254}
@@ -184,7 +188,7 @@ def test_the_demo_report_holds_its_accuracy_and_area_assessment(demo_maps: Path)
     oa = assessment["overall_accuracy"]
     assert oa["ci95"][0] <= oa["estimate"] <= oa["ci95"][1]
     html = (demo_maps / "report" / "report.html").read_text()
-    assert html.index('class="assessment"') < html.index("Model accuracy")
+    assert html.index("<h2>Accuracy</h2>") < html.index('class="assessment"') < html.index("<h2>Outputs</h2>")
     assert (demo_maps / "report" / "assessment_landcover" / "assessment.html").exists()
 
 
@@ -208,9 +212,9 @@ def test_run_writes_the_urban_atlas_map_and_polygons(demo_maps: Path) -> None:
     assert values and all(v in legend_codes or v in reasons for v in values)
     # the shipped segmenter learnt a synthetic city: its gate finds real Belgium unlike it, so nothing is mapped
     assert values == {65533}
-    layer = gpd.read_file(folder / "demo-belgium.gpkg")
+    layer = gpd.read_file(folder / "demo-belgium.gpkg", layer="urban_atlas")
     assert layer.crs.to_epsg() == 3035
-    assert set(layer.columns) >= {"code", "class_name", "area_ha", "mean_confidence", "geometry"}
+    assert set(layer.columns) >= {"code", "class_name", "area_ha", "confidence", "patch_id", "geometry"}
     assert set(layer["code"]) == values - reasons
     assert (demo_maps / "report" / "quicklooks" / "urban_atlas_demo-belgium.png").exists()
 
@@ -246,3 +250,95 @@ def test_an_empty_map_is_made_only_when_the_job_accepts_it(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "out" / "landcover" / "demo-belgium.tif") as src:
         assert set(np.unique(src.read(1))) <= {0, 252, 253, 254}
+
+
+# What a reader sees: the report rendered by a real headless browser (skipped where none is installed) -------------
+
+PROBE = """
+<script>
+addEventListener("load", () => {
+const facts = {viewport: [innerWidth, innerHeight], aboveFold: [], images: [], appendixHidden: null};
+for (const el of document.querySelectorAll("h1, table.header, section.map img, .warning")) {
+  const box = el.getBoundingClientRect();
+  if (box.top < innerHeight && box.height > 0) facts.aboveFold.push(el.tagName + "." + (el.className || ""));
+}
+for (const img of document.querySelectorAll("img")) {
+  const box = img.getBoundingClientRect();
+  facts.images.push({src: img.getAttribute("src"), natural: [img.naturalWidth, img.naturalHeight],
+                     shown: [box.width, box.height]});
+}
+const raw = [...document.querySelectorAll("details")].map(d => d.querySelector("table, pre"));
+facts.appendixHidden = raw.every(el => el === null || !el.checkVisibility());
+facts.text = document.body.innerText;
+document.body.setAttribute("data-probe", JSON.stringify(facts));
+});
+</script>
+"""
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium installed")
+def test_the_report_reads_top_down_in_a_browser(demo_maps: Path) -> None:
+    """Rendered at 1280 x 900: the header and the first map are above the fold, every quicklook keeps its aspect,
+    the raw metrics are folded away, and the visible text says what, where, when and how accurate."""
+    import html as html_module
+    import re
+    import subprocess
+
+    report = demo_maps / "report" / "report.html"
+    probe = report.with_name("probe.html")  # beside it, so the quicklooks' relative links resolve
+    probe.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    done = subprocess.run(
+        [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+         "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    probe.unlink()
+    found = re.search(r'data-probe="([^"]*)"', done.stdout)
+    assert found, done.stderr[-2000:]
+    facts = json.loads(html_module.unescape(found.group(1)))
+    assert "H1." in facts["aboveFold"] and "TABLE.header" in facts["aboveFold"]
+    assert "IMG." in facts["aboveFold"]  # the first map, not a list of metrics
+    assert len(facts["images"]) == 2
+    for image in facts["images"]:
+        (nw, nh), (sw, sh) = image["natural"], image["shown"]
+        assert nw > 0 and sw > 0 and abs(sw / sh - nw / nh) < 0.01, image  # loaded, at its true aspect
+    assert facts["appendixHidden"]
+    text = facts["text"]
+    for visible in ("demo-belgium", "2020-11-01 to 2021-10-31", "landcover_radar.pt", "certified 0.80",
+                    "trained on synthetic data", "Area by class and reason", "Temporary crops",
+                    "Accuracy and area of demo-belgium.tif", "Outputs"):  # fmt: skip
+        assert visible in text, visible
+    # every link on the page points at a file that exists
+    hrefs = re.findall(r'href="([^"]+)"', report.read_text())
+    assert hrefs and all((report.parent / html_module.unescape(h)).exists() for h in hrefs)
+
+
+def test_the_demo_run_is_one_stac_collection(demo_maps: Path) -> None:
+    """The run's Collection and its Items validate against the official schemas (offline), every output file is an
+    asset of one of them, and odc-stac loads the class maps with their dtype, nodata and CRS."""
+    import odc.stac
+    import pystac
+
+    from tests.fixtures.stac import schema_errors, stac_registry
+
+    registry = stac_registry()
+    collection = pystac.Collection.from_file(str(demo_maps / "collection.json"))
+    items = list(collection.get_items())
+    assert len(items) == 2  # land cover and urban atlas
+    documents = [json.loads((demo_maps / "collection.json").read_text())]
+    documents += [json.loads(Path(i.get_self_href()).read_text()) for i in items]
+    for document in documents:
+        assert schema_errors(document, registry) == [], document["id"]
+    assets = {Path(a.get_absolute_href()).resolve() for i in items for a in i.assets.values()}
+    assert (demo_maps / "urban_atlas" / "demo-belgium.gpkg").resolve() in assets
+    for item in items:
+        loaded = odc.stac.load([item], bands=["data"], chunks=None)
+        expected = "uint8" if "landcover" in item.get_self_href() else "uint16"
+        assert loaded["data"].dtype == expected and loaded["data"].attrs["nodata"] == 0
+        assert loaded.odc.crs.epsg == 32631 and loaded["data"].shape == (1, 100, 100)

@@ -82,10 +82,10 @@ def test_spatial_ref_holds_the_cf_grid_mapping_and_gdal_geotransform() -> None:
     cube = cube_on(GRID)
     mapping = cube[SPATIAL_REF].attrs
     assert cube[SPATIAL_REF].ndim == 0 and SPATIAL_REF in cube.coords
-    assert mapping["crs_wkt"] == mapping["spatial_ref"] == UTM.to_wkt()
+    assert mapping["spatial_ref"] == UTM.to_wkt()  # GDAL's WKT, what GDAL and suelo read
     assert mapping["GeoTransform"] == "600003.7 10.0 0.0 5700021.3 0.0 -10.0"  # GDAL order, as rioxarray writes
     cf = pyproj.CRS.from_wkt(UTM.to_wkt()).to_cf()
-    assert {k: mapping[k] for k in cf if k != "crs_wkt"} == {k: v for k, v in cf.items() if k != "crs_wkt"}
+    assert {k: mapping[k] for k in cf} == cf  # crs_wkt included: CF's WKT 2
     assert mapping["grid_mapping_name"] == "transverse_mercator" and mapping["longitude_of_central_meridian"] == 3.0
     for name in ("reflectance", "valid", "clear_count", "n_clear"):
         assert cube[name].attrs["grid_mapping"] == SPATIAL_REF

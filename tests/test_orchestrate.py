@@ -52,6 +52,10 @@ def single_process(region: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     folder = tmp_path_factory.mktemp("single")
     done = suelo("run", str(job_file(folder, region, scheduler="synchronous")))
     assert done.returncode == 0, done.stderr
+    # not on a terminal: plain progress lines on stdout (the first and last block at least), with the time left
+    progress = [line for line in done.stdout.splitlines() if line.startswith("blocks: ")]
+    assert progress[0] == "blocks: 4 to run of 4" and progress[-1].startswith("blocks: 4/4 done (100%), ")
+    assert all(", eta " in line for line in progress[1:]) and progress[-1].endswith(", eta 0:00:00")
     return folder / "out"
 
 
@@ -61,6 +65,10 @@ def test_two_local_workers_equal_one_process(region: Path, single_process: Path,
     events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     workers = {e["worker"] for e in events if e["event"] == "block_done"}
     assert len([e for e in events if e["event"] == "block_done"]) == 4 and len(workers) == 2
+    assert [e["event"] for e in events][:2] == ["start", "plan"] and events[-1]["event"] == "run_done"
+    assert events[1]["period"] == {"start": "2021-01-01", "end": "2021-12-31", "months": 12}
+    assert (events[1]["blocks"], events[1]["to_run"], events[1]["products"]) == (4, 4, ["landcover"])
+    assert all(e["eta_s"] >= 0 for e in events if e["event"] == "block_done")  # from the first block on
     assert checksums(tmp_path / "out") == checksums(single_process)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["stats"]["blocks"]["backend"].startswith("dask LocalCluster")
@@ -92,6 +100,7 @@ def test_killed_run_resumes_without_redoing_blocks(region: Path, single_process:
     assert checksums(tmp_path / "out") == checksums(single_process)
     again = suelo("run", str(job))
     assert again.returncode == 0 and "up to date" in again.stdout
+    assert again.stderr == "" and "blocks: " not in again.stdout  # nothing to run: no progress lines
 
 
 def test_failed_block_is_reported_and_exit_code_is_one(region: Path, tmp_path: Path) -> None:

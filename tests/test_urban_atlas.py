@@ -1,19 +1,31 @@
-"""Minimum mapping units (sieve) and the dissolved GeoPackage layer of the urban atlas."""
+"""Minimum mapping units (sieve) and the urban atlas GeoPackage: one feature per patch, styled by class."""
 
 from __future__ import annotations
+
+import sqlite3
+import xml.etree.ElementTree as ET
+from contextlib import closing
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 from affine import Affine
 
 from suelo.grid import Grid, as_crs
+from suelo.reasons import REASON_STYLE
 from suelo.urban_atlas import (
+    UA_FIELDS,
     UA_LOW_CONFIDENCE,
+    UA_NODATA,
+    UA_STYLE_NAME,
     mmu_pixels,
     patch_polygons,
+    percent_confidence,
     sieve,
     urban_atlas_legend,
+    urban_atlas_qml,
     urban_atlas_vector,
 )
 
@@ -98,37 +110,125 @@ def _two_class_scene() -> tuple[np.ndarray, np.ndarray]:
     return codes, conf
 
 
-def test_polygons_dissolved_by_class_with_areas(tmp_path) -> None:
+def test_one_feature_per_patch_with_areas_and_confidence() -> None:
     codes, conf = _two_class_scene()
     patches = patch_polygons(codes, conf, GRID, [11100, 21000, 31000])
     assert len(patches[patches.code == 31000]) == 2
     layer = urban_atlas_vector(codes, conf, GRID, [11100, 21000, 31000], sieve_first=False, crs=None)
-    assert sorted(layer["code"]) == [11100, 21000, 31000]
-    assert UA_LOW_CONFIDENCE not in set(layer["code"])  # reason codes are not polygons of a class
-    for code in (11100, 21000, 31000):
-        row = layer[layer.code == code].iloc[0]
-        pixels = int((codes == code).sum())
-        assert row["area_ha"] == pytest.approx(pixels * 0.01)
-        assert row.geometry.area / 10_000 == pytest.approx(pixels * 0.01)
-        assert row["mean_confidence"] == pytest.approx(conf[codes == code].mean())
-    assert layer[layer.code == 31000].iloc[0].geometry.geom_type == "MultiPolygon"
+    assert list(layer.columns) == [*UA_FIELDS, "geometry"]
+    # 21000 (one patch with two forest holes), 11100, and the two forest patches; no reason-code polygons
+    assert sorted(layer["code"]) == [11100, 21000, 31000, 31000]
+    assert UA_LOW_CONFIDENCE not in set(layer["code"])
+    assert list(layer["patch_id"]) == [1, 2, 3, 4]  # class order (as given), then raster order
+    assert list(layer["code"]) == [11100, 21000, 31000, 31000]
+    assert set(layer.geom_type) == {"Polygon"}
+    forest = layer[layer.code == 31000]
+    assert sorted(forest["area_ha"]) == pytest.approx([0.25, 1.0])  # the 25 px and the 100 px patch
+    arable = layer[layer.code == 21000].iloc[0]
+    assert len(arable.geometry.interiors) == 1  # the forest island is a hole; the edge patch only notches it
+    rows, cols = np.indices(codes.shape)
+    xs, ys = GRID.transform.c + (cols + 0.5) * GRID.transform.a, GRID.transform.f + (rows + 0.5) * GRID.transform.e
+    for row in layer.itertuples():
+        mask = shapely.contains_xy(row.geometry, xs, ys)  # the pixels whose centres the polygon holds
+        assert set(np.unique(codes[mask])) == {row.code}
+        assert row.area_ha == pytest.approx(mask.sum() * 0.01)
+        assert row.geometry.area / 10_000 == pytest.approx(row.area_ha)
+        assert row.confidence == pytest.approx(conf[mask].mean())
     assert layer[layer.code == 11100].iloc[0]["class_name"].startswith("Continuous urban fabric")
+    assert layer[layer.code == 11100].iloc[0]["confidence"] == pytest.approx(80.0)
 
 
-def test_geopackage_in_epsg3035(tmp_path) -> None:
+def test_confidence_is_percent_from_fractions_or_percent() -> None:
+    codes, conf = _two_class_scene()
+    as_percent = urban_atlas_vector(codes, conf, GRID, [11100, 21000, 31000], sieve_first=False, crs=None)
+    as_fraction = urban_atlas_vector(codes, conf / 100.0, GRID, [11100, 21000, 31000], sieve_first=False, crs=None)
+    as_band = urban_atlas_vector(codes, conf.astype(np.uint8), GRID, [11100, 21000, 31000], sieve_first=False, crs=None)
+    for layer in (as_fraction, as_band):
+        np.testing.assert_allclose(layer["confidence"], as_percent["confidence"])
+    assert as_percent["confidence"].between(0, 100).all() and as_percent["confidence"].max() == pytest.approx(80)
+    band = np.array([[0, 50, 100, 255]], dtype=np.uint8)  # the confidence band: 255 = none
+    np.testing.assert_array_equal(percent_confidence(band), [[0.0, 50.0, 100.0, np.nan]])
+    np.testing.assert_array_equal(percent_confidence(np.array([0.0, 0.5, np.nan])), [0.0, 50.0, np.nan])
+    np.testing.assert_array_equal(percent_confidence(np.array([0.5, 80.0])), [0.5, 80.0])  # percent already
+
+
+def test_patch_without_confidence_has_none() -> None:
+    codes = np.full((10, 10), 21000, dtype=np.uint16)
+    conf = np.full(codes.shape, 255, dtype=np.uint8)  # no confidence anywhere
+    conf[0, :5] = 40
+    layer = urban_atlas_vector(codes, conf, GRID, [21000], sieve_first=False, crs=None)
+    assert layer.iloc[0]["confidence"] == pytest.approx(40.0)  # the mean over the pixels that have one
+    layer = urban_atlas_vector(codes, np.full(codes.shape, 255, np.uint8), GRID, [21000], sieve_first=False, crs=None)
+    assert np.isnan(layer.iloc[0]["confidence"])
+
+
+def _styles(path: Path) -> list[tuple[str, str, str, int]]:
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT f_table_name, styleName, styleQML, useAsDefault FROM layer_styles").fetchall()
+
+
+def test_geopackage_in_epsg3035(tmp_path: Path) -> None:
     codes, conf = _two_class_scene()
     path = tmp_path / "ua.gpkg"
-    layer = urban_atlas_vector(codes, conf, GRID, [11100, 21000, 31000], path=path, crs="EPSG:3035")
+    layer = urban_atlas_vector(codes, conf / 100.0, GRID, [11100, 21000, 31000], path=path, crs="EPSG:3035")
     assert layer.crs.to_epsg() == 3035
     back = gpd.read_file(path, layer="urban_atlas")
     assert back.crs.to_epsg() == 3035
-    assert list(back.columns) == ["code", "class_name", "area_ha", "mean_confidence", "geometry"]
+    assert list(back.columns) == ["patch_id", "code", "class_name", "area_ha", "confidence", "geometry"]
+    assert set(back.geom_type) == {"Polygon"}
     # the 25 px forest patch is below 1 ha: sieved away; areas still sum to the classified pixels
-    assert 31000 in set(back["code"])
+    assert 31000 in set(back["code"]) and len(back[back.code == 31000]) == 1
     assert back["area_ha"].sum() == pytest.approx((codes != UA_LOW_CONFIDENCE).sum() * 0.01)
+    assert back["confidence"].between(50, 100).all()  # percent, though the confidence came as fractions
     # LAEA is equal-area: geometry areas agree with the pixel areas to UTM scale distortion (< 0.1 %)
     assert np.allclose(back.geometry.area / 10_000, back["area_ha"], rtol=2e-3)
     assert [p.name for p in tmp_path.iterdir()] == ["ua.gpkg"]  # no temporary file left behind
+    ((table, name, qml, default),) = _styles(path)
+    assert (table, name, default) == ("urban_atlas", UA_STYLE_NAME, 1)
+    assert qml == urban_atlas_qml([11100, 21000, 31000])
+
+
+def test_style_is_categorized_by_code_with_the_legend() -> None:
+    legend = urban_atlas_legend()
+    codes = [11100, 12210, 31000]
+    root = ET.fromstring(urban_atlas_qml(codes))
+    renderer = root.find("renderer-v2")
+    assert renderer is not None and (renderer.get("type"), renderer.get("attr")) == ("categorizedSymbol", "code")
+    categories = [(c.get("value"), c.get("symbol"), c.get("label")) for c in renderer.iter("category")]
+    assert categories == [(str(code), str(i), legend.by_code(code).name) for i, code in enumerate(codes)]
+    for i, code in enumerate(codes):
+        symbol = renderer.find(f"./symbols/symbol[@name='{i}']")
+        assert symbol is not None and symbol.get("type") == "fill"
+        props = {p.get("k"): p.get("v") for p in symbol.iter("prop")}
+        colour = legend.by_code(code).color
+        rgb = ",".join(str(int(colour[j : j + 2], 16)) for j in (1, 3, 5))
+        assert props["color"] == f"{rgb},255" and props["style"] == "solid"
+    assert root.findtext("layerGeometryType") == "2"
+    assert {a.get("field") for a in root.iter("alias")} == set(UA_FIELDS)
+
+
+def test_style_with_reasons() -> None:
+    root = ET.fromstring(urban_atlas_qml([11100], include_reasons=True))
+    labels = {c.get("value"): c.get("label") for c in root.iter("category")}
+    assert labels[str(UA_LOW_CONFIDENCE)] == REASON_STYLE["low_confidence"][0]
+    nodata = [c.get("symbol") for c in root.iter("category") if c.get("value") == str(UA_NODATA)]
+    symbol = root.find(f"./renderer-v2/symbols/symbol[@name='{nodata[0]}']")
+    assert symbol is not None
+    assert {p.get("k"): p.get("v") for p in symbol.iter("prop")}["color"] == "0,0,0,0"  # nodata: transparent
+
+
+def test_empty_layer_is_a_styled_polygon_layer(tmp_path: Path) -> None:
+    """Nothing mapped (every pixel a reason code, as the demo's segmenter gives): an empty layer, still styled."""
+    import pyogrio
+
+    codes = np.full((10, 10), 65533, dtype=np.uint16)
+    path = tmp_path / "empty.gpkg"
+    layer = urban_atlas_vector(codes, np.zeros(codes.shape), GRID, [11100, 21000], path=path)
+    assert layer.empty and list(layer.columns) == [*UA_FIELDS, "geometry"]
+    info = pyogrio.read_info(path, layer="urban_atlas")
+    assert info["features"] == 0 and info["geometry_type"] == "Polygon"
+    assert list(info["fields"]) == list(UA_FIELDS)
+    assert len(_styles(path)) == 1
 
 
 def test_include_reasons() -> None:
@@ -137,6 +237,8 @@ def test_include_reasons() -> None:
                                crs=None)  # fmt: skip
     row = layer[layer.code == UA_LOW_CONFIDENCE].iloc[0]
     assert row["class_name"] == "Unclassified (low confidence)"  # the same name as in the map legend (suelo.reasons)
+    assert row["area_ha"] == pytest.approx((codes == UA_LOW_CONFIDENCE).sum() * 0.01)
+    assert list(layer["patch_id"]) == list(range(1, len(layer) + 1))
 
 
 def test_legend_has_all_codes() -> None:

@@ -83,9 +83,9 @@ def test_reason_codes_per_legend() -> None:
         map_legend(load_legend(LEGENDS / "dynamic_world.yaml"), LANDCOVER_REASONS)
     entries = map_legend(load_legend(), LANDCOVER_REASONS)
     assert entries[-4:] == [
-        (252, "Not mapped (outside the model's training data)", "#ff00ff"),
-        (253, "Not classified (too few clear observations)", "#bdbdbd"),
-        (254, "Unclassified (low confidence)", "#808080"),
+        (252, "Not mapped (outside the model's training data)", "#c71585"),
+        (253, "Not classified (too few clear observations)", "#183048"),
+        (254, "Unclassified (low confidence)", "#7b6f8d"),
         (0, "No data", None),
     ]
 
@@ -107,7 +107,7 @@ def test_class_map_cog(tmp_path: Path) -> None:
         cmap = src.colormap(1)
         for c in legend:
             assert cmap[c.code][:3] == tuple(int(c.color[i : i + 2], 16) for i in (1, 3, 5))
-        assert cmap[253][:3] == (0xBD, 0xBD, 0xBD) and cmap[254][:3] == (0x80, 0x80, 0x80)
+        assert cmap[253][:3] == (0x18, 0x30, 0x48) and cmap[254][:3] == (0x7B, 0x6F, 0x8D)
         assert src.descriptions == ("land cover class",)
         tags = src.tags()
         assert tags["model"] == "m1" and json.loads(tags["thresholds"]) == {"top1": 0.7}
@@ -135,7 +135,7 @@ def test_urban_atlas_uint16(tmp_path: Path) -> None:
     with rasterio.open(out.path) as src:
         assert src.dtypes[0] == "uint16" and src.nodata == 0
         assert src.colormap(1)[11100][:3] == (128, 0, 0)
-        assert src.colormap(1)[65535][:3] == (128, 128, 128)
+        assert src.colormap(1)[65535][:3] == (0x7B, 0x6F, 0x8D)  # low confidence: lavender grey
         np.testing.assert_array_equal(src.read(1), codes)
         assert set(np.unique(src.read(1, out_shape=(H // 4, W // 4)))) <= {11100, 50000, 65535}
     pam = (tmp_path / "ua.tif.aux.xml").read_text()
@@ -209,9 +209,9 @@ def test_qml_content(tmp_path: Path) -> None:
     assert renderer is not None and renderer.get("type") == "paletted"
     entries = [(int(e.get("value")), e.get("color"), e.get("label"), e.get("alpha")) for e in root.iter("paletteEntry")]
     expected = [(c.code, c.color, c.name, "255") for c in legend]
-    expected += [(252, "#ff00ff", "Not mapped (outside the model's training data)", "255")]
-    expected += [(253, "#bdbdbd", "Not classified (too few clear observations)", "255")]
-    expected += [(254, "#808080", "Unclassified (low confidence)", "255")]
+    expected += [(252, "#c71585", "Not mapped (outside the model's training data)", "255")]
+    expected += [(253, "#183048", "Not classified (too few clear observations)", "255")]
+    expected += [(254, "#7b6f8d", "Unclassified (low confidence)", "255")]
     assert entries == expected  # nodata (0) deliberately absent: transparent
     for qml, top in ((tmp_path / "lc_confidence.qml", "100"), (tmp_path / "lc_nclear.qml", "9")):
         r = ET.parse(qml).getroot().find("./pipe/rasterrenderer")
@@ -242,16 +242,18 @@ def test_stac_item_round_trip(tmp_path: Path) -> None:
         tags={"model": "m1"},
         inputs=["https://example.com/S2A_31UFS_20210601.json"],
     )
-    item = pystac.Item.from_file(str(m.item))
+    item = pystac.Item.from_file(str(m.item))  # pystac migrates projection v1.2.0 (proj:epsg) to v2.0.0
     d = item.to_dict()
     assert d["properties"]["proj:code"] == "EPSG:32631"
-    assert d["properties"]["proj:shape"] == [H, W]
-    assert d["properties"]["proj:transform"] == [10.0, 0.0, 600000.0, 0.0, -10.0, 5600000.0]
-    assert d["properties"]["start_datetime"].startswith("2021-01-01") and d["properties"]["suelo:model"] == "m1"
+    assert d["assets"]["data"]["proj:shape"] == [H, W]
+    assert d["assets"]["data"]["proj:transform"] == [10.0, 0.0, 600000.0, 0.0, -10.0, 5600000.0]
+    assert d["properties"]["start_datetime"] == "2021-01-01T00:00:00Z" and d["properties"]["suelo:model"] == "m1"
+    assert d["properties"]["end_datetime"] == "2021-12-31T23:59:59.999999Z"
+    assert d["assets"]["data"]["raster:bands"][0]["data_type"] == "uint8"
     classes = {c["value"]: c for c in d["assets"]["data"]["classification:classes"]}
     assert classes[10]["color_hint"] == "006400" and classes[10]["title"] == "Tree cover"
     assert classes[10]["name"] == "tree_cover" and classes[0]["nodata"] is True
-    assert classes[254]["color_hint"] == "808080"
+    assert classes[254]["color_hint"] == "7B6F8D"
     assert classes[10]["count"] == (checkerboard(10, 40) == 10).sum()
     assert {"data", "style", "attribute_table", "confidence", "nclear"} <= set(item.assets)
     for asset in item.assets.values():
@@ -280,7 +282,7 @@ def test_run_report(tmp_path: Path) -> None:
     with Image.open(png) as img:
         assert max(img.size) <= 512
         colors = {c for _, c in img.convert("RGBA").getcolors(maxcolors=1 << 16)}
-    assert colors <= {(0xE6, 0xC6, 0x19, 255), (0x1B, 0x78, 0x37, 255), (0x80, 0x80, 0x80, 255)}
+    assert colors <= {(0xE6, 0xC6, 0x19, 255), (0x1B, 0x78, 0x37, 255), (0x7B, 0x6F, 0x8D, 255)}
     html = files["html"].read_text()
     assert (
         "overall_accuracy" in html and "Unclassified (low confidence)" in html and "quicklooks/landcover_lc.png" in html
@@ -301,5 +303,5 @@ def test_user_legend(tmp_path: Path) -> None:
     custom = ReasonCodes(0, 200, 201)
     out = write_class_map(tmp_path / "n.tif", np.full((20, 30), 201, np.uint8), grid(20, 30), legend, custom)
     with rasterio.open(out.path) as src:
-        assert src.colormap(1)[201][:3] == (128, 128, 128)
+        assert src.colormap(1)[201][:3] == (0x7B, 0x6F, 0x8D)
     assert isinstance(legend, Legend)

@@ -63,6 +63,9 @@ def yaml_value(value: Any) -> str:
 
 
 def default_of(field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("reference_default"), str):
+        return str(extra["reference_default"])  # a required field that another form may replace (period.start)
     if field.default is PydanticUndefined and field.default_factory is None:
         return "**required**"
     value = field.default if field.default is not PydanticUndefined else field.default_factory()  # type: ignore[call-arg,misc]

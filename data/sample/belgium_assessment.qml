@@ -194,7 +194,7 @@
         <layer class="SimpleMarker" enabled="1" locked="0" pass="0">
           <Option type="Map">
             <Option name="angle" type="QString" value="0"/>
-            <Option name="color" type="QString" value="255,0,255,255"/>
+            <Option name="color" type="QString" value="199,21,133,255"/>
             <Option name="horizontal_anchor_point" type="QString" value="1"/>
             <Option name="joinstyle" type="QString" value="bevel"/>
             <Option name="name" type="QString" value="circle"/>
@@ -213,7 +213,7 @@
             <Option name="vertical_anchor_point" type="QString" value="1"/>
           </Option>
           <prop k="angle" v="0"/>
-          <prop k="color" v="255,0,255,255"/>
+          <prop k="color" v="199,21,133,255"/>
           <prop k="horizontal_anchor_point" v="1"/>
           <prop k="joinstyle" v="bevel"/>
           <prop k="name" v="circle"/>
@@ -250,7 +250,7 @@
         <layer class="SimpleMarker" enabled="1" locked="0" pass="0">
           <Option type="Map">
             <Option name="angle" type="QString" value="0"/>
-            <Option name="color" type="QString" value="128,128,128,255"/>
+            <Option name="color" type="QString" value="123,111,141,255"/>
             <Option name="horizontal_anchor_point" type="QString" value="1"/>
             <Option name="joinstyle" type="QString" value="bevel"/>
             <Option name="name" type="QString" value="circle"/>
@@ -269,7 +269,7 @@
             <Option name="vertical_anchor_point" type="QString" value="1"/>
           </Option>
           <prop k="angle" v="0"/>
-          <prop k="color" v="128,128,128,255"/>
+          <prop k="color" v="123,111,141,255"/>
           <prop k="horizontal_anchor_point" v="1"/>
           <prop k="joinstyle" v="bevel"/>
           <prop k="name" v="circle"/>

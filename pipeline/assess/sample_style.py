@@ -9,13 +9,16 @@ probabilities...) is read-only, so the estimator's inputs cannot be changed by a
 The style is stored in the GeoPackage itself (table ``layer_styles``, QGIS' own schema, marked as the default), so
 QGIS applies it whenever the layer is opened, even after the file is copied or mailed; :func:`write_qml_beside`
 also writes it as a ``.qml`` file for users who want to load or edit it by hand.
+
+The storage (:func:`write_layer_style`) and the categorized renderer are not the sample's alone: the urban-atlas
+polygons (suelo.urban_atlas) are stored with a style of :func:`categorized_fill_qml` the same way.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -172,22 +175,74 @@ def _marker_symbol(name: str, color: str, indent: str) -> list[str]:
     return lines
 
 
-def _renderer(strata: Sequence[tuple[int, str, str | None]]) -> list[str]:
+def _fill_symbol(name: str, color: str, indent: str) -> list[str]:
+    """A solid fill of ``color`` outlined in the same colour, one pixel wide (a hairline): neighbouring polygons
+    meet without the light seams anti-aliasing leaves between unoutlined fills, and a small polygon is drawn no
+    more than a pixel larger. Both forms QGIS 3.22 writes, as for the markers."""
+    props = {
+        "border_width_map_unit_scale": "3x:0,0,0,0,0,0",
+        "color": color,
+        "joinstyle": "bevel",
+        "offset": "0,0",
+        "offset_map_unit_scale": "3x:0,0,0,0,0,0",
+        "offset_unit": "MM",
+        "outline_color": color,
+        "outline_style": "solid",
+        "outline_width": "0",
+        "outline_width_unit": "MM",
+        "style": "solid",
+    }
+    return [
+        f'{indent}<symbol type="fill" name={quoteattr(name)} alpha="1" clip_to_extent="1" force_rhr="0">',
+        *_empty_properties("data_defined_properties", indent + "  "),
+        f'{indent}  <layer class="SimpleFill" enabled="1" locked="0" pass="0">',
+        f'{indent}    <Option type="Map">',
+        *(f"{indent}      {_option(k, v)}" for k, v in props.items()),
+        f"{indent}    </Option>",
+        *(f"{indent}    <prop k={quoteattr(k)} v={quoteattr(v)}/>" for k, v in props.items()),
+        *_empty_properties("data_defined_properties", indent + "    "),
+        f"{indent}  </layer>",
+        f"{indent}</symbol>",
+    ]
+
+
+def _renderer(
+    categories: Sequence[tuple[int, str, str]],
+    attribute: str,
+    symbol: Callable[[str, str, str], list[str]] = _marker_symbol,
+) -> list[str]:
+    """A categorized renderer on the integer field ``attribute``: per ``(value, label, QGIS colour)`` one category
+    and one ``symbol(name, colour, indent)``."""
     lines = [
-        '  <renderer-v2 type="categorizedSymbol" attr="stratum" forceraster="0" symbollevels="0" '
+        f'  <renderer-v2 type="categorizedSymbol" attr={quoteattr(attribute)} forceraster="0" symbollevels="0" '
         'enableorderby="0" referencescale="-1">',
         "    <categories>",
     ]
-    for i, (code, name, _color) in enumerate(strata):
+    for i, (value, label, _color) in enumerate(categories):
         lines.append(
-            f"      <category value={quoteattr(str(int(code)))} symbol={quoteattr(str(i))} "
-            f'label={quoteattr(f"{int(code)} {name}")} render="true"/>'
+            f"      <category value={quoteattr(str(int(value)))} symbol={quoteattr(str(i))} "
+            f'label={quoteattr(label)} render="true"/>'
         )
     lines += ["    </categories>", "    <symbols>"]
-    for i, (_code, _name, color) in enumerate(strata):
-        lines += _marker_symbol(str(i), qgis_color(color), "      ")
+    for i, (_value, _label, color) in enumerate(categories):
+        lines += symbol(str(i), color, "      ")
     lines += ["    </symbols>", "    <rotation/>", "    <sizescale/>", "  </renderer-v2>"]
     return lines
+
+
+def _qgis_header(labels: bool) -> list[str]:
+    """The ``<qgis>`` element's opening and the layer flags, as QGIS 3.22 writes them."""
+    return [
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>",
+        f'<qgis version="3.22.0" styleCategories="AllStyleCategories" labelsEnabled="{int(labels)}" readOnly="0" '
+        'hasScaleBasedVisibilityFlag="0" minScale="100000000" maxScale="0">',
+        "  <flags>",
+        "    <Identifiable>1</Identifiable>",
+        "    <Removable>1</Removable>",
+        "    <Searchable>1</Searchable>",
+        "    <Private>0</Private>",
+        "  </flags>",
+    ]
 
 
 def _labeling(field: str) -> list[str]:
@@ -278,17 +333,10 @@ def sample_qml(
     _unique((code for code, _name in reference_classes), "reference class")
     read_only = [c for c in DESIGN_COLUMNS if c not in (reference_column, NOTES_COLUMN)]
     aliases = {**{c: a for c, a in ALIASES.items() if c != reference_column}, reference_column: REFERENCE_ALIAS}
+    categories = [(code, f"{int(code)} {name}", qgis_color(color)) for code, name, color in strata]
     lines = [
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>",
-        '<qgis version="3.22.0" styleCategories="AllStyleCategories" labelsEnabled="1" readOnly="0" '
-        'hasScaleBasedVisibilityFlag="0" minScale="100000000" maxScale="0">',
-        "  <flags>",
-        "    <Identifiable>1</Identifiable>",
-        "    <Removable>1</Removable>",
-        "    <Searchable>1</Searchable>",
-        "    <Private>0</Private>",
-        "  </flags>",
-        *_renderer(strata),
+        *_qgis_header(labels=True),
+        *_renderer(categories, "stratum"),
         *_labeling("point_id"),
         "  <customproperties>",
         "    <Option/>",
@@ -319,6 +367,42 @@ def sample_qml(
         f"  <previewExpression>{escape(_PREVIEW)}</previewExpression>",
         "  <mapTip></mapTip>",
         "  <layerGeometryType>0</layerGeometryType>",
+        "</qgis>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def categorized_fill_qml(
+    categories: Sequence[tuple[int, str, str | None]],
+    attribute: str,
+    aliases: Mapping[str, str] | None = None,
+    preview: str | None = None,
+) -> str:
+    """QGIS 3 style (``.qml`` text) for a polygon layer categorized by the integer field ``attribute``.
+
+    ``categories``: ``(value, label, colour)``, one solid fill each in the legend's order, in ``colour``
+    (``#rrggbb``; None: transparent, as nodata is in the maps); features of other values are not drawn.
+    ``aliases``: field -> the name QGIS shows in the attribute table and forms; ``preview``: the expression QGIS
+    names a feature by (identify results), e.g. ``'"class_name"'``.
+    """
+    _unique((value for value, _label, _color in categories), "category")
+    styled = [(value, label, qgis_color("#00000000" if color is None else color)) for value, label, color in categories]
+    lines = [
+        *_qgis_header(labels=False),
+        *_renderer(styled, attribute, _fill_symbol),
+        "  <customproperties>",
+        "    <Option/>",
+        "  </customproperties>",
+        "  <blendMode>0</blendMode>",
+        "  <featureBlendMode>0</featureBlendMode>",
+        "  <layerOpacity>1</layerOpacity>",
+        '  <legend type="default-vector" showLabelLegend="0"/>',
+        "  <aliases>",
+        *(f"    <alias field={quoteattr(c)} name={quoteattr(a)}/>" for c, a in (aliases or {}).items()),
+        "  </aliases>",
+        f"  <previewExpression>{escape(preview or '')}</previewExpression>",
+        "  <mapTip></mapTip>",
+        "  <layerGeometryType>2</layerGeometryType>",
         "</qgis>",
     ]
     return "\n".join(lines) + "\n"
@@ -355,7 +439,7 @@ def _register_layer_styles(db: sqlite3.Connection) -> None:
     )
 
 
-def write_sample_style(gpkg: Path, layer: str, qml: str, style_name: str = "suelo sample") -> None:
+def write_layer_style(gpkg: Path, layer: str, qml: str, style_name: str, description: str = "") -> None:
     """Store ``qml`` in ``gpkg`` as the default style of ``layer``, so QGIS applies it whenever the layer is opened.
 
     Uses QGIS' ``layer_styles`` table (created if missing and listed in ``gpkg_contents``, so the file stays a valid
@@ -379,8 +463,13 @@ def write_sample_style(gpkg: Path, layer: str, qml: str, style_name: str = "suel
             f'INSERT INTO "{LAYER_STYLES}" (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, '
             "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
             f"VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', '', {_GPKG_NOW})",
-            (table, geometry_column, style_name, qml, "Sample styled by suelo: strata, labelling form"),
+            (table, geometry_column, style_name, qml, description),
         )
+
+
+def write_sample_style(gpkg: Path, layer: str, qml: str, style_name: str = "suelo sample") -> None:
+    """Store the sample's ``qml`` as the default style of ``layer`` in ``gpkg`` (:func:`write_layer_style`)."""
+    write_layer_style(gpkg, layer, qml, style_name, "Sample styled by suelo: strata, labelling form")
 
 
 def _verify_qml(path: Path) -> None:

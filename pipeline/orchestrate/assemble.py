@@ -96,26 +96,77 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
                 folder, job.name, finished.codes, plan.grid, product.legend, (job.period.start, job.period.end),
                 reasons=product.reasons, confidence=finished.confidence, n_clear=n_clear, tags=tags, inputs=inputs,
                 description=product.product.band_description,
+                extra_assets={("vectors" if p.suffix == ".gpkg" else p.stem): p for p in finished.extra_files},
             )  # fmt: skip
             map_sets.append(map_set)
             masking[f"{product.name}/{map_set.name}"] = report
             metrics[product.name] = {"model": product.metrics, "thresholds": product.policy_report}
-            products[product.name] = [*map_set.files, *finished.extra_files]
+            products[product.name] = list(map_set.files)  # the GeoPackage is one of its assets
             spec = product.product.settings(job).assessment
             if spec is not None:
                 assessment, files_written = assess_product(map_set.classes.path, spec, out_dir / "report", product)
                 assessments[product.name] = assessment
                 products[product.name] += files_written
                 warnings.extend(f"{product.name} assessment: {w}" for w in assessment["warnings"])
+    from suelo.stac_out import write_stac_collection
+
+    collection = write_stac_collection(
+        out_dir / "collection.json", [m.item for m in map_sets], title=f"suelo run {job.name}",
+        description=f"Maps of the suelo job {job.name}, {job.period.start} to {job.period.end}: "
+        + ", ".join(p.name for p in plan.products),
+        collection_id=job.name,
+    )  # fmt: skip
+    in_map_sets = {f for m in map_sets for f in m.files}
+    outputs = [f for paths in products.values() for f in paths if f not in in_map_sets]
+    if plan.writes_cube:
+        outputs.append(out_dir / CUBE_FILE)
+    outputs.append(collection)
     written = write_run_report(
         out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"), warnings=warnings,
-        assessments=assessments,
+        assessments=assessments, header=report_header(plan, masking), outputs=outputs,
     )  # fmt: skip
     report_path = written.get("html") or next(iter(written.values()), None)
-    files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()]
+    files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()] + [collection]
     for product in plan.products:
         products[product.name].sort()
     return products, report_path, files
+
+
+def report_header(plan: RunPlan, masking: dict[str, Any]) -> dict[str, Any]:
+    """What the run report's first table says: the job, where, the period, when, the inputs, and per product its
+    model, target and certified accuracy and the share of the imaged area it maps."""
+    import datetime as dt
+
+    from suelo.stac_out import footprint
+
+    job, grid = plan.job, plan.grid
+    _geometry, bbox = footprint(grid)
+    size = grid.transform.a
+    unit = "deg" if grid.crs.is_geographic else "m"
+    levels = sorted({s.level for s in plan.scenes})
+    auxiliary = [name for name in plan.auxiliary.inputs if name != "s2"]
+    products: dict[str, dict[str, Any]] = {}
+    for product in plan.products:
+        certified = product.policy_report.get("global") or {}
+        mask: dict[str, Any] = next((m for label, m in masking.items() if label.startswith(f"{product.name}/")), {})
+        products[product.name] = {
+            "model": product.model_path.name, "model_sha256": product.model_sha256,
+            "target_accuracy": certified.get("target_accuracy"),
+            "certified_lower_bound": certified.get("accuracy_lower_bound"),
+            "calibration_coverage": certified.get("coverage"),
+            "mapped_pct": None if "masked_pct_of_imaged" not in mask else 100.0 - mask["masked_pct_of_imaged"],
+        }  # fmt: skip
+    return {
+        "job": job.name,
+        "where": f"{grid.crs.to_string()}, {size:g} {unit} pixels, {grid.width} x {grid.height} px; lon/lat bbox "
+        + ", ".join(f"{v:.4f}" for v in bbox),
+        "period": {"start": str(job.period.start), "end": str(job.period.end)},
+        "run_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": f"{len(plan.scenes)} Sentinel-2 products ({', '.join(levels)})"
+        + (f"; with {', '.join(auxiliary)}" if auxiliary else ""),
+        "pixel_area_m2": None if grid.crs.is_geographic else abs(grid.transform.a * grid.transform.e),
+        "products": products,
+    }
 
 
 def assess_product(

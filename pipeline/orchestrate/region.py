@@ -61,18 +61,22 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
     todo = [b for b in blocks if b.block_id not in done]
     final = read_json_object(out_dir / FINAL)
     final_files = final.get("files", [])
+    progress = Progress(len(blocks), len(done), log_format)
+    progress.event("plan", **_plan_fields(plan, len(blocks), len(todo)))
     if (
         not todo
         and final.get("digest") == (plan.final_digest or plan.digest)
         and all((out_dir / f).exists() for f in final_files)
         and (not plan.writes_cube or str(CUBE_FILE) in final_files)
     ):
+        progress.event("up_to_date", output=str(out_dir), message="up to date (same job, inputs and models), "
+                       "nothing to do")  # fmt: skip
         return RegionResult(
             {k: [out_dir / f for f in v] for k, v in final.get("products", {}).items()}, None,
             time.perf_counter() - started, len(blocks), 0, len(blocks), up_to_date=True,
             cube=out_dir / CUBE_FILE if plan.writes_cube else None, cube_skipped=True,
         )  # fmt: skip
-    progress = Progress(len(blocks), len(done), log_format)
+    progress.begin()
     entries = dict(done)
     failures: list[BlockFailure] = []
 
@@ -118,6 +122,20 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
     result.seconds = time.perf_counter() - started
     progress.event("run_done", seconds=round(result.seconds, 2), blocks=len(blocks), ran=len(todo))
     return result
+
+
+def _plan_fields(plan: RunPlan, blocks: int, todo: int) -> dict[str, Any]:
+    """The ``plan`` event: what the run will make, of which months, on which grid, into which folder."""
+    period = plan.job.period
+    return {
+        "job": plan.job.name,
+        "period": {"start": period.start.isoformat(), "end": period.end.isoformat(), "months": period.months},
+        "grid": {"crs": plan.grid.crs.to_string(), "width": plan.grid.width, "height": plan.grid.height},
+        "products": [p.name for p in plan.products],
+        "blocks": blocks,
+        "to_run": todo,
+        "output": str(plan.job.output.dir),
+    }
 
 
 def _block_stats(entries: dict[str, Any], blocks: Sequence[Block], seconds: float, ran: int) -> dict[str, Any]:

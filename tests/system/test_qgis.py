@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -137,3 +138,88 @@ def test_demo_land_cover_map_in_qgis(tmp_path: Path) -> None:
     assert labels[254] == "Unclassified (low confidence)" and labels[1] == "Temporary crops"
     for row, col, rgba in layer["samples"]:
         assert tuple(rgba) == hex_to_rgba(colors[int(codes[row, col])]), (row, col, codes[row, col])
+
+
+def qgis_version(report: dict[str, Any]) -> tuple[int, int]:
+    major, minor = str(report["qgis"]).split("-")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+@pytest.mark.parametrize("legend_file", ["worldcereal_landcover10.yaml", "urban_atlas_2018.yaml"])
+def test_class_maps_without_their_qml_in_qgis(legend_file: str, tmp_path: Path) -> None:
+    """The .qml deleted: what QGIS builds by itself from the COG and its .tif.aux.xml (the PAM side file).
+
+    uint8: QGIS 3.22's default paletted style has one class per colour-table entry, 256, named from the PAM's
+    category names, so every legend class and reason shows its name. uint16: QGIS before 3.30 reads neither the
+    RAT nor (index-based, 65,536 entries) category names worth writing, and lists all 65,536 colour-table entries by
+    number; the RAT, which QGIS 3.30 and later build their legend from, names every class. Pinned here so a change
+    in either is seen.
+    """
+    legend = load_legend(LEGENDS / legend_file)
+    from suelo.write import map_dtype, map_legend, reasons_for
+
+    reasons = reasons_for(legend)
+    entries = map_legend(legend, reasons)
+    dtype = map_dtype(legend, reasons)
+    width = len(entries) * BAND
+    grid = Grid(CRS.from_epsg(32631), Affine(10, 0, 600000, 0, -10, 5600000), ROWS, width)
+    codes = stripes([e.code for e in entries], dtype)
+    m = write_map_set(tmp_path / "maps", "map", codes, grid, legend, ("2021-01-01", "2021-12-31"))
+    m.classes.path.with_suffix(".qml").unlink()
+    styled = [e for e in entries if e.color is not None]
+    report = run_qgis([{"path": str(m.classes.path), "classes_at": [e.code for e in entries]}], tmp_path)
+    layer = report["layers"][0]
+    assert layer["valid"] and layer["renderer"] == "paletted"
+    classes = {int(value): (color, label) for value, color, label in layer["classes"]}
+    rat = {int(row["Value"]): row for row in layer["gdal"]["rat"]}
+    # GDAL (QGIS' own) reads the RAT: every legend class and reason by name and colour, for both dtypes
+    assert {code: row["Class_Name"] for code, row in rat.items()} == {e.code: e.name for e in entries}
+    for e in styled:
+        row = rat[e.code]
+        assert (int(row["Red"]), int(row["Green"]), int(row["Blue"])) == hex_to_rgba(e.color)[:3]
+        assert classes[e.code][0] == e.color  # the palette: the legend's colours either way
+    if dtype == "uint8":
+        assert layer["class_count"] == layer["legend_count"] == 256
+        assert {code: classes[code][1] for code in classes} == {e.code: e.name for e in entries}
+    elif qgis_version(report) < (3, 30):
+        assert layer["class_count"] == layer["legend_count"] == 65536
+        assert layer["gdal"]["category_names"] is None  # no 65,536-entry list in the PAM
+        assert all(classes[e.code][1] == str(e.code) for e in entries)  # numbers: QGIS 3.22 reads no RAT
+    else:  # the RAT is QGIS' first choice: only the legend's classes, by name
+        assert layer["class_count"] == len(rat)
+        assert {code: classes[code][1] for code in classes} == {e.code: e.name for e in entries}
+
+
+def test_urban_atlas_geopackage_in_qgis(tmp_path: Path) -> None:
+    """The polygons open styled from the style stored in the GeoPackage: by code, in the legend's colours and names."""
+    import geopandas as gpd
+
+    from suelo.urban_atlas import UA_ALIASES, UA_FIELDS, UA_LOW_CONFIDENCE, urban_atlas_legend, urban_atlas_vector
+
+    grid = Grid(CRS.from_epsg(32631), Affine(10, 0, 600000, 0, -10, 5650000), 60, 60)
+    codes = np.full(grid.shape, 21000, dtype=np.uint16)
+    codes[:, 30:] = 11100
+    codes[10:25, 5:20] = 31000  # a forest island: a hole in the arable patch
+    codes[40:, 0:10] = 31000  # a second forest patch
+    codes[45:, 40:] = UA_LOW_CONFIDENCE  # not a class: no polygon
+    confidence = np.where(codes == 11100, 0.9, 0.6)
+    class_codes = [11100, 12210, 21000, 31000]  # 12210 (roads) has no patch: still in the style's legend
+    path = tmp_path / "ua.gpkg"
+    layer = urban_atlas_vector(codes, confidence, grid, class_codes, path=path, crs="EPSG:3035")
+    back = gpd.read_file(path, layer="urban_atlas")
+    inside = [back.geometry.iloc[i].representative_point() for i in range(len(back))]
+    points = [[p.x, p.y] for p in inside]
+    report = run_qgis([{"vector": str(path), "layer": "urban_atlas", "points": points}], tmp_path)
+    found = report["layers"][0]
+    assert found["valid"] and found["geometry"] == "Polygon" and found["crs"] == "EPSG:3035"
+    assert found["features"] == len(layer) == 4  # one feature per patch: arable, urban, two forests
+    assert found["fields"] == ["fid", *UA_FIELDS]
+    assert {f: found["aliases"][f] for f in UA_FIELDS} == UA_ALIASES
+    assert found["styles"] == ["suelo urban atlas"]
+    # the stored style was applied by QGIS itself, as the layer's default
+    assert found["renderer"] == "categorizedSymbol" and found["attribute"] == "code"
+    legend = urban_atlas_legend()
+    expected = [[str(code), "#ff" + legend.by_code(code).color[1:], legend.by_code(code).name] for code in class_codes]
+    assert found["categories"] == expected
+    for (_x, _y, rgba), code in zip(found["samples"], back["code"], strict=True):
+        assert tuple(rgba) == hex_to_rgba(legend.by_code(int(code)).color), code

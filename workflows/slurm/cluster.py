@@ -6,9 +6,13 @@ the work: run it inside a small allocation (workflows/slurm/suelo_region.sbatch)
 
     python workflows/slurm/cluster.py --jobs 8                       # print the address, keep the cluster up
     python workflows/slurm/cluster.py --jobs 8 --run /etc/suelo/region.yaml   # ... and run the job on it
+    python workflows/slurm/cluster.py --jobs 8 --run /etc/suelo/region.yaml \
+        --period last-12-months --output '/shared/suelo/region/{period}'    # ... on the 12 months before today
 
 With ``--run`` the job spec is copied with ``compute.scheduler`` set to this cluster's address (the original is
 not changed), ``suelo validate`` and ``suelo run`` are called on the copy, and the workers are released afterwards.
+``--period`` goes to both (``START:END``, ``last-N-months`` or ``previous-year``, today being ``$SUELO_TODAY`` if
+set), ``--output`` to ``suelo run``, where ``{period}`` becomes the resolved months (``2023-03_2024-02``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8786, help="scheduler port (0: any free port)")
     parser.add_argument("--address-file", type=Path, help="also write the scheduler address to this file")
     parser.add_argument("--run", type=Path, metavar="JOB.yaml", help="run this suelo job on the cluster, then stop")
+    parser.add_argument("--period", help="with --run: suelo's --period, e.g. last-12-months or 2024-01-01:2024-12-31")
+    parser.add_argument(
+        "--output", help="with --run: suelo run's -o; {period} becomes the period, e.g. 2023-03_2024-02"
+    )
     return parser.parse_args(argv)
+
+
+def suelo_commands(job: Path, period: str | None = None, output: str | None = None) -> list[list[str]]:
+    """``suelo validate`` then ``suelo run`` of ``job``, with ``--period`` (both) and ``--output`` (run) if given."""
+    chosen = ["--period", period] if period else []
+    validate = ["suelo", "validate", str(job), *chosen]
+    run = ["suelo", "run", str(job), *chosen, *(["--output", output] if output else [])]
+    return [validate, run]
 
 
 def start_cluster(args: argparse.Namespace) -> Any:  # a dask_jobqueue.SLURMCluster (an optional import)
@@ -85,8 +101,8 @@ def main(argv: list[str]) -> int:
                 time.sleep(3600)
         job = job_on(address, args.run)
         try:
-            for command in ("validate", "run"):
-                status = subprocess.call(["suelo", command, str(job)])
+            for command in suelo_commands(job, args.period, args.output):
+                status = subprocess.call(command)
                 if status != 0:
                     return status
             return 0
