@@ -139,8 +139,11 @@ def _cached_model(product: Product, path: str, sha256: str) -> Any:
     return product.load_model(Path(path))
 
 
-def certifiable(path: Path, meta: dict[str, Any], report: dict[str, Any], spec: ConfidenceSpec, key: str) -> None:
-    """Stop before any work when the target cannot be certified, unless the job accepts an empty map."""
+def certifiable(
+    path: Path, meta: dict[str, Any], report: dict[str, Any], spec: ConfidenceSpec, key: str
+) -> tuple[str, ...]:
+    """Stop before any work when the target cannot be certified, unless the job accepts an empty map: then the
+    report's caveat that says why the map is all 'unclassified'."""
     from suelo.threshold import certification_problem
 
     problem = certification_problem(meta, report, spec.delta)
@@ -149,6 +152,10 @@ def certifiable(path: Path, meta: dict[str, Any], report: dict[str, Any], spec: 
             f"{path}: {problem}; set products.{key}.target_accuracy to a certifiable value, or "
             f"products.{key}.accept_empty_map: true to map nothing"
         )
+    if problem:
+        return (f"{key}: the target cannot be certified ({problem}); the job accepts an empty map, so every imaged "
+                "pixel is 'unclassified (low confidence)'",)  # fmt: skip
+    return ()
 
 
 def fewer_months_caveats(name: str, trained: int, job: JobSpec, card: dict[str, Any] | None) -> tuple[str, ...]:
@@ -251,7 +258,7 @@ class LandCover(Product):
             artifact.meta, spec.target_accuracy, spec.delta, spec.threshold, spec.score, spec.per_class,
             spec.min_clear_observations,
         )  # fmt: skip
-        certifiable(path, artifact.meta, report, spec, self.name)
+        uncertified = certifiable(path, artifact.meta, report, spec, self.name)
         metrics: dict[str, Any] = {}
         if artifact.meta.get("model_card"):
             from suelo.model_card import card_summary
@@ -262,6 +269,7 @@ class LandCover(Product):
         caveats = fewer_months_caveats(
             self.name, int(artifact.contract["months"]), job, artifact.meta.get("model_card")
         ) + masked_inputs_caveats(self.name, artifact.contract, inputs, artifact.meta.get("model_card"))
+        caveats += uncertified
         return ProductPlan(
             self, path, file_sha256(path), legend, reasons, map_dtype(legend, reasons), policy, report, metrics,
             artifact.meta["novelty"], caveats, contract_inputs(artifact.contract),
@@ -330,11 +338,11 @@ class UrbanAtlas(Product):
         policy, report = policy_for_model(
             meta, spec.target_accuracy, spec.delta, spec.threshold, None, False, spec.min_clear_observations
         )
-        certifiable(path, meta, report, spec, self.name)
+        uncertified = certifiable(path, meta, report, spec, self.name)
         metrics = dict(meta.get("metrics", {}).get("summary", {}))
         metrics["calibration"] = meta.get("metrics", {}).get("calibration")
         caveats = fewer_months_caveats(self.name, int(meta.get("months") or 0), job, meta.get("model_card"))
-        caveats += synthetic_training_caveats(self.name, path, meta)
+        caveats += synthetic_training_caveats(self.name, path, meta) + uncertified
         return ProductPlan(
             self, path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics,
             meta.get("novelty", {}), caveats,

@@ -283,3 +283,45 @@ def test_files_written_before_cf_1_8_still_open_and_are_rewritten_cf(tmp_path: P
     again = tmp_path / "again.nc"
     write_cube(old, again)
     assert_cf_cube(again, ODD_UTM)
+
+
+QGIS_OPEN = """
+import json, sys
+from qgis.core import QgsApplication, QgsRasterLayer
+app = QgsApplication([], False)
+app.initQgis()
+out = {}
+for uri in sys.argv[1:]:
+    layer = QgsRasterLayer(uri, "layer", "gdal")
+    extent = layer.extent()
+    out[uri] = {"valid": layer.isValid(), "crs": layer.crs().authid(), "size": [layer.width(), layer.height()],
+                "extent": [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]}
+    del layer
+print(json.dumps(out))
+app.exitQgis()
+"""
+
+
+@pytest.mark.qgis
+def test_qgis_opens_the_cube_and_the_prediction_georeferenced(tmp_path: Path, prediction: Path) -> None:
+    """QGIS 3.22 (its own GDAL) opens a variable of each file with the right CRS, size and extent."""
+    import os
+    import subprocess
+
+    from tests.fixtures.runs import SYSTEM_PYTHON, qgis_available
+
+    if not qgis_available():
+        pytest.skip("PyQGIS not importable by /usr/bin/python3")
+    files = {f'NETCDF:"{written_cube(tmp_path, GRID)}":reflectance': GRID, f'NETCDF:"{prediction}":class_map': GRID}
+    script = tmp_path / "open.py"
+    script.write_text(QGIS_OPEN)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([SYSTEM_PYTHON, str(script), *files], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    for uri, grid in files.items():
+        layer = seen[uri]
+        assert layer["valid"] and layer["crs"] == f"EPSG:{grid.crs.to_epsg()}", layer
+        assert layer["size"] == [grid.width, grid.height]
+        assert layer["extent"] == pytest.approx(list(grid.bounds), abs=1e-6)

@@ -250,6 +250,8 @@ def test_an_empty_map_is_made_only_when_the_job_accepts_it(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "out" / "landcover" / "demo-belgium.tif") as src:
         assert set(np.unique(src.read(1))) <= {0, 252, 253, 254}
+    report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
+    assert any(w.startswith("landcover: the target cannot be certified") for w in report["warnings"])
 
 
 # What a reader sees: the report rendered by a real headless browser (skipped where none is installed) -------------

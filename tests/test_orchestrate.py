@@ -243,3 +243,13 @@ def test_a_job_that_now_writes_the_cube_redoes_the_blocks_for_their_composites(r
     assert "(4 of 4 blocks run)" in done.stdout  # the maps' plan is the same, but the blocks had no composites
     assert (tmp_path / "out" / "cube" / "cube.nc").is_file()
     assert "cube/cube.nc" in json.loads((tmp_path / "out" / "final.json").read_text())["files"]
+
+
+def test_l1c_inputs_are_a_caveat_of_the_report() -> None:
+    from types import SimpleNamespace
+
+    from suelo.orchestrate.assemble import input_caveats
+
+    assert input_caveats([SimpleNamespace(level="L2A")] * 3) == ()
+    (caveat,) = input_caveats([SimpleNamespace(level="L1C"), SimpleNamespace(level="L2A")])
+    assert caveat.startswith("1 of 2 inputs are L1C (top-of-atmosphere reflectance")

@@ -59,7 +59,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     products: dict[str, list[Path]] = {}
     map_sets, masking, metrics = [], {}, {}
     assessments: dict[str, dict[str, Any]] = {}
-    warnings: list[str] = []
+    warnings: list[str] = list(input_caveats(scenes))
     with dask.config.set(scheduler="synchronous"):
         for product in plan.products:
             warnings.extend(product.caveats)
@@ -130,6 +130,17 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     for product in plan.products:
         products[product.name].sort()
     return products, report_path, files
+
+
+def input_caveats(scenes: Sequence[Any]) -> tuple[str, ...]:
+    """What the report says first about the inputs themselves: L1C (top-of-atmosphere) scenes."""
+    l1c = [s for s in scenes if s.level == "L1C"]
+    if not l1c:
+        return ()
+    return (
+        f"{len(l1c)} of {len(scenes)} inputs are L1C (top-of-atmosphere reflectance, no atmospheric correction): "
+        "the maps are only as good as the models' training on L1C; surface reflectance (L2A) is the usual input",
+    )
 
 
 def report_header(plan: RunPlan, masking: dict[str, Any]) -> dict[str, Any]:
