@@ -43,7 +43,7 @@ def checksums(out: Path) -> dict[str, str]:
     """Checksums of the final maps and their companions (the report also records the compute settings and folder)."""
     recorded = json.loads((out / "final.json").read_text())["checksums"]
     maps = {name: sha for name, sha in recorded.items() if not name.startswith("report/")}
-    assert len(maps) == 8  # map, aux.xml, qml, STAC item, confidence + qml, nclear + qml
+    assert len(maps) == 9  # map, aux.xml, qml, STAC item, confidence + qml, nclear + qml; the STAC Collection
     return maps
 
 
