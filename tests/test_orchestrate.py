@@ -253,3 +253,43 @@ def test_l1c_inputs_are_a_caveat_of_the_report() -> None:
     assert input_caveats([SimpleNamespace(level="L2A")] * 3) == ()
     (caveat,) = input_caveats([SimpleNamespace(level="L1C"), SimpleNamespace(level="L2A")])
     assert caveat.startswith("1 of 2 inputs are L1C (top-of-atmosphere reflectance")
+
+
+def test_transient_errors_are_retried_and_reported_bad_input_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block failing on an error that may be transient is run again, each retry reported first (the JSON
+    block_retry event); one failing on bad input fails at once."""
+    import io
+    from types import SimpleNamespace
+
+    from suelo.errors import InputError
+    from suelo.orchestrate import backends
+    from suelo.orchestrate.plan import Block
+    from suelo.orchestrate.progress import Progress
+
+    errors: list[BaseException] = [OSError("disk hiccup"), OSError("again")]
+
+    def flaky(plan: object, block: Block) -> dict:
+        if errors:
+            raise errors.pop(0)
+        return {"block": block.block_id, "pixels": 4}
+
+    monkeypatch.setattr(backends, "process_block", flaky)
+    log = io.StringIO()
+    progress = Progress(1, 0, "json", log_stream=log)
+    done, failed = [], []
+    block = Block(0, 0, 2, 2)
+    backends.run_here(SimpleNamespace(), block, 2, done.append, failed.append, progress.block_retry)
+    assert [d["block"] for d in done] == [block.block_id] and failed == []
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    retries = [e for e in events if e["event"] == "block_retry"]
+    assert [(e["attempt"], e["error"]) for e in retries] == [(2, "OSError: disk hiccup"), (3, "OSError: again")]
+    # out of retries: failed after retries + 1 attempts
+    errors[:] = [OSError("a"), OSError("b")]
+    backends.run_here(SimpleNamespace(), block, 1, done.append, failed.append, progress.block_retry)
+    assert [(f.attempts, f.error) for f in failed] == [(2, "OSError: b")]
+    # bad input: no retry
+    errors[:] = [InputError("scene.tif", "truncated")]
+    log.truncate(0)
+    backends.run_here(SimpleNamespace(), block, 3, done.append, failed.append, progress.block_retry)
+    assert failed[-1].attempts == 1 and "truncated" in failed[-1].error
+    assert "block_retry" not in log.getvalue()

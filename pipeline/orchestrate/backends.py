@@ -27,6 +27,12 @@ class BlockFailure:
 
 
 BlockFailed = Callable[[BlockFailure], None]
+#: Called before a failed block is tried again: (the failure so far, the attempt about to start).
+BlockRetry = Callable[[BlockFailure, int], None]
+
+
+def _no_retry_report(_failure: BlockFailure, _attempt: int) -> None:
+    return None
 
 
 def default_workers(job: JobSpec) -> int:
@@ -39,14 +45,22 @@ def default_workers(job: JobSpec) -> int:
     return max(1, min(os.cpu_count() or 1, cap))
 
 
-def execute(plan: RunPlan, blocks: Sequence[Block], on_done: BlockDone, on_failed: BlockFailed) -> str:
-    """Run ``blocks``; report each through the callbacks as it finishes. Returns the backend used."""
+def execute(
+    plan: RunPlan,
+    blocks: Sequence[Block],
+    on_done: BlockDone,
+    on_failed: BlockFailed,
+    on_retry: BlockRetry = _no_retry_report,
+) -> str:
+    """Run ``blocks``; report each through the callbacks as it finishes, and each retry before it starts. A block
+    failing on bad input (a :class:`SueloError`) is not retried; any other error is, ``compute.retries`` times.
+    Returns the backend used."""
     compute = plan.job.compute
     if not blocks:
         return "none"
     if compute.scheduler == "synchronous" or (compute.scheduler in (None, "local") and len(blocks) == 1):
         for block in blocks:
-            run_here(plan, block, compute.retries, on_done, on_failed)
+            run_here(plan, block, compute.retries, on_done, on_failed, on_retry)
         return "synchronous"
     from distributed import Client, LocalCluster, as_completed
 
@@ -73,24 +87,29 @@ def execute(plan: RunPlan, blocks: Sequence[Block], on_done: BlockDone, on_faile
             raise ConfigError(f"compute.scheduler {compute.scheduler}: cannot connect ({exc})") from exc
         backend = f"dask scheduler {compute.scheduler}"
     try:
-        futures = {
-            client.submit(
-                process_block,
-                plan,
-                block,
-                key=f"suelo-{plan.digest[:12]}-{block.block_id}",
-                retries=compute.retries,
-                pure=False,
-            ): block
-            for block in blocks
-        }
-        for future in as_completed(futures):
-            block = futures[future]
+        # the driver retries, not Dask: so every retry is reported (a JSON block_retry event) and bad input,
+        # which no retry can mend, fails at once
+
+        def submit(block: Block, attempt: int) -> Any:
+            key = f"suelo-{plan.digest[:12]}-{block.block_id}-{attempt}"
+            return client.submit(process_block, plan, block, key=key, pure=False)
+
+        futures = {submit(block, 1): (block, 1) for block in blocks}
+        running = as_completed(list(futures))
+        for future in running:
+            block, attempt = futures.pop(future)
             if future.status == "finished":
                 on_done(future.result())
-            else:
-                error = future.exception()
-                on_failed(BlockFailure(block.block_id, f"{type(error).__name__}: {error}", compute.retries + 1))
+                continue
+            error = future.exception()
+            failure = BlockFailure(block.block_id, _describe(error), attempt)
+            if isinstance(error, SueloError) or attempt > compute.retries:
+                on_failed(failure)
+                continue
+            on_retry(failure, attempt + 1)
+            again = submit(block, attempt + 1)
+            futures[again] = (block, attempt + 1)
+            running.add(again)
     finally:
         client.close()
         if cluster is not None:
@@ -98,9 +117,21 @@ def execute(plan: RunPlan, blocks: Sequence[Block], on_done: BlockDone, on_faile
     return backend
 
 
-def run_here(plan: RunPlan, block: Block, retries: int, on_done: BlockDone, on_failed: BlockFailed) -> None:
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, SueloError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def run_here(
+    plan: RunPlan,
+    block: Block,
+    retries: int,
+    on_done: BlockDone,
+    on_failed: BlockFailed,
+    on_retry: BlockRetry = _no_retry_report,
+) -> None:
     """One block in this process, retried on errors that may be transient (never on bad input)."""
-    last = ""
     for attempt in range(1, retries + 2):
         try:
             on_done(process_block(plan, block))
@@ -111,7 +142,10 @@ def run_here(plan: RunPlan, block: Block, retries: int, on_done: BlockDone, on_f
             on_failed(BlockFailure(block.block_id, str(exc), attempt))
             return
         except Exception as exc:  # anything else may be transient (I/O, memory): retry
-            last = f"{type(exc).__name__}: {exc}"
             if os.environ.get("SUELO_DEBUG"):
                 traceback.print_exc()
-    on_failed(BlockFailure(block.block_id, last, retries + 1))
+            failure = BlockFailure(block.block_id, _describe(exc), attempt)
+            if attempt > retries:
+                on_failed(failure)
+                return
+            on_retry(failure, attempt + 1)

@@ -1,9 +1,9 @@
 """Progress of a run: a bar on a terminal (blocks, px/s, ETA), plain lines in a log, or JSON lines for schedulers.
 
 ``log_format='json'``: every event is one JSON object on one line of stderr (:func:`json_line`): ``start``,
-``plan``, ``block_done``, ``block_failed``, then ``run_done``, ``run_failed`` or ``up_to_date``; the CLI adds
-``error`` (``suelo.cli.reports_errors``). ``log_format='text'``: on stdout (where the bar always was, so stderr
-holds the errors only), a bar on a terminal, otherwise (a log file, the journal, a scheduler's capture) one plain
+``plan``, ``block_done``, ``block_retry``, ``block_failed``, then ``run_done``, ``run_failed`` or ``up_to_date``;
+the CLI adds ``error`` (``suelo.cli.reports_errors``). ``log_format='text'``: on stdout (where the bar always
+was, so stderr holds the errors only), a bar on a terminal, otherwise (a log file, the journal, a scheduler's capture) one plain
 line when a block is done, at most every :data:`LINE_EVERY_S` seconds (and always for the first and the last
 block). The time left is the run's own rate: elapsed / blocks done in this run * blocks left, once one is done.
 """
@@ -117,6 +117,12 @@ class Progress:
 
     def block_failed(self, failure: BlockFailure) -> None:
         self.event("block_failed", block=failure.block, error=failure.error, attempts=failure.attempts)
+
+    def block_retry(self, failure: BlockFailure, attempt: int) -> None:
+        """A block failed on an error that may be transient and starts again (attempt ``attempt``)."""
+        self.event("block_retry", block=failure.block, error=failure.error, attempt=attempt)
+        if not self.json and not self.terminal:
+            self._line(f"block {failure.block} failed ({failure.error}); attempt {attempt}")
 
     def close(self) -> None:
         if self._bar is not None:

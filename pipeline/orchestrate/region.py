@@ -90,7 +90,7 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
         progress.block_failed(failure)
 
     try:
-        backend = execute(plan, todo, finished, failed)
+        backend = execute(plan, todo, finished, failed, progress.block_retry)
     finally:
         progress.close()
     result = RegionResult({}, None, 0.0, len(blocks), len(todo), len(done), failures, backend)
