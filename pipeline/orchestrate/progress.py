@@ -5,7 +5,8 @@
 the CLI adds ``error`` (``suelo.cli.reports_errors``). ``log_format='text'``: on stdout (where the bar always
 was, so stderr holds the errors only), a bar on a terminal, otherwise (a log file, the journal, a scheduler's
 capture) one plain line when a block is done, at most every :data:`LINE_EVERY_S` seconds (and always for the first
-and the last block). The time left is the run's own rate: elapsed / blocks done in this run * blocks left, once one is done.
+and the last block). The time left is the run's own rate: elapsed / blocks done in this run * blocks left, once
+one is done.
 """
 
 from __future__ import annotations
