@@ -49,7 +49,12 @@ def run_region(plan: RunPlan, overwrite: bool = False, log_format: str = "text")
     out_dir = Path(plan.job.output.dir)
     with claimed_output(out_dir):  # re-entrant: `suelo run` claimed the folder before anything else
         remove_stale_temporaries(out_dir)
-        return _run_region(plan, overwrite, log_format)
+        try:
+            return _run_region(plan, overwrite, log_format)
+        finally:
+            # the workers are gone (the backend shut them down): what a worker killed during this run left behind
+            # has no writer any more, so the run does not leave it for the next one to remove
+            remove_stale_temporaries(out_dir)
 
 
 def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult:
