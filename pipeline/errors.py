@@ -30,6 +30,16 @@ class ModelFileError(InputError, ValueError):
     """
 
 
+def agreed(where: str | Path, said: dict[str, str], conflict: str) -> str | None:
+    """The one value every statement in ``said`` (source -> value) makes, None when none makes any; statements
+    that disagree are an InputError naming ``where``: ``conflict`` with ``{views}`` ("a says x, b says y")."""
+    values = set(said.values())
+    if len(values) > 1:
+        views = ", ".join(f"{source} says {value}" for source, value in said.items())
+        raise InputError(where, conflict.format(views=views))
+    return values.pop() if values else None
+
+
 def file_kind(mode: int) -> str:
     """What a non-regular file is, for messages ("a FIFO (named pipe)", "a character device", ...): a size guard
     means nothing for those (``/dev/zero`` has size 0 and never ends, a FIFO blocks), so readers refuse them."""

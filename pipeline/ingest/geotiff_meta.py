@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 from suelo.band_names import SCL
-from suelo.errors import ConfigError, InputError
+from suelo.errors import ConfigError, InputError, agreed
 from suelo.ingest.geotiff_files import RasterInfo
 from suelo.ingest.scene import Radiometry, baseline_at_least, tile_in_name
 from suelo.settings import GeoTiffInput
@@ -145,16 +145,13 @@ def level(info: RasterInfo, spec: GeoTiffInput, folder_names: Iterable[str] = ()
             said[f"metadata {tag} {info.tags[tag]!r}"] = f"L{match.group(1)}"
     if spec.product_level is not None:
         said["job spec product_level"] = spec.product_level
-    if not said:
+    value = agreed(info.path, said, "processing levels disagree: {views}")
+    if value is None:
         raise InputError(
             info.path,
             "processing level unknown (Level-2A or Level-1C?); state it with product_level: L2A or L1C on this input",
         )
-    if len(set(said.values())) > 1:
-        views = ", ".join(f"{source} says {value}" for source, value in said.items())
-        raise InputError(info.path, f"processing levels disagree: {views}")
-    source, value = next(iter(said.items()))
-    return value, source
+    return value, next(iter(said))
 
 
 def radiometry(spec: GeoTiffInput, bands: Iterable[str], level_of: tuple[str, str], path: Path) -> Radiometry:

@@ -81,7 +81,7 @@ from rasterio.errors import CRSError, RasterioError
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from suelo.errors import InputError
+from suelo.errors import InputError, agreed
 from suelo.grid import Bounds, Grid, union_bounds
 from suelo.ingest.confine import UNCONFINED, FormatNotAllowed, InputAccess, open_raster
 from suelo.ingest.geotiff_files import find_files
@@ -274,17 +274,14 @@ def resolve_unit(where: str | Path, stated: Mapping[str, str], declared: str | N
     said = dict(stated)
     if declared is not None:
         said["job spec unit"] = declared
-    units = sorted(set(said.values()))
-    if len(units) > 1:
-        views = ", ".join(f"{key} says {value}" for key, value in said.items())
-        raise InputError(where, f"backscatter units disagree ({views})")
-    if not units:
+    unit = agreed(where, said, "backscatter units disagree ({views})")
+    if unit is None:
         raise InputError(
             where,
             "backscatter unit unknown (linear power or dB?): the metadata does not state it; set unit: linear or "
             "unit: db on this sentinel1 input",
         )
-    return units[0], ", ".join(said)
+    return unit, ", ".join(said)
 
 
 _ORBITS = {"ascending": "ascending", "asc": "ascending", "descending": "descending", "desc": "descending"}
@@ -299,10 +296,7 @@ def _orbit(where: str | Path, stated: Mapping[str, Any]) -> str | None:
         if orbit is None:
             raise InputError(where, f"{key} {value!r} is not an orbit direction (ascending or descending)")
         said[key] = orbit
-    if len(set(said.values())) > 1:
-        views = ", ".join(f"{key} says {value}" for key, value in said.items())
-        raise InputError(where, f"orbit directions disagree ({views})")
-    return next(iter(said.values()), None)
+    return agreed(where, said, "orbit directions disagree ({views})")
 
 
 # -- STAC items ------------------------------------------------------------------------------------------------------

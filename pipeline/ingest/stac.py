@@ -26,7 +26,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 
-from suelo.errors import InputError
+from suelo.errors import InputError, agreed
 from suelo.grid import Bounds
 from suelo.ingest.confine import UNCONFINED, InputAccess, href_scheme, open_raster, read_limited
 from suelo.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, gdal_env, tile_in_name
@@ -327,13 +327,10 @@ def item_level(where: str, item: Mapping[str, Any], properties: Mapping[str, Any
     evidence = level_evidence(item, properties)
     if declared is not None:
         evidence["product_level (job spec)"] = declared
-    levels = sorted(set(evidence.values()))
-    if len(levels) > 1:
-        said = ", ".join(f"{key} says {value}" for key, value in evidence.items())
-        raise InputError(where, f"processing level is contradictory ({said})")
-    if not levels:
+    level = agreed(where, evidence, "processing level is contradictory ({views})")
+    if level is None:
         raise InputError(where, f"processing level unknown (Level-2A or Level-1C?); {HOW_TO_DECLARE_LEVEL}")
-    return levels[0]
+    return level
 
 
 def raster_band(where: str, asset: dict[str, Any]) -> dict[str, Any]:
