@@ -17,7 +17,6 @@ stays), and the CSV beside it is rewritten from it.
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from suelo.assess.design import COLUMNS, design_sample
+from suelo.assess.design import design_sample, write_sample_csv
 from suelo.assess.maps import read_class_map
 
 HERE = Path(__file__).resolve().parent
@@ -65,13 +64,7 @@ def main(map_path: Path) -> None:
     # the layer is rewritten with its design metadata; the QGIS style stored beside it in the file stays
     metadata = pyogrio.read_info(SAMPLE, layer="sample")["layer_metadata"]
     points.to_file(SAMPLE, layer="sample", driver="GPKG", engine="pyogrio", metadata=metadata)
-    labelled = gpd.read_file(SAMPLE, layer="sample")
-    with open(SAMPLE.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for row in labelled[list(COLUMNS)].itertuples(index=False):
-            writer.writerow(["" if pd.isna(v) else (int(v) if isinstance(v, float) and v.is_integer() else v)
-                             for v in row])  # fmt: skip
+    write_sample_csv(SAMPLE.with_suffix(".csv"), points)
     done = sum(label is not None for label, _notes, _id in labels)
     print(f"{design.n} points drawn ({dict(zip(design.strata, design.sample_sizes, strict=True))}); {done} labelled")
 

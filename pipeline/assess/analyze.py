@@ -37,7 +37,7 @@ from pyproj import Transformer
 
 from suelo.assess.design import LAYER, REFERENCE_COLUMN
 from suelo.assess.estimate import DEFAULT_FPC, Estimates, StratifiedSample, estimate
-from suelo.assess.maps import ClassMap, Entry, describe_grid, grid_digest, read_values
+from suelo.assess.maps import ClassMap, Entry, RasterValues, describe_grid, grid_digest, read_values
 from suelo.assess.page import error_matrix_csv, write_assessment_page, write_table_csv
 from suelo.atomic import atomic_output, file_sha256, write_json_atomic
 from suelo.errors import InputError
@@ -208,18 +208,24 @@ class Strata:
     source: str
 
 
+def strata_on_grid(path: Path, grid: Grid, whose: str) -> RasterValues:
+    """The strata raster at ``path``, which must be on ``grid`` (``whose``: the map's name, or "the job's")."""
+    raster = read_values(path, "strata raster")
+    if raster.grid_id != grid_digest(grid):
+        raise InputError(
+            path,
+            f"the strata raster is on another grid ({describe_grid(raster.grid)}) than {whose} "
+            f"({describe_grid(grid)}); resample it onto that grid",
+        )
+    return raster
+
+
 def strata_from(
     sample_path: Path, points: Points, values: ClassMap, map_values: np.ndarray, strata_raster: Path | None
 ) -> Strata:
     frame = points.frame
     if strata_raster is not None:
-        raster = read_values(strata_raster, "strata raster")
-        if raster.grid_id != values.grid_id:
-            raise InputError(
-                strata_raster,
-                f"the strata raster is on another grid ({describe_grid(raster.grid)}) than {values.path.name} "
-                f"({describe_grid(values.grid)}); resample it onto the map's grid",
-            )
+        raster = strata_on_grid(strata_raster, values.grid, values.path.name)
         of_points = raster.values_at(points.rows, points.cols)
         missing = np.array([v == raster.nodata or v not in raster.pixels for v in of_points.tolist()])
         if missing.any():
@@ -291,12 +297,7 @@ def check_sample(spec: Any, map_path: Path, grid: Grid, legend: Legend, reasons:
         spec.reference_column,
     )  # fmt: skip
     if spec.strata is not None:
-        strata = read_values(spec.strata, "strata raster")
-        if grid_digest(strata.grid) != grid_digest(grid):
-            raise InputError(
-                spec.strata, f"the strata raster is on another grid ({describe_grid(strata.grid)}) than the job's "
-                f"({describe_grid(grid)}); resample it onto the job's grid",
-            )  # fmt: skip
+        strata_on_grid(Path(spec.strata), grid, "the job's")
 
 
 def assess(

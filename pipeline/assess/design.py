@@ -179,7 +179,7 @@ def design_sample(
                 tmp, driver="GPKG", layer=LAYER, engine="pyogrio", metadata={"SUELO_DESIGN": json.dumps(design)}
             )
         write_sample_style(tmp, LAYER, qml)
-    files = (output, write_qml_beside(output, qml), _write_csv(output.with_suffix(".csv"), frame))
+    files = (output, write_qml_beside(output, qml), write_sample_csv(output.with_suffix(".csv"), frame))
     return Design(tuple(strata), tuple(pixels.tolist()), tuple(counts.tolist()), int(counts.sum()), how, files)
 
 
@@ -221,7 +221,8 @@ def _sample_frame(
     return gpd.GeoDataFrame(frame, geometry=geometry)
 
 
-def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
+def write_sample_csv(path: Path, frame: pd.DataFrame) -> Path:
+    """The sample's :data:`COLUMNS` as CSV (empty cells for missing values), atomically."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)

@@ -19,9 +19,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
+from suelo.assess.estimate import Z95
 from suelo.atomic import atomic_output, write_text_atomic
 
 #: Columns of :func:`estimates_table`, in order (the header of :func:`write_table_csv`).
@@ -311,7 +311,7 @@ def _error_matrix_html(assessment: Mapping[str, Any]) -> str:
 
 def _estimates_html(assessment: Mapping[str, Any]) -> str:
     level = _confidence_level(assessment)
-    z = NormalDist().inv_cdf(0.5 + level / 2)
+    z = Z95  # the estimator's own (the papers' 1.96): the "+-" shown is the half-width of its interval
     ci = f"{100 * level:g}% CI"
     head = (
         f"<tr><th>quantity</th><th>code</th><th>class</th><th>estimate ± {z:.2f}·SE</th>"

@@ -317,6 +317,19 @@ def _unique(codes: Iterable[int], what: str) -> None:
         seen.add(int(code))
 
 
+#: What QGIS writes between a vector layer's renderer/labelling and its fields: no custom properties, normal
+#: blending, opaque, the default legend.
+_LAYER_DRAWING = (
+    "  <customproperties>",
+    "    <Option/>",
+    "  </customproperties>",
+    "  <blendMode>0</blendMode>",
+    "  <featureBlendMode>0</featureBlendMode>",
+    "  <layerOpacity>1</layerOpacity>",
+    '  <legend type="default-vector" showLabelLegend="0"/>',
+)
+
+
 def sample_qml(
     strata: Sequence[tuple[int, str, str | None]],
     reference_classes: Sequence[tuple[int, str]],
@@ -338,13 +351,7 @@ def sample_qml(
         *_qgis_header(labels=True),
         *_renderer(categories, "stratum"),
         *_labeling("point_id"),
-        "  <customproperties>",
-        "    <Option/>",
-        "  </customproperties>",
-        "  <blendMode>0</blendMode>",
-        "  <featureBlendMode>0</featureBlendMode>",
-        "  <layerOpacity>1</layerOpacity>",
-        '  <legend type="default-vector" showLabelLegend="0"/>',
+        *_LAYER_DRAWING,
         "  <fieldConfiguration>",
         *_edit_widget(reference_column, "ValueMap", _value_map(reference_classes)),
         *_edit_widget(NOTES_COLUMN, "TextEdit", _text_edit()),
@@ -390,13 +397,7 @@ def categorized_fill_qml(
     lines = [
         *_qgis_header(labels=False),
         *_renderer(styled, attribute, _fill_symbol),
-        "  <customproperties>",
-        "    <Option/>",
-        "  </customproperties>",
-        "  <blendMode>0</blendMode>",
-        "  <featureBlendMode>0</featureBlendMode>",
-        "  <layerOpacity>1</layerOpacity>",
-        '  <legend type="default-vector" showLabelLegend="0"/>',
+        *_LAYER_DRAWING,
         "  <aliases>",
         *(f"    <alias field={quoteattr(c)} name={quoteattr(a)}/>" for c, a in (aliases or {}).items()),
         "  </aliases>",
