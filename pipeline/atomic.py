@@ -10,6 +10,7 @@ back, all before it is renamed into place. A file that does not verify is remove
 from __future__ import annotations
 
 import errno
+import functools
 import glob
 import hashlib
 import json
@@ -309,7 +310,21 @@ def _current_umask() -> int:
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks (model files and block rasters alike)."""
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (model files and block rasters alike).
+
+    Remembered per file version in this process: a run hashes each final map for its product record, its STAC
+    ``file:checksum`` and ``final.json``, and a region's COGs are hundreds of MB. A version is the file's device,
+    inode, size and modification and change times (nanoseconds): a rewrite through :func:`atomic_output` is a new
+    inode, and an in-place write moves both times, so a changed file is never answered from memory.
+    """
+    info = os.stat(path)
+    version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return _sha256_of_version(os.path.realpath(path), version)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_of_version(path: str, version: tuple[int, ...]) -> str:
+    del version  # the cache key only
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

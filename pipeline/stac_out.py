@@ -46,6 +46,7 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 
 from suelo.atomic import file_sha256, write_text_atomic
+from suelo.ingest.scene import STAC_ITEM_MEDIA_TYPE, SourceLink
 from suelo.legend import normalize_class_name
 
 PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v1.2.0/schema.json"
@@ -59,7 +60,6 @@ GEOPACKAGE_MEDIA_TYPE = "application/geopackage+sqlite3"  # registered with IANA
 XML_MEDIA_TYPE = "application/xml"  # QGIS styles (.qml) and GDAL PAM files (.aux.xml): XML, no type of their own
 QML_MEDIA_TYPE = XML_MEDIA_TYPE
 PAM_MEDIA_TYPE = XML_MEDIA_TYPE
-STAC_ITEM_MEDIA_TYPE = "application/geo+json"
 STAC_COLLECTION_MEDIA_TYPE = "application/json"
 
 #: Media types by file name ending (the longest matching ending wins: ``.aux.xml`` before ``.xml``).
@@ -250,36 +250,21 @@ def is_remote(href: str) -> bool:
     return len(scheme) > 1 and href[len(scheme) :].startswith("://")
 
 
-#: A STAC input as suelo's readers name it (Scene.source): ``<document or URL> item <item id>``.
-_STAC_SOURCE = re.compile(r"(?P<href>.+) item (?P<id>\S+)")
-_GLOB = re.compile(r"[*?\[]")
-
-
-def derived_from_link(source: str | Mapping[str, Any], folder: Path) -> dict[str, Any]:
+def derived_from_link(source: str | SourceLink | Mapping[str, Any], folder: Path) -> dict[str, Any]:
     """A ``derived_from`` link of an input, its href relative to ``folder`` when local, unchanged when remote.
 
-    ``source`` is ``{"href", "title"?, "type"?}`` or a string as the readers give it in ``Scene.source``: a path
-    or URL (SAFE folder or zip, GeoTIFF file), ``<document or URL> item <id>`` (a STAC Item of a document or an
-    API search: the href is the document, the Item id goes to the title), or a GeoTIFF layout's
-    ``<folder>/<scene id>*`` (the href is the folder, the pattern goes to the title).
+    ``source``: a scene's :class:`~suelo.ingest.scene.SourceLink` (``Scene.link()``), a mapping of the same fields
+    (``href``, ``title``, ``type``), or a plain path or URL. A local input without a title is titled by its name.
     """
-    media: str | None = None
-    if isinstance(source, Mapping):
+    if isinstance(source, SourceLink):
+        href, title, media = source.href, source.title, source.media_type
+    elif isinstance(source, Mapping):
         href, title, media = str(source["href"]), source.get("title"), source.get("type")
     else:
-        text = str(source).strip()
-        match = _STAC_SOURCE.fullmatch(text)
-        if match:
-            href, title, media = match["href"], f"STAC Item {match['id']}", STAC_ITEM_MEDIA_TYPE
-        else:
-            href, title = text, None
+        href, title, media = str(source).strip(), None, None
     if not is_remote(href):
-        path = Path(href)
-        if _GLOB.search(path.name):
-            title = title or f"files {path.name}"
-            path = path.parent
-        title = title or path.name
-        href = relative_href(path, folder)
+        title = title or Path(href).name
+        href = relative_href(Path(href), folder)
     link: dict[str, Any] = {"rel": "derived_from", "href": href}
     if media:
         link["type"] = media

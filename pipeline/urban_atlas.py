@@ -38,12 +38,12 @@ import geopandas as gpd
 import numpy as np
 from scipy import ndimage
 
-from suelo.assess.sample_style import categorized_fill_qml, write_layer_style
 from suelo.atomic import atomic_output
 from suelo.data import LEGENDS
 from suelo.grid import Grid, as_crs
 from suelo.legend import Legend, load_legend
 from suelo.reasons import REASON_STYLE, URBAN_ATLAS_REASONS
+from suelo.style import categorized_fill_qml, write_layer_style
 
 URBAN_ATLAS_LEGEND = LEGENDS / "urban_atlas_2018.yaml"
 

@@ -18,15 +18,15 @@ packages, ArcGIS, older rasterio wheels).
 
 Class names: GeoTIFF cannot hold a raster attribute table or category names, and rasterio has no API for them,
 so GDAL's own side file, ``<name>.tif.aux.xml`` (PAM), is written next to the COG with a thematic RAT (value,
-pixel count, name, RGBA) and, for uint8 maps, the category names. GDAL (hence QGIS, gdalinfo, ArcGIS) reads it
+pixel count, name, RGBA) and the category names. GDAL (hence QGIS, gdalinfo, ArcGIS) reads it
 automatically. The legend is also embedded in the COG's metadata (tag ``LEGEND``, JSON) so a COG that travels
 alone still carries its class names.
 
 Without the ``.qml`` QGIS builds its style from these, and how far that goes depends on its version (see
 :func:`pam_xml`): QGIS 3.30 and later build the legend from the RAT, one entry per class; QGIS 3.22 reads only the
-colour table and the category names, which are indexed by pixel value, so it lists every value up to the highest
-(256 for uint8 maps, names at the classes; 65,536 unnamed ones for uint16 maps, whose reason codes are 65533-65535).
-The ``.qml`` is what gives every QGIS the legend's classes by name.
+colour table and the category names, which are indexed by pixel value, so it lists every value up to the highest,
+the classes and reasons by name (256 entries for uint8 maps; 65,536 for uint16 maps, whose reason codes are
+65533-65535). The ``.qml`` is what gives every QGIS a legend of only the classes.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def write_class_map(
     hist = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
     aux = path.with_name(path.name + ".aux.xml")
     with atomic_output(aux) as tmp:
-        tmp.write_text(pam_xml(entries, hist, dtype), encoding="utf-8")
+        tmp.write_text(pam_xml(entries, hist), encoding="utf-8")
     return WrittenRaster(path, "classes", dtype, reasons.nodata, tuple(entries), hist, max(hist, default=0), (aux,))
 
 
@@ -395,30 +395,31 @@ def _verify_cog(
                 raise WriteVerificationError(tmp, "the smallest overview differs from what was written")
 
 
-def pam_xml(entries: Sequence[MapEntry], counts: Mapping[int, int], dtype: str) -> str:
-    """GDAL PAM side file with a thematic raster attribute table and (uint8 only) category names.
+def pam_xml(entries: Sequence[MapEntry], counts: Mapping[int, int]) -> str:
+    """GDAL PAM side file with a thematic raster attribute table and the category names.
 
     The RAT (one row per legend and reason code: Value with usage MinMax, pixel Count, Class_Name, Red, Green, Blue,
-    Alpha) is what GDAL, gdalinfo, ArcGIS and QGIS 3.30+ show as the map's classes, for uint8 and uint16 alike.
+    Alpha) is what GDAL, gdalinfo, ArcGIS and QGIS 3.30+ show as the map's classes.
 
     Category names are GDAL's older, index-based form: entry ``i`` names pixel value ``i``. QGIS 3.22 labels its
-    default paletted style (one class per colour-table entry, the RAT unread) with them, so uint8 maps get them. For
-    uint16 maps they would be a list of 65,536 mostly empty entries (the reason codes are 65533-65535): QGIS 3.22
-    would still list all 65,536 colour-table entries, a handful named, and gdalinfo would print 65,536 lines. No PAM
-    content makes QGIS 3.22 list only the classes (its colour table is index-based as well, and a GeoTIFF palette of
-    16-bit data has 65,536 entries), so uint16 maps carry the RAT and rely on the ``.qml`` for QGIS 3.22.
+    default paletted style (one class per colour-table entry, the RAT unread) with them, so both dtypes carry them:
+    a uint16 map's list runs to its highest reason code, 65535. No PAM content makes QGIS 3.22 list only the classes
+    (its colour table is index-based as well, and a GeoTIFF palette has 2**bits entries), so that takes the ``.qml``.
+    Runs of unnamed values are written as empty ``<Category/>`` elements on one line each: about 0.7 MB for uint16
+    (GDAL reads it in milliseconds), not 65,536 indented lines.
     """
     ordered = sorted(entries, key=lambda e: e.code)
     # GDALRATFieldType: 0 integer, 2 string; GDALRATFieldUsage: 1 PixelCount, 2 Name, 5 MinMax, 6-9 RGBA.
     fields = [("Value", 0, 5), ("Count", 0, 1), ("Class_Name", 2, 2), ("Red", 0, 6), ("Green", 0, 7)]
     fields += [("Blue", 0, 8), ("Alpha", 0, 9)]
-    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">']
-    if dtype == "uint8":
-        names = {e.code: e.name for e in entries}
-        lines.append("    <CategoryNames>")
-        for value in range(max(names) + 1):
-            lines.append(f"      <Category>{escape(names.get(value, ''))}</Category>")
-        lines.append("    </CategoryNames>")
+    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">', "    <CategoryNames>"]
+    previous = -1
+    for e in ordered:
+        if e.code - previous > 1:
+            lines.append("      " + "<Category/>" * (e.code - previous - 1))
+        lines.append(f"      <Category>{escape(e.name)}</Category>")
+        previous = e.code
+    lines.append("    </CategoryNames>")
     lines.append('    <GDALRasterAttributeTable tableType="thematic">')
     for i, (name, ftype, usage) in enumerate(fields):
         lines.append(
@@ -472,8 +473,9 @@ def write_map_set(
     """``<name>.tif`` + ``.tif.aux.xml`` + ``.qml`` + ``.json`` and, when given, ``<name>_confidence.tif`` and
     ``<name>_nclear.tif`` with their styles: the output layout of DESIGN.md for one map.
 
-    ``datetime_range``: the period's first and last day. ``inputs``: the sources the map was made from (strings as
-    ``Scene.source`` gives them, or ``{"href", "title"}``), the Item's ``derived_from`` links. ``extra_assets``:
+    ``datetime_range``: the period's first and last day. ``inputs``: the sources the map was made from (each
+    scene's ``Scene.link()``, a ``{"href", "title"}`` mapping or a plain path or URL), the Item's ``derived_from``
+    links. ``extra_assets``:
     other files of this map already written (key -> path, e.g. ``{"vectors": <name>.gpkg}``), listed in the Item as
     ``data`` assets and in :attr:`MapSet.files`.
     """

@@ -24,6 +24,7 @@ from shapely.geometry import box
 
 from suelo.atomic import file_sha256
 from suelo.grid import Grid
+from suelo.ingest.scene import SourceLink
 from suelo.legend import load_legend
 from suelo.stac_out import (
     CLASSIFICATION_SCHEMA,
@@ -86,7 +87,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     (inputs_dir / "items.json").write_text("{}")
     inputs = {"stac": inputs_dir / "items.json", "safe": inputs_dir / "S2A_MSIL2A_20210601.SAFE"}
     sources = [
-        f"{inputs['stac']} item S2A_31UFS_20210601_0_L2A",  # Scene.source of a STAC Item of a local document
+        # Scene.link() of a STAC Item of a local document
+        SourceLink(str(inputs["stac"]), "STAC Item S2A_31UFS_20210601_0_L2A", "application/geo+json"),
         "https://earth-search.aws.element84.com/v1/collections/sentinel-2-l2a/items/S2B_31UFS_20210611_0_L2A",
         str(inputs["safe"]),  # Scene.source of a SAFE product
     ]
@@ -264,13 +266,23 @@ def test_links_are_relative(run: Run) -> None:
 
 def test_derived_from_sources(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "landcover"
-    assert derived_from_link(str(tmp_path / "in" / "T31UFS_20210601*"), folder) == {
+    layout = SourceLink(str(tmp_path / "in"), "files T31UFS_20210601*")  # a GeoTIFF layout's scene
+    assert derived_from_link(layout, folder) == {
         "rel": "derived_from",
         "href": "../../in",
         "title": "files T31UFS_20210601*",
     }
-    api = derived_from_link("https://earth-search.aws.element84.com/v1/search item S2B_31UFS_1", folder)
-    assert api["href"] == "https://earth-search.aws.element84.com/v1/search" and api["title"] == "STAC Item S2B_31UFS_1"
+    search = "https://earth-search.aws.element84.com/v1/search"
+    api = derived_from_link(SourceLink(search, "STAC Item S2B_31UFS_1", "application/geo+json"), folder)
+    assert api == {
+        "rel": "derived_from",
+        "href": search,
+        "type": "application/geo+json",
+        "title": "STAC Item S2B_31UFS_1",
+    }
+    # a plain string is a path or URL as it is: never parsed (a file may be named "x item y")
+    odd = derived_from_link(str(tmp_path / "in" / "x item y.tif"), folder)
+    assert odd == {"rel": "derived_from", "href": "../../in/x item y.tif", "title": "x item y.tif"}
     mapping = derived_from_link({"href": str(tmp_path / "out" / "x.json"), "title": "X"}, folder)
     assert mapping == {"rel": "derived_from", "href": "../x.json", "title": "X"}
 

@@ -138,8 +138,12 @@ def test_urban_atlas_uint16(tmp_path: Path) -> None:
         assert src.colormap(1)[65535][:3] == (0x7B, 0x6F, 0x8D)  # low confidence: lavender grey
         np.testing.assert_array_equal(src.read(1), codes)
         assert set(np.unique(src.read(1, out_shape=(H // 4, W // 4)))) <= {11100, 50000, 65535}
-    pam = (tmp_path / "ua.tif.aux.xml").read_text()
-    assert "<CategoryNames>" not in pam and "<F>Water</F>" in pam
+    pam_path = tmp_path / "ua.tif.aux.xml"
+    assert "<F>Water</F>" in pam_path.read_text()
+    assert pam_path.stat().st_size < 800_000  # runs of unnamed values on one line each
+    names = [c.text or "" for c in ET.parse(pam_path).getroot().iter("Category")]
+    assert len(names) == 65536 and names[50000] == "Water" and names[11100] == legend.by_code(11100).name
+    assert names[65535] == "Unclassified (low confidence)" and names[11101] == ""
 
 
 def test_dask_and_xarray_inputs_match_numpy(tmp_path: Path) -> None:

@@ -38,9 +38,10 @@ from suelo.assess.estimate import (
     sample_size,
 )
 from suelo.assess.maps import ClassMap, describe_grid
-from suelo.assess.sample_style import sample_qml, write_qml_beside, write_sample_style
+from suelo.assess.sample_style import sample_qml, write_sample_style
 from suelo.atomic import atomic_output, file_sha256
 from suelo.errors import ConfigError
+from suelo.style import write_qml_beside
 
 LAYER = "sample"
 REFERENCE_COLUMN = "reference"

@@ -26,7 +26,7 @@ from suelo.errors import ConfigError, InputError
 from suelo.grid import union_bounds
 from suelo.ingest.geotiff_files import Found, RasterInfo, raster_info
 from suelo.ingest.geotiff_meta import acquired, compile_pattern, level, match_date, radiometry, scene_extra
-from suelo.ingest.scene import BandRef, Scene, tile_in_name
+from suelo.ingest.scene import BandRef, Scene, SourceLink, tile_in_name
 from suelo.settings import GeoTiffInput
 
 #: Band descriptions of stacks understood without a ``description_pattern``, tried in this order. Dates before
@@ -52,6 +52,7 @@ def _scene(
     infos: Sequence[RasterInfo],
     source: str,
     ignored: Sequence[str] = (),
+    origin: SourceLink | None = None,
 ) -> Scene:
     """A scene of ``refs`` (SCL among them if present) from ``infos``, which share one CRS; bounds = their union."""
     bands = dict(refs)
@@ -62,6 +63,7 @@ def _scene(
         acquired=when[0],
         level=level_of[0],
         source=source,
+        origin=origin,
         bands=bands,
         radiometry=radiometry(spec, bands, level_of, first.path),
         crs=first.crs,
@@ -210,7 +212,8 @@ def _acquisition(
     folder = os.path.commonpath([str(m.info.path.parent) for m in chosen.values()])
     when = min((m.when for m in chosen.values()), key=lambda w: w[0])
     source = str(Path(folder) / f"{scene_id}*")
-    return _scene(spec, scene_id, when, first.level_of, refs, infos, source, ignored)
+    origin = SourceLink(folder, f"files {scene_id}*")
+    return _scene(spec, scene_id, when, first.level_of, refs, infos, source, ignored, origin)
 
 
 # -- stack ---------------------------------------------------------------------------------------------------------

@@ -118,6 +118,24 @@ def tile_in_name(name: str) -> str | None:
     return bare.group(1) if bare else None
 
 
+#: Media type of a STAC Item (GeoJSON), for links to Items a scene was read from.
+STAC_ITEM_MEDIA_TYPE = "application/geo+json"
+
+
+@dataclass(frozen=True)
+class SourceLink:
+    """Where a scene was read from, as a provenance link (STAC ``derived_from``) needs it.
+
+    ``href``: the file, folder, document or URL; ``title``: what in it, when that is not the whole of it (the Item
+    id of a STAC document or search, the file pattern of a GeoTIFF folder); ``media_type``: the href's, when known.
+    The readers fill it in, so the writers never parse :attr:`Scene.source`, a text for people.
+    """
+
+    href: str
+    title: str | None = None
+    media_type: str | None = None
+
+
 @dataclass(frozen=True)
 class Scene:
     """One acquisition of one tile, as any reader describes it."""
@@ -133,6 +151,11 @@ class Scene:
     scl: BandRef | None = None
     nodata_values: tuple[float, ...] = (0.0,)
     extra: Mapping[str, object] = field(default_factory=dict)
+    origin: SourceLink | None = None  # None: ``source`` is itself the path or URL
+
+    def link(self) -> SourceLink:
+        """Where this scene was read from, for provenance links."""
+        return self.origin or SourceLink(self.source)
 
     def band(self, name: str) -> BandRef:
         try:

@@ -29,7 +29,17 @@ from rasterio.errors import CRSError, RasterioError
 from suelo.errors import InputError, agreed
 from suelo.grid import Bounds
 from suelo.ingest.confine import UNCONFINED, InputAccess, href_scheme, open_raster, read_limited
-from suelo.ingest.scene import MGRS_TILE, BandRef, Radiometry, Scene, baseline_at_least, gdal_env, tile_in_name
+from suelo.ingest.scene import (
+    MGRS_TILE,
+    STAC_ITEM_MEDIA_TYPE,
+    BandRef,
+    Radiometry,
+    Scene,
+    SourceLink,
+    baseline_at_least,
+    gdal_env,
+    tile_in_name,
+)
 from suelo.settings import S2_BAND_RESOLUTION, IngestSpec, StacInput
 
 #: Earth Search (element84) asset keys; Planetary Computer already uses the canonical names.
@@ -159,6 +169,7 @@ def item_scene(
         acquired=item_acquired(where, properties),
         level=item_level(where, item, properties, level),
         source=where,
+        origin=SourceLink(str(base), f"STAC Item {item_id}", STAC_ITEM_MEDIA_TYPE),
         bands=bands,
         radiometry=_radiometry(where, properties, band_assets),
         crs=crs,

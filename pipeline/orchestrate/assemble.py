@@ -55,7 +55,7 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     out_dir = Path(job.output.dir)
     n_clear = mosaic(plan, "nclear", 1, "uint16")
     scenes = plan.scenes
-    inputs = [s.source for s in scenes]
+    inputs = [s.link() for s in scenes]
     products: dict[str, list[Path]] = {}
     map_sets, masking, metrics = [], {}, {}
     assessments: dict[str, dict[str, Any]] = {}

@@ -16,16 +16,9 @@ import pandas as pd
 import pyogrio
 import pytest
 
-from suelo.assess.sample_style import (
-    DESIGN_COLUMNS,
-    REFERENCE_ALIAS,
-    VALUE_MAP_NULL,
-    qgis_color,
-    sample_qml,
-    write_qml_beside,
-    write_sample_style,
-)
+from suelo.assess.sample_style import DESIGN_COLUMNS, REFERENCE_ALIAS, VALUE_MAP_NULL, sample_qml, write_sample_style
 from suelo.errors import InputError
+from suelo.style import qgis_color, write_qml_beside
 from tests.fixtures.runs import SYSTEM_PYTHON, qgis_available
 
 STRATA: list[tuple[int, str, str | None]] = [

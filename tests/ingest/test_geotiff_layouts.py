@@ -22,7 +22,7 @@ from suelo.errors import ConfigError, InputError
 from suelo.grid import Grid
 from suelo.ingest.confine import InputAccess
 from suelo.ingest.geotiff import discover
-from suelo.ingest.scene import Scene, read_scene
+from suelo.ingest.scene import Scene, SourceLink, read_scene
 from suelo.settings import GeoTiffInput, IngestSpec, validate_job
 from tests.fixtures import REPO_ROOT, write_raster
 
@@ -98,6 +98,8 @@ def test_bigearthnet_band_files_10_20_60_m(tmp_path: Path) -> None:
     assert june.bands["B05"].path.endswith("S2A_MSIL2A_20170613T101031_0_45_B05.tif")
     assert june.crs == UTM31 and june.bounds == (LEFT, TOP - 180, LEFT + 180, TOP)
     assert june.radiometry.offset("B05") == 0.0  # baseline 02.05: no offset
+    folder = str(archive / "S2A_MSIL2A_20170613T101031_0_45")
+    assert june.link() == SourceLink(folder, "files S2A_MSIL2A_20170613T101031_0_45*")
 
     near = read_scene(june, GRID, ("B02", "B05", "B01"), (), resampling="nearest", require_scl=False)
     np.testing.assert_array_equal(near[0], np.full((12, 12), reflectance(2000, 0)))

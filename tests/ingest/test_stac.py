@@ -16,7 +16,7 @@ from rasterio.crs import CRS
 
 from suelo.errors import InputError
 from suelo.grid import Grid
-from suelo.ingest.scene import read_scene
+from suelo.ingest.scene import SourceLink, read_scene
 from suelo.ingest.stac import discover, parse_datetime
 from suelo.settings import IngestSpec, StacInput
 from tests.fixtures import REPO_ROOT, SAMPLE_ITEMS, write_raster
@@ -90,6 +90,7 @@ def test_earth_search_names_relative_hrefs_and_baseline_offset(tmp_path: Path, b
     assert set(scene.bands) == {"B02", "B04", "B08"}
     assert scene.bands["B04"].path == str(tmp_path / "tiles" / "B04.tif")
     assert scene.bands["B04"].label == f"{doc} item S2B_31UFS_20230612_0_L2A asset red (tiles/B04.tif)"
+    assert scene.link() == SourceLink(str(doc), "STAC Item S2B_31UFS_20230612_0_L2A", "application/geo+json")
     assert scene.scl is not None and scene.scl.path.endswith("SCL.tif")
     assert scene.level == "L2A"
     assert scene.acquired == dt.datetime(2023, 6, 12, 10, 46, 29, 24000, tzinfo=dt.timezone.utc)

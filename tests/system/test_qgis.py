@@ -149,11 +149,9 @@ def qgis_version(report: dict[str, Any]) -> tuple[int, int]:
 def test_class_maps_without_their_qml_in_qgis(legend_file: str, tmp_path: Path) -> None:
     """The .qml deleted: what QGIS builds by itself from the COG and its .tif.aux.xml (the PAM side file).
 
-    uint8: QGIS 3.22's default paletted style has one class per colour-table entry, 256, named from the PAM's
-    category names, so every legend class and reason shows its name. uint16: QGIS before 3.30 reads neither the
-    RAT nor (index-based, 65,536 entries) category names worth writing, and lists all 65,536 colour-table entries by
-    number; the RAT, which QGIS 3.30 and later build their legend from, names every class. Pinned here so a change
-    in either is seen.
+    QGIS 3.22's default paletted style has one class per colour-table entry (256 for uint8, 65,536 for uint16),
+    named from the PAM's category names, so every legend class and reason shows its name. QGIS 3.30 and later build
+    it from the RAT: only the legend's classes, by name. Pinned here so a change in either is seen.
     """
     legend = load_legend(LEGENDS / legend_file)
     from suelo.write import map_dtype, map_legend, reasons_for
@@ -178,16 +176,13 @@ def test_class_maps_without_their_qml_in_qgis(legend_file: str, tmp_path: Path) 
         row = rat[e.code]
         assert (int(row["Red"]), int(row["Green"]), int(row["Blue"])) == hex_to_rgba(e.color)[:3]
         assert classes[e.code][0] == e.color  # the palette: the legend's colours either way
-    if dtype == "uint8":
-        assert layer["class_count"] == layer["legend_count"] == 256
-        assert {code: classes[code][1] for code in classes} == {e.code: e.name for e in entries}
-    elif qgis_version(report) < (3, 30):
-        assert layer["class_count"] == layer["legend_count"] == 65536
-        assert layer["gdal"]["category_names"] is None  # no 65,536-entry list in the PAM
-        assert all(classes[e.code][1] == str(e.code) for e in entries)  # numbers: QGIS 3.22 reads no RAT
-    else:  # the RAT is QGIS' first choice: only the legend's classes, by name
+    names = {e.code: e.name for e in entries}
+    assert {code: layer["gdal"]["category_names"][code] for code in names} == names
+    if qgis_version(report) < (3, 30):
+        assert layer["class_count"] == layer["legend_count"] == (256 if dtype == "uint8" else 65536)
+    else:  # the RAT is QGIS' first choice: only the legend's classes
         assert layer["class_count"] == len(rat)
-        assert {code: classes[code][1] for code in classes} == {e.code: e.name for e in entries}
+    assert {code: classes[code][1] for code in classes} == names
 
 
 def test_urban_atlas_geopackage_in_qgis(tmp_path: Path) -> None:

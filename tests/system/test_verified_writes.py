@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -533,3 +534,21 @@ def test_real_disk_full(reference: dict[str, str], tmp_path: Path, tmpfs, size: 
     assert "Traceback" not in again.stderr
     assert len(assert_nothing_partial(out, torn_lines=True)) >= BLOCKS
     assert map_checksums(out) == reference
+
+
+def test_file_sha256_remembers_a_version_never_a_changed_file(tmp_path: Path) -> None:
+    """The checksum is remembered per file version, and any change is a new version: an atomic rewrite (new
+    inode), an in-place rewrite of the same size, even with the modification time put back (the change time
+    moves)."""
+    path = tmp_path / "map.tif"
+    path.write_bytes(b"a" * 1000)
+    first = sha256(path)
+    assert first == hashlib.sha256(b"a" * 1000).hexdigest() and sha256(path) == first
+    stat = path.stat()
+    with open(path, "r+b") as handle:  # in place, same size
+        handle.write(b"b")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sha256(path) == hashlib.sha256(b"b" + b"a" * 999).hexdigest()
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(b"c" * 1000)
+    assert sha256(path) == hashlib.sha256(b"c" * 1000).hexdigest()
