@@ -822,5 +822,69 @@ def assess_analyze(
     click.echo("wrote " + ", ".join(str(f) for f in files))
 
 
+@main.command()
+@job_argument
+@output_option
+@force_option
+@click.option("--device", help="torch device the run will use (default: cuda if available, else cpu).")
+@click.option(
+    "--workers",
+    "workers_text",
+    metavar="N[,N...]",
+    help="Also predict for these worker counts (the job's own and 1 are always shown).",
+)
+@click.option(
+    "--calibration-blocks", default=3, show_default=True, type=click.IntRange(1, 64),
+    help="How many of the job's blocks the timed calibration runs.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON instead of a table.")
+@period_option
+@reports_errors
+def estimate(
+    job_file: Path,
+    output: Path | None,
+    force: bool,
+    device: str | None,
+    workers_text: str | None,
+    calibration_blocks: int,
+    as_json: bool,
+    period: str | None,
+) -> None:
+    """Predict what JOB_FILE's run will cost: its blocks, pixels, months and inputs, and its time and energy on this
+    machine (timed on a few of its own blocks) and on N workers. Writes estimate.json in the job's output folder:
+    the run's report then shows the prediction beside what the run measured."""
+    import json
+
+    from suelo.atomic import write_json_atomic
+    from suelo.errors import ConfigError
+    from suelo.estimate import ESTIMATE_FILE, estimate_job, estimate_table
+    from suelo.outdir import claimed_output
+
+    job = load_job_with(job_file, period)
+    updates: dict[str, Any] = {}
+    if output is not None:
+        updates["output"] = job.output.model_copy(update={"dir": output_dir(output, job)})
+    if device:
+        updates["compute"] = job.compute.model_validate(job.compute.model_dump() | {"device": device})
+    if updates:
+        job = job.model_copy(update=updates)
+    try:
+        extra = [int(n) for n in workers_text.split(",")] if workers_text else []
+    except ValueError:
+        raise ConfigError(f"--workers {workers_text}: give worker counts as N or N,N,...") from None
+    if any(n < 1 for n in extra):
+        raise ConfigError(f"--workers {workers_text}: worker counts must be at least 1")
+    out_dir = Path(job.output.dir)
+    with claimed_output(out_dir, force):  # the folder the run will use: refused here as the run would refuse it
+        result = estimate_job(job, extra, calibration_blocks, log=lambda line: click.echo(line, err=True))
+        write_json_atomic(out_dir / ESTIMATE_FILE, result)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        for line in estimate_table(result):
+            click.echo(line)
+    click.echo(f"wrote {out_dir / ESTIMATE_FILE}", err=True)
+
+
 if __name__ == "__main__":
     main()

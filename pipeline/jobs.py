@@ -193,6 +193,17 @@ def run(job: JobSpec, overwrite: bool = False, log_format: str = "text", force: 
 
 
 def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = None) -> RunResult:
+    from suelo.cost import CostMeter
+
+    meter = CostMeter(job.cost.carbon_intensity_g_per_kwh, job.cost.country_iso_code).start()
+    try:
+        return _measured_run(job, overwrite, log_format, token, meter)
+    finally:
+        meter.stop()  # idempotent: the tracker's thread ends however the run ends
+
+
+def _measured_run(job: JobSpec, overwrite: bool, log_format: str, token: str | None, meter: Any) -> RunResult:
+    from suelo.cost import grid_area_km2
     from suelo.orchestrate import make_plan, run_region
 
     started = time.perf_counter()
@@ -231,6 +242,7 @@ def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = Non
         record["stats"]["peak_rss_mb_driver"] = round(peak_rss_mb(), 1)
         record["failures"] = [vars(f) for f in region.failures]
         _add_masking(record, out_dir)
+        record["cost"] = meter.stop().to_dict(grid_area_km2(grid), grid.width * grid.height)
         write_json_atomic(out_dir / "run.json", record)
     return RunResult(
         cube, region.products, region.report, time.perf_counter() - started, skipped, region.failures, region.stats

@@ -698,6 +698,19 @@ class AccessSpec(Settings):
         return self
 
 
+class CostSpec(Settings):
+    """How a run's emissions are counted (suelo.cost); the energy itself is measured, not set."""
+
+    carbon_intensity_g_per_kwh: float | None = Field(
+        None, gt=0, le=2000, description="g CO2e per kWh of the electricity used; default: the country's grid mix"
+    )
+    country_iso_code: str | None = Field(
+        None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 3166 alpha-3 country of the machine, for codecarbon's grid mix; default: world average",
+    )
+
+
 class JobSpec(Settings):
     """One job: what to read, where, when, and where to write."""
 
@@ -714,6 +727,7 @@ class JobSpec(Settings):
     products: ProductsSpec = ProductsSpec()
     output: OutputSpec = OutputSpec()
     access: AccessSpec = AccessSpec()
+    cost: CostSpec = CostSpec()
     # The job file's folder (set by load_job): local inputs may lie under it. None for a spec built in code.
     _folder: Path | None = PrivateAttr(None)
 
