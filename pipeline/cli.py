@@ -706,6 +706,93 @@ def predict(
         click.echo(f"  confidence threshold: {rule}; min clear observations {policy.min_clear_observations}")
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option(
+    "--cube",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Samples: cube to sample point/polygon labels or a label raster from (as for suelo evaluate).",
+)
+@class_column_option
+@legend_option
+@click.option(
+    "--split",
+    "split_mode",
+    type=click.Choice(["stored", "all"]),
+    default="stored",
+    show_default=True,
+    help="Samples: stored: the model's calibration (validation) sample ids among them; all: every given sample.",
+)
+@click.option("--steps", default=32, show_default=True, type=click.IntRange(1, 1024),
+              help="Integrated-gradient path steps (Gauss-Legendre; benchmarks/EXPLAIN.md).")  # fmt: skip
+@click.option("--max-pixels", type=click.IntRange(1),
+              help="Cube: explain a seeded random sample of this many pixels for the region summary, without the "
+              "per-pixel month raster (which needs every pixel).")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, type=int, help="Cube: seed of the --max-pixels sample.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@reports_errors
+def explain(
+    model: Path,
+    inputs: tuple[Path, ...],
+    output: Path,
+    cube: Path | None,
+    class_column: str | None,
+    legend_path: Path | None,
+    split_mode: str,
+    steps: int,
+    max_pixels: int | None,
+    seed: int,
+    device: str,
+) -> None:
+    """Attribute MODEL's class logits to Presto's input tokens (month x band group, terrain, lat/lon) by integrated
+    gradients. INPUTS: one monthly cube (.nc, as suelo ingest writes it): each pixel's predicted class is explained,
+    with a per-pixel raster of the most influential month and a region summary per class; or sample files (as
+    suelo evaluate takes them): each sample's reference class is explained, averaged per class over the model's
+    validation samples among them. Writes attribution.json, per-class heatmap PNGs and heatmaps.png/.svg."""
+    from suelo import explain as attribution
+    from suelo.errors import ConfigError
+    from suelo.models.artifact import load_artifact
+
+    kind = attribution.input_kind(list(inputs))
+    artifact = load_artifact(model)
+    if kind == "cube":
+        given = [name for name, value in (("--cube", cube), ("--class-column", class_column),
+                 ("--legend", legend_path)) if value is not None]  # fmt: skip
+        if given or split_mode != "stored":
+            raise ConfigError(f"{', '.join(given) or '--split'} only apply to samples, not to a cube")
+        from suelo.composite import open_cube
+
+        explained = attribution.explain_cube(
+            artifact, open_cube(inputs[0]), inputs[0], steps=steps, max_pixels=max_pixels, seed=seed, device=device
+        )
+        summary, month_index, grid = explained.summary, explained.month_index, explained.grid
+    else:
+        if max_pixels is not None:
+            raise ConfigError("--max-pixels only applies to a cube")
+        from suelo.evaluate import samples_legend
+        from suelo.samples import load_samples
+
+        legend = samples_legend(artifact.legend, legend_path)
+        cube_ds = None
+        if cube is not None:
+            from suelo.composite import open_cube
+
+            cube_ds = open_cube(cube)
+        data = load_samples(inputs, legend, cube=cube_ds, class_column=class_column)
+        summary, _result = attribution.explain_samples(artifact, data, split_mode, steps=steps, device=device)
+        month_index, grid = None, None
+        if summary["samples"].get("warning"):
+            click.echo(f"suelo: warning: {summary['samples']['warning']}", err=True)
+    written = attribution.write_explanation(summary, output, month_index, grid)
+    for path in written:
+        click.echo(f"wrote {path}")
+    if kind == "cube" and month_index is None:
+        click.echo(f"no most-influential-month raster: {max_pixels} sampled pixels were explained (--max-pixels)")
+    click.echo(attribution.completeness_line(summary))
+
+
 @main.group()
 def assess() -> None:
     """Accuracy and area assessment from a probability sample: draw the sample, then analyse it once labelled."""
