@@ -110,6 +110,8 @@ def _header_html(header: Mapping[str, Any], versions: Mapping[str, Any]) -> str:
         rows.append(("Run", html.escape(str(header["run_at"]))))
     if header.get("inputs"):
         rows.append(("Inputs", html.escape(str(header["inputs"]))))
+    if header.get("cost"):
+        rows.append(("Cost", html.escape(str(header["cost"]))))
     for name, product in (header.get("products") or {}).items():
         parts = [f"model {product.get('model')} (sha256 {str(product.get('model_sha256', ''))[:12]})"]
         if product.get("target_accuracy") is not None:
@@ -179,6 +181,65 @@ def _accuracy_html(metrics: Mapping[str, Any]) -> str:
     return "".join(parts) or "<p>No model metrics given.</p>"
 
 
+def _figure(value: Any) -> str:
+    """A cost figure: 3 significant digits (energies are 1e-6 kWh on a small run, km2 figures smaller still)."""
+    return "n/a" if not isinstance(value, (int, float)) else f"{value:.3g}"
+
+
+def _cost_summary(cost: Mapping[str, Any]) -> str:
+    """The header's one line: time, energy (estimated or measured) and CO2e."""
+    parts = [f"{_figure(cost.get('wall_s'))} s wall, {_figure(cost.get('cpu_s'))} CPU s"]
+    method = str(cost.get("energy_method", ""))
+    if method.startswith("not measured"):
+        parts.append("energy not measured")
+    else:
+        kind = "estimated" if cost.get("energy_estimated", True) else "measured"
+        parts.append(f"{_figure(cost.get('energy_kwh'))} kWh ({kind}), {_figure(cost.get('co2e_kg'))} kg CO2e")
+    return ", ".join(parts) + " (until this report; run.json has the final figures)"
+
+
+def _cost_html(cost: Mapping[str, Any]) -> str:
+    """The Cost section: what the run cost until the report was written, per run, per km2 and per million pixels,
+    the energy marked as measured or estimated with codecarbon's method, and the carbon intensity it was priced at."""
+    method = str(cost.get("energy_method", ""))
+    measured = not method.startswith("not measured")
+    per_km2, per_mpx = cost.get("per_km2") or {}, cost.get("per_million_pixels") or {}
+    rows = []
+    for key, name in (("wall_s", "wall time (s)"), ("cpu_s", "CPU time (s)"), ("energy_kwh", "energy (kWh)"),
+                      ("co2e_kg", "emissions (kg CO2e)")):  # fmt: skip
+        if key in ("energy_kwh", "co2e_kg") and not measured:
+            cells = ["not measured"] * 3
+        else:
+            cells = [_figure(cost.get(key)), _figure(per_km2.get(key)), _figure(per_mpx.get(key))]
+        rows.append(f"<tr><th>{html.escape(name)}</th>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+    head = "<tr><th></th><th>run</th><th>per km2</th><th>per million pixels</th></tr>"
+    if not measured:
+        energy = f"<strong>not measured</strong>: {html.escape(method.removeprefix('not measured: '))}"
+    else:
+        kind = "<strong>estimated</strong>" if cost.get("energy_estimated", True) else "measured"
+        energy = (
+            f"{kind}, CPU {_figure(cost.get('cpu_kwh'))} + GPU {_figure(cost.get('gpu_kwh'))} + RAM "
+            f"{_figure(cost.get('ram_kwh'))} kWh; {html.escape(method)}"
+        )
+    gpu_mb = cost.get("peak_gpu_mb")
+    details = [
+        ("energy", energy),
+        ("carbon intensity", f"{_figure(cost.get('carbon_intensity_g_per_kwh'))} g CO2e/kWh "
+         f"({html.escape(str(cost.get('intensity_source', '')))})"),
+        ("GPU time (s busy)", _figure(cost.get("gpu_s"))),
+        ("peak memory", f"{_figure(cost.get('peak_rss_mb'))} MiB (largest process)"
+         + (f"; GPU {_figure(gpu_mb)} MiB" if gpu_mb is not None else "")),
+        ("grid", f"{_figure(cost.get('area_km2'))} km2, {cost.get('pixels', 'n/a')} pixels"),
+    ]  # fmt: skip
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in details)
+    return (
+        '<section class="cost"><h2>Cost</h2>'
+        "<p>Measured from the start of the run until this report was written (the machine's energy, by codecarbon); "
+        "<code>run.json</code> (<code>cost</code>) has the final figures of the whole run.</p>"
+        f'<table class="cost">{head}{"".join(rows)}</table><table class="cost">{body}</table></section>'
+    )
+
+
 def write_run_report(
     folder: str | Path,
     maps: Sequence[MapSet],
@@ -189,23 +250,28 @@ def write_run_report(
     assessments: Mapping[str, Mapping[str, Any]] | None = None,
     header: Mapping[str, Any] | None = None,
     outputs: Sequence[Path] = (),
+    cost: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the report for ``maps``, read top-down: ``header`` (job, where, period, run time, inputs, each
     product's model, target and certified accuracy and mapped share), the caveats (``warnings``), each map at its
     true aspect with its legend and its area per class and reason code, the accuracy (the models' cards, the run's
     certificates and, from ``assessments``, the stratified estimates of a labelled sample), links to every output
     (``maps`` and ``outputs``), and the raw metrics and configuration in an appendix. ``masking`` maps
-    ``"<product folder>/<map name>"`` (or the map name) to its :func:`threshold.masking_report`."""
+    ``"<product folder>/<map name>"`` (or the map name) to its :func:`threshold.masking_report`. ``cost``: the
+    run's cost so far (:meth:`suelo.cost.RunCost.to_dict`), a header line and a Cost section before the outputs."""
     from suelo.assess.page import ASSESSMENT_CSS, assessment_section_html
     from suelo.provenance import software_versions
 
     folder = Path(folder)
     masking, metrics, config = dict(masking or {}), dict(metrics or {}), dict(config or {})
     header = dict(header or {})
+    if cost is not None:
+        header.setdefault("cost", _cost_summary(cost))
     versions = software_versions()
     summary: dict[str, Any] = {
         "header": header, "maps": [], "model_metrics": metrics, "config": config, "versions": versions,
         "warnings": list(warnings), "assessments": dict(assessments or {}),
+        "cost": dict(cost) if cost is not None else None,
     }  # fmt: skip
     sections = []
     links: list[str] = []
@@ -271,6 +337,7 @@ table.header th {{ background: #f4f4f4; white-space: nowrap; }}
 <h2>Accuracy</h2>
 {_accuracy_html(metrics)}
 {assessment_html}
+{_cost_html(cost) if cost is not None else ""}
 <h2>Outputs</h2><ul class="outputs">{"".join(f"<li>{_link(f)}</li>" for f in links)}</ul>
 <h2>Appendix</h2>
 <details><summary>Masking per map</summary>{masking_html or "<p>No masking report.</p>"}</details>

@@ -699,16 +699,33 @@ class AccessSpec(Settings):
 
 
 class CostSpec(Settings):
-    """How a run's emissions are counted (suelo.cost); the energy itself is measured, not set."""
+    """How a run's emissions are counted (suelo.cost); the energy itself is measured, not set.
+
+    In no digest: a run whose outputs are current is not redone because its carbon intensity changed."""
 
     carbon_intensity_g_per_kwh: float | None = Field(
         None, gt=0, le=2000, description="g CO2e per kWh of the electricity used; default: the country's grid mix"
     )
-    country_iso_code: str | None = Field(
-        None,
-        pattern=r"^[A-Z]{3}$",
-        description="ISO 3166 alpha-3 country of the machine, for codecarbon's grid mix; default: world average",
+    country_iso_code: str = Field(
+        "WLD",
+        pattern=r"^[A-Za-z]{3}$",
+        description="ISO 3166 alpha-3 country of the machine (e.g. BEL), for codecarbon's grid mix; WLD: its world "
+        "average (475 g/kWh)",
     )
+
+    @field_validator("country_iso_code")
+    @classmethod
+    def _known_country(cls, code: str) -> str:
+        from suelo.cost import WORLD, codecarbon_countries
+
+        code = code.upper()
+        known = codecarbon_countries()  # empty if codecarbon's data file cannot be read: then the form is checked
+        if known and code != WORLD and code not in known:
+            raise ValueError(
+                f"codecarbon has no grid mix for {code!r}: give an ISO 3166 alpha-3 code such as BEL, DEU or USA, "
+                f"or {WORLD} for the world average"
+            )
+        return code
 
 
 class JobSpec(Settings):

@@ -9,11 +9,14 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from suelo.orchestrate.block import read_block_raster
 from suelo.orchestrate.plan import BLOCKS, CUBE_BLOCKS, Block, RunPlan
 from suelo.products import ProductPlan
+
+if TYPE_CHECKING:
+    from suelo.cost import CostMeter
 
 # Above this share of the imaged pixels rejected by a model's novelty gate (4x the 5% the gate rejects of data like
 # the training data), the run report and run.json warn that the model's certified accuracy does not transfer here.
@@ -43,8 +46,11 @@ def _product_band(plan: RunPlan, name: str, dtype: str, band: int) -> Any:
     return mosaic(plan, name, band, dtype)
 
 
-def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str, list[Path]], Path | None, list[Path]]:
-    """Final map sets (COG + styles + STAC) of every product from the block rasters, then the run report."""
+def assemble(
+    plan: RunPlan, entries: Sequence[dict[str, Any]], cost: CostMeter | None = None
+) -> tuple[dict[str, list[Path]], Path | None, list[Path]]:
+    """Final map sets (COG + styles + STAC) of every product from the block rasters, then the run report (with the
+    run's cost until it is written, from ``cost``, the run's meter)."""
     import dask
 
     from suelo.report import write_run_report
@@ -121,9 +127,14 @@ def assemble(plan: RunPlan, entries: Sequence[dict[str, Any]]) -> tuple[dict[str
     if plan.writes_cube:
         outputs.append(out_dir / CUBE_FILE)
     outputs.append(collection)
+    cost_so_far = None
+    if cost is not None:
+        from suelo.cost import grid_area_km2
+
+        cost_so_far = cost.snapshot().to_dict(grid_area_km2(plan.grid), plan.grid.width * plan.grid.height)
     written = write_run_report(
         out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"), warnings=warnings,
-        assessments=assessments, header=report_header(plan, masking), outputs=outputs,
+        assessments=assessments, header=report_header(plan, masking), outputs=outputs, cost=cost_so_far,
     )  # fmt: skip
     report_path = written.get("html") or next(iter(written.values()), None)
     files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()] + [collection]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from suelo.atomic import file_sha256, read_json_object, write_json_atomic
 from suelo.orchestrate.assemble import CUBE_FILE, assemble, assemble_cube, cube_is_current
@@ -21,6 +21,9 @@ from suelo.orchestrate.backends import BlockFailure, execute
 from suelo.orchestrate.manifest import Manifest
 from suelo.orchestrate.plan import MANIFEST, Block, RunPlan
 from suelo.orchestrate.progress import Progress
+
+if TYPE_CHECKING:
+    from suelo.cost import CostMeter
 
 FINAL = "final.json"
 
@@ -42,22 +45,25 @@ class RegionResult:
     cube_skipped: bool = False  # it was already there, made from these inputs
 
 
-def run_region(plan: RunPlan, overwrite: bool = False, log_format: str = "text") -> RegionResult:
-    """Run every unfinished block of ``plan``, then (all done) assemble and write the final products."""
+def run_region(
+    plan: RunPlan, overwrite: bool = False, log_format: str = "text", cost: CostMeter | None = None
+) -> RegionResult:
+    """Run every unfinished block of ``plan``, then (all done) assemble and write the final products; ``cost``, the
+    run's meter, is read for the report (the cost until then) and the ``run_done`` event."""
     from suelo.outdir import claimed_output, remove_stale_temporaries
 
     out_dir = Path(plan.job.output.dir)
     with claimed_output(out_dir):  # re-entrant: `suelo run` claimed the folder before anything else
         remove_stale_temporaries(out_dir)
         try:
-            return _run_region(plan, overwrite, log_format)
+            return _run_region(plan, overwrite, log_format, cost)
         finally:
             # the workers are gone (the backend shut them down): what a worker killed during this run left behind
             # has no writer any more, so the run does not leave it for the next one to remove
             remove_stale_temporaries(out_dir)
 
 
-def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult:
+def _run_region(plan: RunPlan, overwrite: bool, log_format: str, cost: CostMeter | None = None) -> RegionResult:
     started = time.perf_counter()
     out_dir = Path(plan.job.output.dir)
     manifest = Manifest(out_dir / MANIFEST)
@@ -114,7 +120,7 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
             assemble_cube(plan, plan.job.compute.workers or os.cpu_count() or 1)
         result.cube_seconds = time.perf_counter() - cube_started
         files.append(result.cube)
-    products, report, product_files = assemble(plan, [entries[b.block_id] for b in blocks])
+    products, report, product_files = assemble(plan, [entries[b.block_id] for b in blocks], cost=cost)
     files = product_files + files
     write_json_atomic(
         out_dir / FINAL,
@@ -125,7 +131,10 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str) -> RegionResult
     )  # fmt: skip
     result.products, result.report = products, report
     result.seconds = time.perf_counter() - started
-    progress.event("run_done", seconds=round(result.seconds, 2), blocks=len(blocks), ran=len(todo))
+    energy: dict[str, Any] = {}
+    if cost is not None and (so_far := cost.snapshot()).measured:
+        energy["energy_kwh"] = so_far.energy_kwh  # so far (measured or estimated); run.json has the final figure
+    progress.event("run_done", seconds=round(result.seconds, 2), blocks=len(blocks), ran=len(todo), **energy)
     return result
 
 
