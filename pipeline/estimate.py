@@ -181,15 +181,13 @@ def _calibration_job(job: JobSpec, folder: Path) -> JobSpec:
 
 def calibrate(job: JobSpec, count: int, log: Callable[[str], None]) -> tuple[RunPlan, Calibration]:
     """Discover and plan ``job`` as a run does (timed), then time ``count`` of its blocks and two assemblies."""
-    from suelo.jobs import discover, discover_auxiliary, input_ids, job_digest
-    from suelo.orchestrate import make_plan
+    from suelo.jobs import plan_job
     from suelo.orchestrate.assemble import assemble, assemble_cube
     from suelo.orchestrate.block import process_block
 
     started = time.perf_counter()
-    scenes, grid = discover(job)
-    auxiliary = discover_auxiliary(job, grid)
-    plan = make_plan(job, grid, scenes, job_digest(job, input_ids(scenes, auxiliary)), None, auxiliary)
+    plan = plan_job(job)
+    grid = plan.grid
     setup_s = time.perf_counter() - started
     chosen = calibration_blocks(plan, count)
     first, last = chosen[0], chosen[-1]

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 
@@ -26,6 +26,10 @@ from suelo.ingest.scene import Scene
 from suelo.orchestrate.assemble import CUBE_FILE, cube_is_current
 from suelo.provenance import peak_rss_mb, software_versions
 from suelo.settings import JobSpec
+
+if TYPE_CHECKING:
+    from suelo.cost import CostMeter
+    from suelo.orchestrate.plan import RunPlan
 
 
 @dataclass(frozen=True)
@@ -202,20 +206,27 @@ def _run(job: JobSpec, overwrite: bool, log_format: str, token: str | None = Non
         meter.stop()  # idempotent: the tracker's thread ends however the run ends
 
 
-def _measured_run(job: JobSpec, overwrite: bool, log_format: str, token: str | None, meter: Any) -> RunResult:
-    from suelo.cost import grid_area_km2
-    from suelo.orchestrate import make_plan, run_region
+def plan_job(job: JobSpec, token: str | None = None) -> RunPlan:
+    """The job's inputs discovered and its run planned: what ``suelo run`` and ``suelo estimate`` do first. The plan
+    comes before any work, so a model that cannot serve the job (an uncertifiable target, a bad file) stops it."""
+    from suelo.orchestrate import make_plan
 
-    started = time.perf_counter()
     scenes, grid = discover(job)
     auxiliary = discover_auxiliary(job, grid)
-    # the plan first: a model that cannot serve the job (an uncertifiable target, a bad file) stops before any work
-    digest = job_digest(job, input_ids(scenes, auxiliary))
-    plan = make_plan(job, grid, scenes, digest, token, auxiliary)
+    return make_plan(job, grid, scenes, job_digest(job, input_ids(scenes, auxiliary)), token, auxiliary)
+
+
+def _measured_run(job: JobSpec, overwrite: bool, log_format: str, token: str | None, meter: CostMeter) -> RunResult:
+    from suelo.cost import grid_area_km2
+    from suelo.orchestrate import run_region
+
+    started = time.perf_counter()
+    plan = plan_job(job, token)
+    scenes, grid, auxiliary, digest = list(plan.scenes), plan.grid, plan.auxiliary, plan.cube_digest
     out_dir = Path(job.output.dir)
     if job.output.cube:
         check_cube_replaceable(out_dir / CUBE_FILE, digest, overwrite)  # another job's cube: stop before any work
-    region = run_region(plan, overwrite, log_format)
+    region = run_region(plan, overwrite, log_format, cost=meter)
     cube = None
     if region.cube is not None:  # assembled from the blocks' composites: the inputs are decoded once a run
         n_months = len(month_starts(job.period))

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from suelo.estimate import Calibration, calibration_blocks, makespan, predict
-from tests.fixtures import DEMO_JOB, generate_region, suelo
+from tests.fixtures import DEMO_JOB, generate_region, region_job, suelo
 
 FACTOR = 2.0
 
@@ -62,21 +61,6 @@ def test_predict_time_and_energy() -> None:
     assert two["energy_kwh"] == pytest.approx(36.0 * (2 + 10 + 8 + 12) / 3.6e6)
 
 
-def job_spec(folder: Path, items: Path) -> Path:
-    spec = {
-        "name": "estimated",
-        "inputs": [{"kind": "stac", "paths": [str(items)]}],
-        "period": {"start": "2021-01-01", "end": "2021-12-31"},
-        "ingest": {"bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]},
-        "products": {"landcover": {"target_accuracy": 0.85}},
-        "compute": {"block_size": 32, "scheduler": "synchronous"},
-        "output": {"dir": str(folder / "out"), "cube": False},
-    }
-    path = folder / "job.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
 def estimate_then_run(job: Path, out: Path, *extra: str) -> tuple[dict, dict]:
     done = suelo("estimate", str(job), "--json", *extra)
     assert done.returncode == 0, done.stderr
@@ -89,7 +73,7 @@ def estimate_then_run(job: Path, out: Path, *extra: str) -> tuple[dict, dict]:
 
 def test_generated_region_within_factor(tmp_path: Path) -> None:
     items = generate_region(tmp_path / "scenes", 96, months=12, scenes_per_month=1, seed=5)
-    job = job_spec(tmp_path, items)
+    job = region_job(tmp_path, items, "estimated", compute={"scheduler": "synchronous"})
     estimate, run = estimate_then_run(job, tmp_path / "out")
     assert estimate["size"]["blocks"] == 9 and estimate["size"]["pixels"] == 96 * 96
     assert estimate["size"]["months"] == 12 and estimate["size"]["products"] == ["landcover"]

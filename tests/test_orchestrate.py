@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from suelo.orchestrate import MANIFEST
-from tests.fixtures import DEMO_JOB, SUELO, generate_region, suelo
+from tests.fixtures import DEMO_JOB, SUELO, generate_region, region_job, suelo
 
 SIZE = 64  # 4 blocks of 32 px, 12 months: small enough for 2 CPU cores, big enough for several blocks
 
@@ -25,18 +25,7 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def job_file(folder: Path, items: Path, **compute: object) -> Path:
-    spec = {
-        "name": "region",
-        "inputs": [{"kind": "stac", "paths": [str(items)]}],
-        "period": {"start": "2021-01-01", "end": "2021-12-31"},
-        "ingest": {"bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]},
-        "products": {"landcover": {"target_accuracy": 0.85}},
-        "compute": {"block_size": 32, **compute},
-        "output": {"dir": str(folder / "out"), "cube": False},
-    }
-    path = folder / "job.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return region_job(folder, items, compute=compute)
 
 
 def checksums(out: Path) -> dict[str, str]:
