@@ -30,8 +30,14 @@ are left out.
    Presto inputs, Sentinel-1, terrain and weather beside Sentinel-2, with the RandomForest on the same inputs, and
    what masking Sentinel-1 costs a model trained with all) goes into ``meta["model_card"]["inputs"]`` and MODEL_CARD.md.
    The shipped model itself is trained on Sentinel-2 only (``TrainConfig.legacy()``: ``inputs=("s2",)``).
-   ``python models/train_default.py --card-sections-only`` adds sections 3 to 5 to the shipped model and its card
-   without retraining (the weights, gate and thresholds stay bit for bit).
+6. Attribution (``suelo.explain``, issue 22): integrated gradients of each calibration sample's reference-class
+   logit by month x band group, terrain and lat/lon (``explain_samples(model, samples, "stored")``: the samples
+   whose ids the model stores for its calibration split, which the head was not fitted on), averaged per class:
+   ``meta["model_card"]["attribution"]`` (the run report draws its heatmaps from it), the files of ``suelo explain``
+   in ``<model>_report/attribution/`` and a section of MODEL_CARD.md.
+   ``python models/train_default.py --card-sections-only`` adds sections 3 to 6 to the shipped model and its card
+   without retraining (the weights, gate and thresholds stay bit for bit); ``-o models/landcover_radar.pt`` does it
+   for the radar model.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from suelo.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from suelo.legend import load_legend  # noqa: E402
 from suelo.model_card import DEFAULT_SEEDS, card_markdown, seed_averaged_card  # noqa: E402
-from suelo.models.artifact import save_artifact  # noqa: E402
+from suelo.models.artifact import ModelArtifact, save_artifact  # noqa: E402
 from suelo.samples import Samples, load_worldcereal  # noqa: E402
 from suelo.train import TrainConfig, train_model, write_training_figures  # noqa: E402
 
@@ -56,6 +62,7 @@ EXTRACTIONS = sorted((ROOT / "data" / "worldcereal").glob("*parquet"))
 OPEN_SET = ROOT / "benchmarks" / "open_set_results.json"
 FEWER_MONTHS = ROOT / "benchmarks" / "fewer_months_results.json"
 INPUTS = ROOT / "benchmarks" / "inputs_results.json"
+ATTRIBUTION_FOLDER = "attribution"  # in the model's report folder: suelo explain's files for its calibration split
 
 
 def open_set_section(path: Path = OPEN_SET) -> tuple[dict, str]:
@@ -134,17 +141,44 @@ def inputs_section(path: Path = INPUTS) -> tuple[dict, str]:
     return summary, "\n".join(lines)
 
 
-def card_sections_only(model: Path) -> None:
-    """Refresh the benchmark sections of the shipped model's card (open set, fewer months, other inputs) in its
-    meta and its MODEL_CARD.md, leaving weights, gate and thresholds as they are."""
+def card_sections_only(model: Path, extractions: list[Path]) -> None:
+    """Refresh the benchmark and attribution sections of the shipped model's card (open set, fewer months, other
+    inputs, attribution) in its meta and its MODEL_CARD.md, leaving weights, gate and thresholds as they are."""
     from suelo.models.artifact import contract_inputs, load_artifact
 
     artifact = load_artifact(model)
     card = artifact.meta["model_card"]
     sections = add_benchmark_sections(card, contract_inputs(artifact.contract))
+    folder = model.with_name(f"{model.stem}_report")
+    sections += "\n" + add_attribution_section(card, artifact, load_samples(extractions), folder)
     save_artifact(artifact, model)
-    write_card(card, sections, model.with_name(f"{model.stem}_report"), model.name)
+    write_card(card, sections, folder, model.name)
     print(f"updated the card sections of {model}")
+
+
+def load_samples(extractions: list[Path]) -> Samples:
+    legend = load_legend()
+    return Samples.concat([load_worldcereal(p, legend) for p in extractions])
+
+
+def add_attribution_section(card: dict, artifact: ModelArtifact, samples: Samples, folder: Path) -> str:
+    """Explain ``artifact`` on its stored calibration split (``suelo explain``'s files in ``folder/attribution``),
+    put the per-class summary into ``card["attribution"]``; returns the card's Markdown section."""
+    from suelo.explain import (
+        attribution_markdown,
+        card_attribution,
+        completeness_line,
+        explain_samples,
+        write_explanation,
+    )
+
+    summary, _result = explain_samples(artifact, samples, "stored")
+    print(f"attribution: {summary['samples']['n']} calibration samples in {summary['seconds']:.0f} s; "
+          + completeness_line(summary))  # fmt: skip
+    stored = card_attribution(summary)
+    write_explanation(stored, folder / ATTRIBUTION_FOLDER)
+    card["attribution"] = stored
+    return attribution_markdown(stored, f"{ATTRIBUTION_FOLDER}/heatmaps.png")
 
 
 def add_benchmark_sections(card: dict, inputs: tuple[str, ...] = ("s2",)) -> str:
@@ -186,10 +220,10 @@ def main() -> None:
     args = parser.parse_args()
     inputs = tuple(i.strip() for i in args.inputs.split(",") if i.strip())
     if args.card_sections_only:
-        card_sections_only(args.output)
+        card_sections_only(args.output, args.extractions)
         return
     legend = load_legend()
-    samples = Samples.concat([load_worldcereal(p, legend) for p in args.extractions])
+    samples = load_samples(args.extractions)
     started = time.perf_counter()
     config = TrainConfig.legacy(inputs=inputs)
     card = seed_averaged_card(samples, legend, config, seeds=range(args.card_seeds), log=print)
@@ -202,9 +236,10 @@ def main() -> None:
         sources=[p.name for p in args.extractions],
         log=print,
     )
+    folder = args.output.with_name(f"{args.output.stem}_report")
+    sections += "\n" + add_attribution_section(card, result.artifact, samples, folder)
     result.artifact.meta["model_card"] = card
     save_artifact(result.artifact, args.output)
-    folder = args.output.with_name(f"{args.output.stem}_report")
     figures = write_training_figures(result, folder)
     write_card(card, sections, folder, args.output.name)
     print(card_markdown(card))

@@ -943,8 +943,9 @@ def estimate(
     import json
 
     from suelo.atomic import write_json_atomic
+    from suelo.cost import ESTIMATE_FILE
     from suelo.errors import ConfigError
-    from suelo.estimate import ESTIMATE_FILE, estimate_job, estimate_table
+    from suelo.estimate import estimate_job, estimate_table
     from suelo.outdir import claimed_output
 
     job = load_job_with(job_file, period)

@@ -466,3 +466,74 @@ def _gpu_counter() -> str:
         return "NVML" if is_nvidia_system() else "AMD SMI"
     except Exception:  # an older codecarbon without the module: its GPU support was NVIDIA's only
         return "NVML"
+
+
+# predicted against measured -----------------------------------------------------------------------------------------
+
+#: What ``suelo estimate`` leaves in the job's output folder; the run reads it back for its report and run.json.
+ESTIMATE_FILE = "estimate.json"
+#: The compute settings a prediction depends on (beyond the plan, whose digest it records).
+PREDICTION_COMPUTE = ("device", "scheduler", "workers", "threads_per_worker", "precision")
+
+
+def prediction_compute(compute: Any) -> dict[str, Any]:
+    """The settings of ``compute`` (suelo.settings.ComputeSpec) that a prediction holds for."""
+    return {key: getattr(compute, key, None) for key in PREDICTION_COMPUTE}
+
+
+def read_prediction(path: Path, plan_digest: str, compute: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``suelo estimate`` predicted for this run, from its ``estimate.json`` (``path``): None when there is
+    none; ``{"compared": False, "why": ...}`` when it cannot be read or was made for another plan (its plan digest
+    differs: the job, its inputs or its models changed since), so the report says why it shows no comparison;
+    otherwise the predicted seconds and kWh for the job's own worker count, with a ``caveat`` when the estimate was
+    made with other ``compute`` settings (:func:`prediction_compute`) than the run's."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {"compared": False, "why": f"{path.name} cannot be read ({type(exc).__name__})"}
+    if not isinstance(data, dict) or not isinstance(data.get("predicted"), dict):
+        return {"compared": False, "why": f"{path.name} holds no prediction"}
+    if data.get("plan_digest") != plan_digest:
+        return {
+            "compared": False,
+            "why": f"{path.name} was made for another plan (the job, its inputs or its models changed since): run "
+            "suelo estimate again to compare",
+        }
+    predicted = data["predicted"]
+    out: dict[str, Any] = {
+        "compared": True,
+        "file": path.name,
+        "estimated_at": data.get("estimated_at"),
+        "workers": predicted.get("workers"),
+        "seconds": predicted.get("seconds"),
+        "energy_kwh": predicted.get("energy_kwh"),
+        "energy_estimated": data.get("energy_estimated"),
+    }
+    then = data.get("compute") or {}
+    differs = [f"{key} {then.get(key)!r} then, {compute.get(key)!r} now" for key in PREDICTION_COMPUTE
+               if key in then and then.get(key) != compute.get(key)]  # fmt: skip
+    if differs:
+        out["caveat"] = "estimated with other compute settings (" + "; ".join(differs) + ")"
+    return out
+
+
+def predicted_vs_actual(prediction: dict[str, Any] | None, actual: dict[str, Any]) -> dict[str, Any] | None:
+    """``prediction`` (:func:`read_prediction`) beside the run's measured wall seconds and kWh (``actual``:
+    :meth:`RunCost.to_dict`) and their ratios, measured / predicted (1.0: exact; 2.0: the run took twice as long as
+    predicted). No energy ratio when the run's energy was not measured."""
+    if not prediction or not prediction.get("compared"):
+        return prediction
+    out = dict(prediction)
+    measured_energy = not str(actual.get("energy_method", "")).startswith("not measured")
+    out["measured_seconds"] = actual.get("wall_s")
+    out["measured_energy_kwh"] = actual.get("energy_kwh") if measured_energy else None
+
+    def ratio(measured: Any, predicted: Any) -> float | None:
+        ok = isinstance(measured, (int, float)) and isinstance(predicted, (int, float)) and predicted > 0
+        return round(measured / predicted, 3) if ok else None
+
+    out["time_ratio"] = ratio(out["measured_seconds"], out["seconds"])
+    out["energy_ratio"] = ratio(out["measured_energy_kwh"], out["energy_kwh"])
+    return out

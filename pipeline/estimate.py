@@ -30,6 +30,7 @@ in the job's output folder so that the run's report can show the prediction besi
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import heapq
 import os
 import shutil
@@ -39,11 +40,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from suelo.cost import CostMeter, grid_area_km2
+from suelo.cost import CostMeter, grid_area_km2, prediction_compute
 from suelo.orchestrate.plan import Block, RunPlan
 from suelo.settings import JobSpec
 
-ESTIMATE_FILE = "estimate.json"
 DEFAULT_CALIBRATION_BLOCKS = 3
 #: Worker counts shown for a job on a cluster (a scheduler address), beside the job's own.
 CLUSTER_WORKERS = (1, 4, 16, 64)
@@ -269,7 +269,9 @@ def estimate_job(
     return {
         "job": job.name,
         "plan_digest": plan.digest,
+        "estimated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": job.compute.device or "default",
+        "compute": prediction_compute(job.compute),
         "machine": {"cores": cores, "threads_per_worker": threads, "shared": shared},
         "size": {
             "blocks": len(blocks),

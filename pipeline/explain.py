@@ -879,6 +879,121 @@ def heatmaps_svg(summary_: Mapping[str, Any]) -> str:
     return _svg(heatmaps_figure(summary_))
 
 
+# model cards and run reports ----------------------------------------------------------------------------------------
+
+#: The keys of an explanation that name the explained model file: a model card stored inside that file leaves them
+#: out (writing the card changes the file, hence its checksum).
+_MODEL_KEYS = ("model", "model_sha256")
+#: How many months a class's line names (largest shares of absolute attribution first).
+TOP_MONTHS = 3
+
+
+def card_attribution(summary_: Mapping[str, Any]) -> dict[str, Any]:
+    """An explanation as a model card stores it (``meta["model_card"]["attribution"]``): everything but the model
+    file's name and checksum."""
+    return {k: v for k, v in summary_.items() if k not in _MODEL_KEYS}
+
+
+def class_highlights(summary_: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per class for the tables beside the heatmaps: its samples, the months with the largest shares of
+    absolute attribution, the single strongest (month, group) token with its signed mean, the terrain and lat/lon
+    shares and the mean logit against the baseline's. A class without samples gets ``n`` 0 and dashes."""
+    months, groups = list(summary_["months"]), list(summary_["groups"])
+    terrain = bool(summary_.get("terrain_present", True))
+    rows = []
+    for entry in summary_["classes"]:
+        row: dict[str, Any] = {"code": entry["code"], "class": entry["name"], "n": int(entry["n"])}
+        if not entry["n"]:
+            rows.append(row | dict.fromkeys(("months", "strongest", "terrain_latlon", "logit"), "-"))
+            continue
+        by_month = np.asarray(entry["month_share_percent"], dtype=np.float64)
+        top = np.argsort(-by_month, kind="stable")[:TOP_MONTHS]
+        share = np.asarray(entry["abs_share_percent"], dtype=np.float64)
+        month, group = np.unravel_index(int(np.argmax(share)), share.shape)
+        signed = float(entry["mean_attribution"][month][group])
+        row["months"] = ", ".join(f"{months[i]} {by_month[i]:.0f} %" for i in top)
+        row["strongest"] = (
+            f"{groups[group]} in {months[month]}: {share[month, group]:.1f} % of the mass, mean {signed:+.3f} {UNITS}"
+        )
+        row["terrain_latlon"] = (
+            f"{entry['terrain_share_percent']:.1f} % / " if terrain else "- / "
+        ) + f"{entry['latlon_share_percent']:.1f} %"
+        row["logit"] = f"{entry['mean_logit']:.2f} (baseline {entry['mean_baseline_logit']:.2f})"
+        row["top_month_index"] = [int(i) for i in top]
+        rows.append(row)
+    return rows
+
+
+#: The columns of :func:`class_highlights` as the card's and the report's tables head them.
+HIGHLIGHT_COLUMNS = (
+    ("class", "class"),
+    ("n", "samples"),
+    ("months", f"most influential months (share of absolute attribution, top {TOP_MONTHS})"),
+    ("strongest", "strongest token"),
+    ("terrain_latlon", "terrain / lat-lon share"),
+    ("logit", f"mean {UNITS}"),
+)
+
+
+def attribution_intro(summary_: Mapping[str, Any]) -> str:
+    """The sentence before the heatmaps: what was explained, on which samples, by which method, from which
+    baseline, and how well completeness held."""
+    samples = summary_.get("samples") or {}
+    picked = (
+        f"the {samples['n']} samples of the model's {samples['split']} split (the head was not fitted on them)"
+        if samples.get("split") == "calibration"
+        else f"{samples.get('n', 'the')} samples"
+    )
+    method = summary_["method"]
+    completeness = completeness_line(summary_)
+    return (
+        f"Integrated gradients ({method['library']}, {method['integration']}, {method['steps']} steps) of "
+        f"{summary_['explained']}, on {picked}, from a baseline of {summary_['baseline']['description']}. Red "
+        f"raises the class's {UNITS}, blue lowers it; each panel has its own scale. "
+        f"{completeness[0].upper()}{completeness[1:]}."
+    )
+
+
+#: A lat/lon share of absolute attribution above this (percent, in any class) is named beside the heatmaps.
+LOCATION_NOTE_PERCENT = 10.0
+
+
+def location_note(summary_: Mapping[str, Any]) -> str:
+    """A sentence when the lat/lon token carries much of some class's attribution (the model then reads where a
+    sample is, not only what its series looks like, which says little on land far from its training regions);
+    empty otherwise."""
+    shares = {entry["name"]: float(entry["latlon_share_percent"]) for entry in summary_["classes"] if entry["n"]}
+    if not shares or max(shares.values()) <= LOCATION_NOTE_PERCENT:
+        return ""
+    low, high = min(shares.values()), max(shares.values())
+    most = max(shares, key=lambda name: shares[name])
+    return (
+        f"The lat/lon token carries {low:.0f}-{high:.0f} % of the absolute attribution (most for {most}): the model "
+        "reads where a sample is as well as what its series looks like, learnt from the few regions it was trained "
+        "on, and that part of its evidence says little about land far from them, which is one reason the maps gate "
+        "pixels unlike the training data."
+    )
+
+
+def attribution_markdown(summary_: Mapping[str, Any], image: str) -> str:
+    """The model card's attribution section: the intro, the heatmaps (``image``, a path relative to the card) and
+    a table of :func:`class_highlights`."""
+    lines = [
+        "## Which months and bands make each class (`suelo explain`)",
+        "",
+        attribution_intro(summary_),
+        "",
+        f"![Mean attribution of each class's logit by month and band group]({image})",
+        "",
+        "| " + " | ".join(title for _key, title in HIGHLIGHT_COLUMNS) + " |",
+        "|" + "---|" * len(HIGHLIGHT_COLUMNS),
+    ]
+    for row in class_highlights(summary_):
+        lines.append("| " + " | ".join(str(row[key]) for key, _title in HIGHLIGHT_COLUMNS) + " |")
+    note = location_note(summary_)
+    return "\n".join([*lines, *(["", note] if note else []), ""])
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "class"
 

@@ -217,7 +217,7 @@ def plan_job(job: JobSpec, token: str | None = None) -> RunPlan:
 
 
 def _measured_run(job: JobSpec, overwrite: bool, log_format: str, token: str | None, meter: CostMeter) -> RunResult:
-    from suelo.cost import grid_area_km2
+    from suelo.cost import ESTIMATE_FILE, grid_area_km2, predicted_vs_actual, prediction_compute, read_prediction
     from suelo.orchestrate import run_region
 
     started = time.perf_counter()
@@ -226,7 +226,9 @@ def _measured_run(job: JobSpec, overwrite: bool, log_format: str, token: str | N
     out_dir = Path(job.output.dir)
     if job.output.cube:
         check_cube_replaceable(out_dir / CUBE_FILE, digest, overwrite)  # another job's cube: stop before any work
-    region = run_region(plan, overwrite, log_format, cost=meter)
+    # what `suelo estimate` predicted for this plan, if it ran: the report and run.json set it beside the measured
+    prediction = read_prediction(out_dir / ESTIMATE_FILE, plan.digest, prediction_compute(job.compute))
+    region = run_region(plan, overwrite, log_format, cost=meter, prediction=prediction)
     cube = None
     if region.cube is not None:  # assembled from the blocks' composites: the inputs are decoded once a run
         n_months = len(month_starts(job.period))
@@ -254,6 +256,8 @@ def _measured_run(job: JobSpec, overwrite: bool, log_format: str, token: str | N
         record["failures"] = [vars(f) for f in region.failures]
         _add_masking(record, out_dir)
         record["cost"] = meter.stop().to_dict(grid_area_km2(grid), grid.width * grid.height)
+        if (compared := predicted_vs_actual(region.prediction, record["cost"])) is not None:
+            record["cost"]["predicted"] = compared
         write_json_atomic(out_dir / "run.json", record)
     return RunResult(
         cube, region.products, region.report, time.perf_counter() - started, skipped, region.failures, region.stats

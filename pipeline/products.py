@@ -53,6 +53,9 @@ class ProductPlan:
     novelty: dict[str, Any] = field(default_factory=dict)  # the model's novelty gate (suelo.novelty meta)
     caveats: tuple[str, ...] = ()  # what the report must say first about this product (e.g. fewer months)
     encoder_inputs: tuple[str, ...] = ("s2",)  # the Presto inputs its model reads from the cube (its contract)
+    # the model card's attribution summary (suelo.explain on its calibration split) for the run report's heatmaps,
+    # or {"missing": why there is none}
+    attribution: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -273,6 +276,10 @@ class LandCover(Product):
         return ProductPlan(
             self, path, file_sha256(path), legend, reasons, map_dtype(legend, reasons), policy, report, metrics,
             artifact.meta["novelty"], caveats, contract_inputs(artifact.contract),
+            attribution=dict((artifact.meta.get("model_card") or {}).get("attribution") or {
+                "missing": "its model card was made before suelo explain (models/train_default.py "
+                "--card-sections-only adds it; suelo explain MODEL SAMPLES gives the same figures)"
+            }),
         )  # fmt: skip
 
     def load_model(self, path: Path) -> Any:
@@ -346,6 +353,8 @@ class UrbanAtlas(Product):
         return ProductPlan(
             self, path, file_sha256(path), legend, UA_REASONS, "uint16", policy, report, metrics,
             meta.get("novelty", {}), caveats,
+            attribution={"missing": "suelo explain attributes the logits of a Presto pixel head; this segmenter (a "
+                         "CNN over embeddings and band summaries of a neighbourhood) is not explained yet"},
         )  # fmt: skip
 
     def load_model(self, path: Path) -> Any:

@@ -181,6 +181,58 @@ def _accuracy_html(metrics: Mapping[str, Any]) -> str:
     return "".join(parts) or "<p>No model metrics given.</p>"
 
 
+def _attribution_html(
+    folder: Path, attributions: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, dict[str, Any], list[Path]]:
+    """Per product, its model card's attribution (suelo.explain on the model's calibration split): the heatmaps as
+    ``attribution/<product>.svg`` beside the page, the sentence on method, baseline and completeness, a table of each
+    class's most influential months and strongest token. Returns the HTML, the report.json entries and the files."""
+    from suelo.explain import HIGHLIGHT_COLUMNS, attribution_intro, class_highlights, heatmaps_svg, location_note
+
+    parts: list[str] = []
+    records: dict[str, Any] = {}
+    files: list[Path] = []
+    for name, summary in attributions.items():
+        if "classes" not in summary:
+            why = str(summary.get("missing") or "its model gives none")
+            parts.append(f"<h3>{html.escape(name)}</h3><p>No attribution: {html.escape(why)}.</p>")
+            records[name] = {"missing": why}
+            continue
+        svg = write_text_atomic(folder / "attribution" / f"{name}.svg", heatmaps_svg(summary))
+        files.append(svg)
+        href = svg.relative_to(folder).as_posix()
+        rows = class_highlights(summary)
+        head = "".join(f"<th>{html.escape(title)}</th>" for _key, title in HIGHLIGHT_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(row[key]))}</td>" for key, _title in HIGHLIGHT_COLUMNS) + "</tr>"
+            for row in rows
+        )
+        note = location_note(summary)
+        parts.append(
+            f"<h3>{html.escape(name)}</h3><p>{html.escape(attribution_intro(summary))}</p>"
+            f'<img class="figure" src="{html.escape(href)}" alt="mean attribution of each class\'s logit by month '
+            f'and band group, {html.escape(name)}"><table class="attribution"><tr>{head}</tr>{body}</table>'
+            + (f"<p>{html.escape(note)}</p>" if note else "")
+        )
+        records[name] = {
+            "heatmaps": href,
+            "samples": summary.get("samples"),
+            "method": summary.get("method"),
+            "completeness": summary.get("completeness"),
+            "classes": [{k: v for k, v in row.items() if k != "top_month_index"} for row in rows],
+        }
+    if not parts:
+        return "", records, files
+    return (
+        '<section class="attribution"><h2>Why each class: attribution by month and band</h2>'
+        "<p>From each model's card: what in a pixel's monthly series raises or lowers the class the model gives it, "
+        "averaged over the model's calibration samples (not this run's pixels: <code>suelo explain MODEL cube.nc"
+        "</code> explains a region and maps its most influential month).</p>" + "".join(parts) + "</section>",
+        records,
+        files,
+    )
+
+
 def _figure(value: Any) -> str:
     """A cost figure: 3 significant digits (energies are 1e-6 kWh on a small run, km2 figures smaller still)."""
     return "n/a" if not isinstance(value, (int, float)) else f"{value:.3g}"
@@ -195,7 +247,48 @@ def _cost_summary(cost: Mapping[str, Any]) -> str:
     else:
         kind = "estimated" if cost.get("energy_estimated", True) else "measured"
         parts.append(f"{_figure(cost.get('energy_kwh'))} kWh ({kind}), {_figure(cost.get('co2e_kg'))} kg CO2e")
+    predicted = cost.get("predicted") or {}
+    if predicted.get("compared") and predicted.get("time_ratio") is not None:
+        parts.append(f"suelo estimate predicted {_figure(predicted.get('seconds'))} s (measured / predicted "
+                     f"{predicted['time_ratio']:.2f})")  # fmt: skip
     return ", ".join(parts) + " (until this report; run.json has the final figures)"
+
+
+def _prediction_html(predicted: Mapping[str, Any] | None) -> str:
+    """Predicted against measured: what ``suelo estimate`` said before the run beside what the run measured, or why
+    there is no comparison."""
+    if not predicted:
+        return (
+            "<p>No prediction to compare: <code>suelo estimate JOB</code> before the run writes one "
+            "(<code>estimate.json</code> in the output folder) and this section then sets it beside the measured.</p>"
+        )
+    if not predicted.get("compared"):
+        return f"<p>No prediction compared: {html.escape(str(predicted.get('why', '')))}.</p>"
+
+    def ratio(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    kind = "estimated" if predicted.get("energy_estimated", True) else "measured"
+    rows = [
+        ("wall time (s)", _figure(predicted.get("seconds")), _figure(predicted.get("measured_seconds")),
+         ratio(predicted.get("time_ratio"))),
+        (f"energy (kWh, {kind})", _figure(predicted.get("energy_kwh")),
+         _figure(predicted.get("measured_energy_kwh")) if predicted.get("measured_energy_kwh") is not None
+         else "not measured", ratio(predicted.get("energy_ratio"))),
+    ]  # fmt: skip
+    body = "".join(
+        f"<tr><th>{html.escape(name)}</th>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>"
+        for name, *cells in rows
+    )
+    notes = [str(predicted[k]) for k in ("caveat", "resumed") if predicted.get(k)]
+    when = f" on {html.escape(str(predicted['estimated_at']))}" if predicted.get("estimated_at") else ""
+    return (
+        f"<h3>Predicted against measured</h3><p><code>suelo estimate</code>{when} predicted this run for "
+        f"{html.escape(str(predicted.get('workers')))} worker(s) from a timed calibration on a few of its blocks "
+        "(<code>estimate.json</code>); measured until this report.</p>"
+        '<table class="cost"><tr><th></th><th>predicted</th><th>measured</th><th>measured / predicted</th></tr>'
+        f"{body}</table>" + "".join(f"<p>Caveat: {html.escape(n)}.</p>" for n in notes)
+    )
 
 
 def _cost_html(cost: Mapping[str, Any]) -> str:
@@ -236,7 +329,8 @@ def _cost_html(cost: Mapping[str, Any]) -> str:
         '<section class="cost"><h2>Cost</h2>'
         "<p>Measured from the start of the run until this report was written (the machine's energy, by codecarbon); "
         "<code>run.json</code> (<code>cost</code>) has the final figures of the whole run.</p>"
-        f'<table class="cost">{head}{"".join(rows)}</table><table class="cost">{body}</table></section>'
+        f'<table class="cost">{head}{"".join(rows)}</table><table class="cost">{body}</table>'
+        f"{_prediction_html(cost.get('predicted'))}</section>"
     )
 
 
@@ -251,6 +345,7 @@ def write_run_report(
     header: Mapping[str, Any] | None = None,
     outputs: Sequence[Path] = (),
     cost: Mapping[str, Any] | None = None,
+    attributions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write the report for ``maps``, read top-down: ``header`` (job, where, period, run time, inputs, each
     product's model, target and certified accuracy and mapped share), the caveats (``warnings``), each map at its
@@ -258,7 +353,9 @@ def write_run_report(
     certificates and, from ``assessments``, the stratified estimates of a labelled sample), links to every output
     (``maps`` and ``outputs``), and the raw metrics and configuration in an appendix. ``masking`` maps
     ``"<product folder>/<map name>"`` (or the map name) to its :func:`threshold.masking_report`. ``cost``: the
-    run's cost so far (:meth:`suelo.cost.RunCost.to_dict`), a header line and a Cost section before the outputs."""
+    run's cost so far (:meth:`suelo.cost.RunCost.to_dict`), a header line and a Cost section before the outputs.
+    ``attributions``: per product its model card's attribution summary (:class:`suelo.products.ProductPlan`), drawn
+    as heatmaps after the accuracy, or ``{"missing": why}``, said instead."""
     from suelo.assess.page import ASSESSMENT_CSS, assessment_section_html
     from suelo.provenance import software_versions
 
@@ -301,7 +398,8 @@ def write_run_report(
             f"<div><h3>Area by class and reason</h3>{_areas_html(m, header.get('pixel_area_m2'))}</div></div>"
             f"<p>Files: {', '.join(_link(f, Path(f).name) for f in files)}</p></section>"
         )
-    links += [Path(os.path.relpath(p, folder)).as_posix() for p in outputs]
+    attribution_html, summary["attribution"], attribution_files = _attribution_html(folder, attributions or {})
+    links += [Path(os.path.relpath(p, folder)).as_posix() for p in [*outputs, *attribution_files]]
     warnings_html = "".join(
         '<div class="warning" role="alert"><strong>Caveat:</strong> ' + html.escape(w) + "</div>" for w in warnings
     )
@@ -327,6 +425,7 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .nodata {{ background: repeating-linear-gradient(45deg, #fff, #fff 3px, #ccc 3px, #ccc 6px); }}
 .warning {{ background: #fde0e0; border: 2px solid #c00; padding: 0.6em 1em; margin: 0.5em 0; }}
 img {{ image-rendering: pixelated; border: 1px solid #ccc; max-width: 512px; height: auto; flex: none; }}
+img.figure {{ image-rendering: auto; max-width: 100%; border: none; }}
 table.header th {{ background: #f4f4f4; white-space: nowrap; }}
 {ASSESSMENT_CSS if assessments else ""}
 </style></head><body>
@@ -337,6 +436,7 @@ table.header th {{ background: #f4f4f4; white-space: nowrap; }}
 <h2>Accuracy</h2>
 {_accuracy_html(metrics)}
 {assessment_html}
+{attribution_html}
 {_cost_html(cost) if cost is not None else ""}
 <h2>Outputs</h2><ul class="outputs">{"".join(f"<li>{_link(f)}</li>" for f in links)}</ul>
 <h2>Appendix</h2>
@@ -351,4 +451,5 @@ table.header th {{ background: #f4f4f4; white-space: nowrap; }}
         "json": write_text_atomic(folder / "report.json", json.dumps(summary, indent=2, sort_keys=True, default=str)),
         "html": write_text_atomic(folder / "report.html", page),
     }
+    out |= {f"attribution_{path.stem}": path for path in attribution_files}
     return out

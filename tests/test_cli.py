@@ -192,6 +192,27 @@ def test_the_demo_report_holds_its_accuracy_and_area_assessment(demo_maps: Path)
     assert (demo_maps / "report" / "assessment_landcover" / "assessment.html").exists()
 
 
+def test_the_demo_report_draws_the_models_attribution(demo_maps: Path) -> None:
+    """The report's attribution heatmaps are the model card's (suelo explain on the model's calibration split)."""
+    from suelo.models.artifact import load_artifact
+
+    run = json.loads((demo_maps / "run.json").read_text())
+    stored = load_artifact(Path(run["products"]["landcover"]["model"])).meta["model_card"]["attribution"]
+    report = json.loads((demo_maps / "report" / "report.json").read_text())
+    landcover = report["attribution"]["landcover"]
+    assert landcover["heatmaps"] == "attribution/landcover.svg" and landcover["completeness"] == stored["completeness"]
+    assert landcover["samples"]["split"] == "calibration" and landcover["samples"]["n"] == 276
+    assert [c["n"] for c in landcover["classes"]] == [c["n"] for c in stored["classes"]]
+    assert "segmenter" in report["attribution"]["urban_atlas"]["missing"]
+    svg = demo_maps / "report" / "attribution" / "landcover.svg"
+    assert svg.read_text().startswith("<?xml") and "<svg" in svg.read_text()
+    final = json.loads((demo_maps / "final.json").read_text())
+    assert "report/attribution/landcover.svg" in final["checksums"]  # a verified output like the report itself
+    html = (demo_maps / "report" / "report.html").read_text()
+    assert html.index('class="assessment"') < html.index("Why each class: attribution") < html.index("<h2>Cost</h2>")
+    assert 'src="attribution/landcover.svg"' in html and "No attribution: suelo explain attributes" in html
+
+
 def test_run_again_does_nothing(demo_maps: Path) -> None:
     before = (demo_maps / "landcover" / "demo-belgium.tif").stat().st_mtime_ns
     again = CliRunner().invoke(main, ["run", str(DEMO_JOB), "-o", str(demo_maps)])
@@ -306,7 +327,9 @@ def test_the_report_reads_top_down_in_a_browser(demo_maps: Path) -> None:
     facts = json.loads(html_module.unescape(found.group(1)))
     assert "H1." in facts["aboveFold"] and "TABLE.header" in facts["aboveFold"]
     assert "IMG." in facts["aboveFold"]  # the first map, not a list of metrics
-    assert len(facts["images"]) == 2
+    # the two quicklooks and the land-cover model's attribution heatmaps
+    assert [image["src"] for image in facts["images"]][2:] == ["attribution/landcover.svg"]
+    assert len(facts["images"]) == 3
     for image in facts["images"]:
         (nw, nh), (sw, sh) = image["natural"], image["shown"]
         assert nw > 0 and sw > 0 and abs(sw / sh - nw / nh) < 0.01, image  # loaded, at its true aspect
@@ -314,7 +337,8 @@ def test_the_report_reads_top_down_in_a_browser(demo_maps: Path) -> None:
     text = facts["text"]
     for visible in ("demo-belgium", "2020-11-01 to 2021-10-31", "landcover_radar.pt", "certified 0.80",
                     "trained on synthetic data", "Area by class and reason", "Temporary crops",
-                    "Accuracy and area of demo-belgium.tif", "Outputs"):  # fmt: skip
+                    "Accuracy and area of demo-belgium.tif", "Why each class: attribution by month and band",
+                    "Outputs"):  # fmt: skip
         assert visible in text, visible
     # every link on the page points at a file that exists
     hrefs = re.findall(r'href="([^"]+)"', report.read_text())

@@ -14,7 +14,15 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 
-from suelo.cost import WORLD, CostMeter, RunCost, codecarbon_countries, grid_area_km2
+from suelo.cost import (
+    WORLD,
+    CostMeter,
+    RunCost,
+    codecarbon_countries,
+    grid_area_km2,
+    predicted_vs_actual,
+    read_prediction,
+)
 from suelo.errors import ConfigError
 from suelo.grid import Grid
 from suelo.jobs import job_digest
@@ -182,6 +190,55 @@ def test_the_cost_section_is_in_no_digest() -> None:
     assert job_digest(plain, ["a", "b"]) == job_digest(priced, ["a", "b"])
 
 
+# --- predicted against measured -----------------------------------------------------------------------------------
+COMPUTE = {"device": None, "scheduler": "synchronous", "workers": None, "threads_per_worker": 1, "precision": "auto"}
+
+
+def estimate_file(folder: Path, **changes: Any) -> Path:
+    estimate = {
+        "plan_digest": "abc", "estimated_at": "2026-12-02T10:00:00+00:00", "compute": dict(COMPUTE),
+        "predicted": {"seconds": 20.0, "energy_kwh": 0.004, "workers": 1}, "energy_estimated": True,
+    }  # fmt: skip
+    estimate.update(changes)
+    path = folder / "estimate.json"
+    path.write_text(json.dumps(estimate))
+    return path
+
+
+def test_prediction_of_this_plan_beside_the_measured(tmp_path: Path) -> None:
+    prediction = read_prediction(estimate_file(tmp_path), "abc", COMPUTE)
+    assert prediction == {
+        "compared": True, "file": "estimate.json", "estimated_at": "2026-12-02T10:00:00+00:00", "workers": 1,
+        "seconds": 20.0, "energy_kwh": 0.004, "energy_estimated": True,
+    }  # fmt: skip
+    compared = predicted_vs_actual(prediction, run_cost().to_dict(1.0, 100))
+    assert compared is not None
+    assert compared["measured_seconds"] == 10.0 and compared["measured_energy_kwh"] == 0.002
+    assert compared["time_ratio"] == 0.5 and compared["energy_ratio"] == 0.5  # measured / predicted
+    unmeasured = run_cost(energy_kwh=0.0, energy_method="not measured: no tracker").to_dict(1.0, 100)
+    compared = predicted_vs_actual(prediction, unmeasured)
+    assert compared is not None and compared["measured_energy_kwh"] is None and compared["energy_ratio"] is None
+
+
+def test_no_prediction_or_another_plans_is_said(tmp_path: Path) -> None:
+    assert read_prediction(tmp_path / "estimate.json", "abc", COMPUTE) is None
+    other = read_prediction(estimate_file(tmp_path), "another digest", COMPUTE)
+    assert other is not None and other["compared"] is False and "another plan" in other["why"]
+    assert predicted_vs_actual(other, run_cost().to_dict(1.0, 100)) == other  # nothing compared
+    (tmp_path / "estimate.json").write_text("{not json")
+    broken = read_prediction(tmp_path / "estimate.json", "abc", COMPUTE)
+    assert broken == {"compared": False, "why": "estimate.json cannot be read (JSONDecodeError)"}
+
+
+def test_a_prediction_for_other_compute_settings_carries_a_caveat(tmp_path: Path) -> None:
+    path = estimate_file(tmp_path, compute=COMPUTE | {"workers": 4, "scheduler": "local"})
+    prediction = read_prediction(path, "abc", COMPUTE)
+    assert prediction is not None and prediction["compared"] is True
+    assert prediction["caveat"] == (
+        "estimated with other compute settings (scheduler 'local' then, 'synchronous' now; workers 4 then, None now)"
+    )
+
+
 # --- a real run ----------------------------------------------------------------------------------------------------
 SIZE = 32  # one block of 32 x 32 px of 10 m: 0.1024 km2
 
@@ -233,6 +290,8 @@ def test_report_shows_the_cost_until_it_was_written(cost_run: tuple[Path, list[d
     assert '<section class="cost"><h2>Cost</h2>' in page and "<strong>estimated</strong>" in page
     assert "run.json</code> (<code>cost</code>) has the final figures" in page and "(job spec)" in page
     assert "<th>Cost</th>" in page  # the header line
+    assert "No prediction to compare: <code>suelo estimate JOB</code>" in page  # no estimate.json in the folder
+    assert "predicted" not in final and report["cost"].get("predicted") is None
     done = [e for e in events if e["event"] == "run_done"]
     assert len(done) == 1 and 0 < done[0]["energy_kwh"] <= final["energy_kwh"]
     assert "codecarbon" not in output.replace("codecarbon RAM", "").replace("codecarbon cpu_load", "")

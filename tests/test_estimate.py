@@ -88,6 +88,18 @@ def test_generated_region_within_factor(tmp_path: Path) -> None:
     area_km2 = 96 * 96 * 100 / 1e6
     assert cost["per_km2"]["energy_kwh"] == pytest.approx(cost["energy_kwh"] / area_km2)
     assert cost["per_million_pixels"]["wall_s"] == pytest.approx(cost["wall_s"] * 1e6 / (96 * 96))
+    # the run read estimate.json back: run.json and the report set the prediction beside the measured
+    compared = cost["predicted"]
+    assert compared["compared"] is True and compared["seconds"] == predicted and "caveat" not in compared
+    assert compared["estimated_at"] == estimate["estimated_at"] and compared["workers"] == 1
+    assert compared["measured_seconds"] == cost["wall_s"]
+    assert compared["time_ratio"] == pytest.approx(cost["wall_s"] / predicted, abs=1e-3)
+    assert 1 / FACTOR <= compared["time_ratio"] <= FACTOR
+    assert compared["energy_ratio"] == pytest.approx(cost["energy_kwh"] / estimate["predicted"]["energy_kwh"], abs=1e-3)
+    page = (tmp_path / "out" / "report" / "report.html").read_text()
+    assert "<h3>Predicted against measured</h3>" in page and "measured / predicted" in page
+    in_report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())["cost"]["predicted"]
+    assert in_report["seconds"] == predicted and 0 < in_report["measured_seconds"] <= cost["wall_s"]
 
 
 def test_calibration_blocks_are_adjacent_full_blocks_in_the_middle() -> None:

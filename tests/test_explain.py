@@ -27,7 +27,7 @@ from suelo import explain
 from suelo.cli import main
 from suelo.errors import InputError
 from suelo.evaluate import samples_legend
-from suelo.models.artifact import ModelArtifact, load_artifact
+from suelo.models.artifact import ModelArtifact, contract_inputs, load_artifact
 from suelo.models.presto import CHANNELS
 from suelo.samples import Samples, load_samples
 from tests.fixtures import REPO_ROOT, demo_job, one_line_error
@@ -153,6 +153,86 @@ def test_samples_summary_per_class(shipped: ModelArtifact, real: Samples) -> Non
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     assert svg == explain.heatmap_svg(summary, shipped.legend.names[0])  # deterministic: embeddable in reports
     assert "<svg" in explain.heatmaps_svg(summary)
+
+
+def tiny_summary() -> dict:
+    """A hand-made explanation of 2 months x the 8 groups, two classes (one without samples), no terrain."""
+    share = np.zeros((2, len(explain.GROUPS)))
+    share[1, explain.GROUPS.index("S2_SWIR")] = 50.0
+    share[0, explain.GROUPS.index("NDVI")] = 30.0
+    signed = np.zeros_like(share)
+    signed[1, explain.GROUPS.index("S2_SWIR")] = 0.75
+    entry = {
+        "code": 1, "name": "Crops", "color": "#ff0000", "n": 4, "mean_attribution": signed.tolist(),
+        "mean_terrain": 0.0, "mean_latlon": 0.25, "abs_share_percent": share.tolist(), "terrain_share_percent": 0.0,
+        "latlon_share_percent": 20.0, "month_share_percent": [30.0, 50.0], "most_influential_month": [1, 3],
+        "mean_logit": 2.0, "mean_baseline_logit": 1.0,
+    }  # fmt: skip
+    empty = {"code": 2, "name": "Trees", "color": "#00ff00", "n": 0}
+    return {
+        "model": "/somewhere/model.pt", "model_sha256": "ab" * 32, "months": ["Jun", "Jul"],
+        "groups": list(explain.GROUPS), "terrain_present": False, "classes": [entry, empty],
+        "samples": {"split": "calibration", "n": 4}, "explained": "each sample's reference-class raw logit",
+        "baseline": {"description": "the set's mean"},
+        "method": {"library": "captum", "integration": "gausslegendre", "steps": 32},
+        "completeness": {"max_abs_error": 1e-5, "mean_abs_error": 1e-6, "max_relative_error": 1e-5, "n_logits": 4,
+                         "within_tolerance": 1.0},
+    }  # fmt: skip
+
+
+def test_class_highlights_and_the_card_section_exactly() -> None:
+    summary = tiny_summary()
+    rows = explain.class_highlights(summary)
+    assert rows[0] == {
+        "code": 1, "class": "Crops", "n": 4, "months": "Jul 50 %, Jun 30 %",
+        "strongest": "S2_SWIR in Jul: 50.0 % of the mass, mean +0.750 logit", "terrain_latlon": "- / 20.0 %",
+        "logit": "2.00 (baseline 1.00)", "top_month_index": [1, 0],
+    }  # fmt: skip
+    assert rows[1] == {"code": 2, "class": "Trees", "n": 0, "months": "-", "strongest": "-", "terrain_latlon": "-",
+                       "logit": "-"}  # fmt: skip
+    stored = explain.card_attribution(summary)
+    assert "model" not in stored and "model_sha256" not in stored and stored["classes"] == summary["classes"]
+    text = explain.attribution_markdown(stored, "attribution/heatmaps.png")
+    assert "![Mean attribution of each class's logit by month and band group](attribution/heatmaps.png)" in text
+    assert "| Crops | 4 | Jul 50 %, Jun 30 % | S2_SWIR in Jul: 50.0 % of the mass, mean +0.750 logit |" in text
+    assert "on the 4 samples of the model's calibration split" in text
+    assert "The lat/lon token carries 20-20 % of the absolute attribution (most for Crops)" in text
+    summary["classes"][0]["latlon_share_percent"] = 10.0  # at the threshold: no sentence
+    assert explain.location_note(summary) == "" and "lat/lon token carries" not in explain.attribution_markdown(
+        summary, "x.png"
+    )
+
+
+@pytest.mark.parametrize("path", [SHIPPED, RADAR], ids=["default", "radar"])
+def test_shipped_model_cards_carry_their_attribution(path: Path) -> None:
+    """Each shipped land-cover model's card holds suelo explain's summary of its whole calibration split (what the
+    run report draws), with its files and section beside MODEL_CARD.md."""
+    artifact = load_artifact(path)
+    stored = artifact.meta["model_card"]["attribution"]
+    split = artifact.meta["split"]
+    assert stored["samples"]["split"] == "calibration" and stored["samples"]["n"] == split["n_val"]
+    assert stored["samples"]["found"] == stored["samples"]["stored"]  # the whole split, not a subset
+    assert sum(c["n"] for c in stored["classes"]) == split["n_val"]
+    assert stored["method"]["steps"] == explain.DEFAULT_STEPS and stored["baseline"]["kind"] == "mean"
+    assert stored["completeness"]["max_abs_error"] < MEASURED_ATOL and stored["completeness"]["within_tolerance"] == 1
+    assert "model_sha256" not in stored  # the card is inside the model file
+    assert stored["terrain_present"] is ("terrain" in contract_inputs(artifact.contract))
+    folder = path.with_name(f"{path.stem}_report")
+    assert json.loads((folder / "model_card.json").read_text())["attribution"] == stored
+    assert json.loads((folder / "attribution" / explain.JSON_NAME).read_text()) == stored
+    assert (folder / "attribution" / "heatmaps.png").stat().st_size > 10_000
+    assert explain.attribution_markdown(stored, "attribution/heatmaps.png") in (folder / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_card_attribution_is_what_explain_gives(shipped: ModelArtifact, real: Samples) -> None:
+    """Re-explaining the shipped model's calibration split reproduces its card's numbers (about 30 s on 2 cores)."""
+    summary, _result = explain.explain_samples(shipped, real, "stored")
+    stored = shipped.meta["model_card"]["attribution"]
+    for mine, theirs in zip(summary["classes"], stored["classes"], strict=True):
+        assert mine["n"] == theirs["n"]
+        np.testing.assert_allclose(mine["mean_attribution"], theirs["mean_attribution"], atol=1e-5)
+        np.testing.assert_allclose(mine["abs_share_percent"], theirs["abs_share_percent"], atol=1e-2)
 
 
 def test_stored_split_none_found_is_one_line(shipped: ModelArtifact, real: Samples) -> None:

@@ -47,10 +47,14 @@ def _product_band(plan: RunPlan, name: str, dtype: str, band: int) -> Any:
 
 
 def assemble(
-    plan: RunPlan, entries: Sequence[dict[str, Any]], cost: CostMeter | None = None
+    plan: RunPlan,
+    entries: Sequence[dict[str, Any]],
+    cost: CostMeter | None = None,
+    prediction: dict[str, Any] | None = None,
 ) -> tuple[dict[str, list[Path]], Path | None, list[Path]]:
     """Final map sets (COG + styles + STAC) of every product from the block rasters, then the run report (with the
-    run's cost until it is written, from ``cost``, the run's meter)."""
+    run's cost until it is written, from ``cost``, the run's meter, beside ``prediction``: what suelo estimate
+    predicted, :func:`suelo.cost.read_prediction`)."""
     import dask
 
     from suelo.report import write_run_report
@@ -129,12 +133,15 @@ def assemble(
     outputs.append(collection)
     cost_so_far = None
     if cost is not None:
-        from suelo.cost import grid_area_km2
+        from suelo.cost import grid_area_km2, predicted_vs_actual
 
         cost_so_far = cost.snapshot().to_dict(grid_area_km2(plan.grid), plan.grid.width * plan.grid.height)
+        if (compared := predicted_vs_actual(prediction, cost_so_far)) is not None:
+            cost_so_far["predicted"] = compared
     written = write_run_report(
         out_dir / "report", map_sets, masking, metrics, job.model_dump(mode="json"), warnings=warnings,
         assessments=assessments, header=report_header(plan, masking), outputs=outputs, cost=cost_so_far,
+        attributions={p.name: p.attribution for p in plan.products},
     )  # fmt: skip
     report_path = written.get("html") or next(iter(written.values()), None)
     files = [f for paths in products.values() for f in paths] + [Path(p) for p in written.values()] + [collection]

@@ -43,27 +43,40 @@ class RegionResult:
     cube: Path | None = None  # the whole-region cube, when the job writes it
     cube_seconds: float = 0.0  # assembling it from the blocks' composites
     cube_skipped: bool = False  # it was already there, made from these inputs
+    # suelo estimate's prediction as the run read it (suelo.cost.read_prediction), with a caveat when it resumed
+    prediction: dict[str, Any] | None = None
 
 
 def run_region(
-    plan: RunPlan, overwrite: bool = False, log_format: str = "text", cost: CostMeter | None = None
+    plan: RunPlan,
+    overwrite: bool = False,
+    log_format: str = "text",
+    cost: CostMeter | None = None,
+    prediction: dict[str, Any] | None = None,
 ) -> RegionResult:
     """Run every unfinished block of ``plan``, then (all done) assemble and write the final products; ``cost``, the
-    run's meter, is read for the report (the cost until then) and the ``run_done`` event."""
+    run's meter, is read for the report (the cost until then) and the ``run_done`` event; ``prediction``, what
+    ``suelo estimate`` predicted (:func:`suelo.cost.read_prediction`), is set beside it in the report."""
     from suelo.outdir import claimed_output, remove_stale_temporaries
 
     out_dir = Path(plan.job.output.dir)
     with claimed_output(out_dir):  # re-entrant: `suelo run` claimed the folder before anything else
         remove_stale_temporaries(out_dir)
         try:
-            return _run_region(plan, overwrite, log_format, cost)
+            return _run_region(plan, overwrite, log_format, cost, prediction)
         finally:
             # the workers are gone (the backend shut them down): what a worker killed during this run left behind
             # has no writer any more, so the run does not leave it for the next one to remove
             remove_stale_temporaries(out_dir)
 
 
-def _run_region(plan: RunPlan, overwrite: bool, log_format: str, cost: CostMeter | None = None) -> RegionResult:
+def _run_region(
+    plan: RunPlan,
+    overwrite: bool,
+    log_format: str,
+    cost: CostMeter | None = None,
+    prediction: dict[str, Any] | None = None,
+) -> RegionResult:
     started = time.perf_counter()
     out_dir = Path(plan.job.output.dir)
     manifest = Manifest(out_dir / MANIFEST)
@@ -120,7 +133,16 @@ def _run_region(plan: RunPlan, overwrite: bool, log_format: str, cost: CostMeter
             assemble_cube(plan, plan.job.compute.workers or os.cpu_count() or 1)
         result.cube_seconds = time.perf_counter() - cube_started
         files.append(result.cube)
-    products, report, product_files = assemble(plan, [entries[b.block_id] for b in blocks], cost=cost)
+    if prediction and prediction.get("compared") and done:
+        # the meter started with this invocation: the blocks an earlier one finished are in no measured figure
+        prediction = prediction | {
+            "resumed": f"{len(done)} of {len(blocks)} blocks were done by an earlier invocation: the measured "
+            "figures are this invocation's, the prediction the whole run's"
+        }
+    result.prediction = prediction
+    products, report, product_files = assemble(
+        plan, [entries[b.block_id] for b in blocks], cost=cost, prediction=prediction
+    )
     files = product_files + files
     write_json_atomic(
         out_dir / FINAL,
