@@ -32,22 +32,19 @@ import math
 import resource
 import sys
 import time
-from functools import cache
-from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import psutil  # type: ignore[import-untyped]  # no inline types; the test extra installs no stubs for it
 
+from suelo.settings import WORLD, codecarbon_countries
+
 if TYPE_CHECKING:
     from suelo.grid import Grid
 
 log = logging.getLogger(__name__)
 
-#: ``cost.country_iso_code`` of the world average: the World Bank's ISO 3166 user-assigned code for the world, which
-#: codecarbon has no grid mix for and so prices at its world average (475 g CO2e/kWh, IEA).
-WORLD = "WLD"
 #: How many points each edge of a geographic grid's bounds gets, so its north and south edges follow their parallels
 #: (the geodesic between two corners does not) to well under a millionth of the area.
 _EDGE_POINTS = 256
@@ -117,25 +114,6 @@ def grid_area_km2(grid: Grid) -> float | None:
                            np.full(_EDGE_POINTS, top), top - (top - bottom) * steps])  # fmt: skip
     area, _perimeter = geod.polygon_area_perimeter(lons, lats)
     return abs(float(area)) / 1e6 if math.isfinite(area) else None
-
-
-@cache
-def codecarbon_countries() -> dict[str, str]:
-    """ISO 3166 alpha-3 code -> country name of every country codecarbon has a grid mix for, read from its data file
-    without importing codecarbon (the job spec is checked on every command; the import takes a tenth of a second).
-    Empty when the file is not where codecarbon 2.8 to 3.x keep it: the spec then checks the code's form only."""
-    try:
-        spec = find_spec("codecarbon")
-        locations = list(spec.submodule_search_locations or []) if spec is not None else []
-        if not locations:
-            return {}
-        path = Path(locations[0]) / "data" / "private_infra" / "global_energy_mix.json"
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, ImportError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(code): str(entry.get("country_name", code)) for code, entry in data.items() if isinstance(entry, dict)}
 
 
 class _Capture:

@@ -22,6 +22,10 @@ The prediction (documented in :func:`predict`):
 - energy = the calibration's mean power x the work (set-up + the sum of all block times + assembly): the work, not
   the wall time, so the same on any number of workers; the idle power of extra machines is not counted.
 
+A job for a Dask cluster (``compute.scheduler`` an address, as ``workflows/slurm_cluster.yaml``) is estimated
+without its cluster: the calibration runs here, so its blocks are timed on this machine's cores, and the
+prediction takes the cluster's workers to be as fast.
+
 Not modelled: Dask cluster start-up (seconds), reading inputs over a network slower than the calibration blocks',
 blocks outside the inputs' footprint (they run faster: the prediction is then high). ``estimate.json`` is written
 in the job's output folder so that the run's report can show the prediction beside what the run measured.
@@ -186,7 +190,9 @@ def calibrate(job: JobSpec, count: int, log: Callable[[str], None]) -> tuple[Run
     from suelo.orchestrate.block import process_block
 
     started = time.perf_counter()
-    plan = plan_job(job)
+    # the calibration runs here, in this process: a cluster job is estimated without its scheduler being reachable
+    local = job.model_copy(update={"compute": job.compute.model_copy(update={"scheduler": "synchronous"})})
+    plan = plan_job(local if on_cluster(job) else job)
     grid = plan.grid
     setup_s = time.perf_counter() - started
     chosen = calibration_blocks(plan, count)

@@ -7,10 +7,13 @@ same run as the YAML file. Relative paths in a job file are resolved against the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 import re
 import stat
+from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -698,6 +701,30 @@ class AccessSpec(Settings):
         return self
 
 
+#: ``cost.country_iso_code`` of the world average: the World Bank's ISO 3166 user-assigned code for the world, which
+#: codecarbon has no grid mix for and so prices at its world average (475 g CO2e/kWh, IEA).
+WORLD = "WLD"
+
+
+@cache
+def codecarbon_countries() -> dict[str, str]:
+    """ISO 3166 alpha-3 code -> country name of every country codecarbon has a grid mix for, read from its data file
+    without importing codecarbon (the job spec is checked on every command; the import takes a tenth of a second).
+    Empty when the file is not where codecarbon 2.8 to 3.x keep it: the spec then checks the code's form only."""
+    try:
+        spec = find_spec("codecarbon")
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not locations:
+            return {}
+        path = Path(locations[0]) / "data" / "private_infra" / "global_energy_mix.json"
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, ImportError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(code): str(entry.get("country_name", code)) for code, entry in data.items() if isinstance(entry, dict)}
+
+
 class CostSpec(Settings):
     """How a run's emissions are counted (suelo.cost); the energy itself is measured, not set.
 
@@ -707,7 +734,7 @@ class CostSpec(Settings):
         None, gt=0, le=2000, description="g CO2e per kWh of the electricity used; default: the country's grid mix"
     )
     country_iso_code: str = Field(
-        "WLD",
+        WORLD,
         pattern=r"^[A-Za-z]{3}$",
         description="ISO 3166 alpha-3 country of the machine (e.g. BEL), for codecarbon's grid mix; WLD: its world "
         "average (475 g/kWh)",
@@ -716,8 +743,6 @@ class CostSpec(Settings):
     @field_validator("country_iso_code")
     @classmethod
     def _known_country(cls, code: str) -> str:
-        from suelo.cost import WORLD, codecarbon_countries
-
         code = code.upper()
         known = codecarbon_countries()  # empty if codecarbon's data file cannot be read: then the form is checked
         if known and code != WORLD and code not in known:

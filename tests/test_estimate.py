@@ -102,6 +102,25 @@ def test_generated_region_within_factor(tmp_path: Path) -> None:
     assert in_report["seconds"] == predicted and 0 < in_report["measured_seconds"] <= cost["wall_s"]
 
 
+def test_a_cluster_job_is_predicted_on_n_workers_without_the_cluster(tmp_path: Path) -> None:
+    """As workflows/slurm_cluster.yaml: a Dask scheduler address. The calibration runs here, in-process (the
+    cluster is never contacted), and the prediction covers 1, 4, 16 and 64 workers with their own cores."""
+    items = generate_region(tmp_path / "scenes", 64, months=12, scenes_per_month=1, seed=5)
+    job = region_job(tmp_path, items, "clustered", compute={"scheduler": "tcp://scheduler-node:8786", "workers": 8})
+    done = suelo("estimate", str(job), "--json", "--calibration-blocks", "2", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    estimate = json.loads(done.stdout)
+    assert estimate["machine"]["shared"] is False and estimate["size"]["blocks"] == 4
+    assert estimate["compute"]["scheduler"] == "tcp://scheduler-node:8786" and estimate["compute"]["workers"] == 8
+    predictions = {p["workers"]: p for p in estimate["predictions"]}
+    assert sorted(predictions) == [1, 2, 4, 8, 16, 64] and estimate["predicted"]["workers"] == 8
+    seconds = [predictions[n]["seconds"] for n in sorted(predictions)]
+    assert seconds[0] > seconds[1] > seconds[2] and seconds[2] == seconds[-1]  # 4 blocks: no gain past 4 workers
+    # the same work wherever it runs, plus one warm-up per busy worker
+    energies = [predictions[n]["energy_kwh"] for n in sorted(predictions)]
+    assert energies[0] < energies[1] < energies[2] and energies[2] == energies[-1]
+
+
 def test_calibration_blocks_are_adjacent_full_blocks_in_the_middle() -> None:
     from types import SimpleNamespace
 
