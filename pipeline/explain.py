@@ -76,8 +76,11 @@ BASELINES = ("mean", "zeros")
 DEFAULT_BASELINE = "mean"
 #: Samples per captum call (each becomes ``steps`` rows of the path; internal batches bound the memory).
 DEFAULT_BATCH = 64
-#: Path rows per forward/backward pass: ~1 GB of activations for 12 months of Sentinel-2 on a CPU.
-PATH_ROWS = 2048
+#: Path rows per forward/backward pass, by device type. On a CPU small passes are faster: at 256 rows (about 120 MB
+#: of activations for 12 months) the whole demo cube took 7 min 09 s and 1.4 GB, at 2048 rows (~1 GB) 12 min 05 s
+#: and 3.3 GB, 40 % of it in the kernel paging fresh allocations in and out (2 cores; 64-128 rows were as fast as
+#: 256 on a 256-pixel sample). On a GPU larger passes fill the device; 4096 is a guess, not measured (no GPU here).
+PATH_ROWS = {"cpu": 256, "cuda": 4096}
 #: The completeness check: |sum of attributions - (logit - baseline logit)| <= ATOL + RTOL * |logit - baseline
 #: logit|, in logits (float32 model; benchmarks/EXPLAIN.md measured the errors this bounds with a wide margin).
 COMPLETENESS_ATOL = 1e-3
@@ -384,6 +387,7 @@ def attribute(
         part = torch.from_numpy(np.ascontiguousarray(values[rows])).to(device)
         return part.repeat_interleave(repeat, dim=0) if repeat > 1 else part
 
+    path_rows = PATH_ROWS.get(torch.device(device).type, PATH_ROWS["cpu"])
     for start in range(0, n, max(1, batch_size)):
         rows = slice(start, min(start + max(1, batch_size), n))
         m = rows.stop - rows.start
@@ -395,7 +399,7 @@ def attribute(
         extra_k = (tensor(mask, rows, k), tensor(dw, rows, k), tensor(months, rows, k))
         inputs = (tensor(x, rows, k), tensor(latlons, rows, k))
         bases = (tensor(base_x, rows, k), tensor(base_latlon, rows, k))
-        internal = max(m * k, (PATH_ROWS // (m * k)) * m * k)
+        internal = max(m * k, (path_rows // (m * k)) * m * k)
         attributions, conv = ig.attribute(
             inputs, baselines=bases, target=torch.from_numpy(classes[rows].reshape(-1)).to(device),
             additional_forward_args=extra_k, n_steps=steps, method=integration, internal_batch_size=internal,
@@ -685,7 +689,7 @@ def explain_cube(
     The baseline is the cube's own mean over all pixels with data (one cheap first pass), so it does not depend on
     which pixels are explained. ``max_pixels``: explain a seeded random sample of that many pixels with data for the
     region summary instead of all of them (integrated gradients costs ``steps`` forward and backward passes per
-    pixel: about 2 ms per pixel and step on 2 CPU cores, benchmarks/EXPLAIN.md); the raster is then not made (a
+    pixel: about 1.2 ms per pixel and step on 2 CPU cores, benchmarks/EXPLAIN.md); the raster is then not made (a
     raster of a sample would show unexplained pixels as no data), so ``month_index`` is None. Without it every
     pixel is explained.
     """
@@ -968,10 +972,11 @@ def location_note(summary_: Mapping[str, Any]) -> str:
     low, high = min(shares.values()), max(shares.values())
     most = max(shares, key=lambda name: shares[name])
     return (
-        f"The lat/lon token carries {low:.0f}-{high:.0f} % of the absolute attribution (most for {most}): the model "
-        "reads where a sample is as well as what its series looks like, learnt from the few regions it was trained "
-        "on, and that part of its evidence says little about land far from them, which is one reason the maps gate "
-        "pixels unlike the training data."
+        f"The lat/lon token carries {low:.0f}-{high:.0f} % of the absolute attribution (most for {most}), measured "
+        "from the baseline's position, the samples' centroid, which lies between the training regions when they are "
+        "far apart: the model reads where a sample is as well as what its series looks like, learnt from the few "
+        "regions it was trained on, and that part of its evidence says little about land far from them, which is "
+        "one reason the maps gate pixels unlike the training data."
     )
 
 
