@@ -16,6 +16,7 @@ scenes in one month, never by the region.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -33,6 +34,7 @@ from suelo import __version__
 from suelo.grid import LEGACY_GRID_ATTR, SPATIAL_REF, Grid, attach_grid, cf_netcdf, has_grid
 from suelo.ingest.auxiliary import CUBE_VARIABLES, OPTICAL, Auxiliary, auxiliary_planes
 from suelo.ingest.scene import Scene, read_scene
+from suelo.locks import netcdf_lock
 from suelo.settings import IngestSpec, PeriodSpec
 
 COMPOSITING_METHOD = (
@@ -299,7 +301,7 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
         is near the end of the file: a truncated write loses it); n_clear, when in memory, equal to what was written."""
         import netCDF4
 
-        with netCDF4.Dataset(tmp) as ds:
+        with netcdf_lock(xarray=True), netCDF4.Dataset(tmp) as ds:  # netCDF4 itself: no xarray call inside
             ds.set_auto_maskandscale(False)
             for name in ("reflectance", "valid", "clear_count", "n_clear"):
                 var = ds.variables[name]
@@ -312,7 +314,10 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
             if out["n_clear"].chunks is None and not np.array_equal(ds.variables["n_clear"][:], out["n_clear"].values):
                 raise ValueError("n_clear differs from what was written")
 
-    with atomic_output(path, verify=read_back) as tmp:
+    # a cube in memory is written under suelo's netCDF lock (suelo.locks: another block of this worker may be
+    # reading weather); a lazy one is not: its dask threads read weather under that lock while it is written
+    in_memory = all(not isinstance(v.data, da.Array) for v in out.variables.values())
+    with netcdf_lock() if in_memory else contextlib.nullcontext(), atomic_output(path, verify=read_back) as tmp:
         out.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
 
 

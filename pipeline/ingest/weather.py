@@ -65,6 +65,7 @@ from suelo.ingest.confine import UNCONFINED, InputAccess, open_raster, regular_f
 from suelo.ingest.scene import gdal_env
 from suelo.ingest.stac import parse_datetime
 from suelo.ingest.terrain import MAX_MISSING, points_in
+from suelo.locks import netcdf_lock
 from suelo.settings import WeatherInput
 
 if TYPE_CHECKING:
@@ -178,7 +179,8 @@ def discover_weather(spec: WeatherInput, access: InputAccess | None = None) -> W
         kind = _format(path)
         formats.append((path, kind))
         if kind == "netcdf":
-            _scan_netcdf(path, spec, found)
+            with netcdf_lock(xarray=True):
+                _scan_netcdf(path, spec, found)
         else:
             _scan_geotiff(path, spec, found)
     first = files[0]
@@ -271,10 +273,12 @@ def _record_name(found: _Found, name: str, path: str, quantity: Quantity) -> Non
 
 
 def _open_netcdf(path: str) -> xr.Dataset:
+    """Open ``path`` without xarray's lock: the caller holds ``netcdf_lock(xarray=True)`` while it opens, uses and
+    closes the dataset (suelo.locks: netCDF-C is not thread-safe, and the blocks of a cube read weather at once)."""
     import xarray as xr
 
     try:
-        return xr.open_dataset(path, engine="netcdf4", decode_times=False, decode_timedelta=False)
+        return xr.open_dataset(path, engine="netcdf4", decode_times=False, decode_timedelta=False, lock=False)
     except (OSError, ValueError, RuntimeError, KeyError, IndexError) as exc:
         raise InputError(path, f"cannot read NetCDF: corrupt, truncated or unreadable ({exc})") from exc
 
@@ -632,6 +636,10 @@ class _Readers:
         self.lattices: dict[tuple[str, str], _Lattice] = {}
 
     def read(self, path: str, name: str, index: int) -> tuple[_Lattice, np.ndarray]:
+        with netcdf_lock(xarray=True):  # opening, reading and closing NetCDF alike (GeoTIFFs too: as small)
+            return self._read(path, name, index)
+
+    def _read(self, path: str, name: str, index: int) -> tuple[_Lattice, np.ndarray]:
         reader = self.open.pop(path, None)
         if reader is None:
             if len(self.open) >= OPEN_FILES:
@@ -645,8 +653,9 @@ class _Readers:
         return lattice, reader.read(name, index, lattice)
 
     def close(self) -> None:
-        while self.open:
-            self.open.popitem()[1].close()
+        with netcdf_lock(xarray=True):
+            while self.open:
+                self.open.popitem()[1].close()
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def process_block(plan: RunPlan, block: Block) -> dict[str, Any]:
 def block_cube(plan: RunPlan, outer: Grid, top: int, left: int) -> Any:
     """The monthly composite of a block (with its halo), from the composite cache when allowed and present."""
     from suelo.composite import build_cube, open_cube, write_cube
+    from suelo.locks import netcdf_lock
 
     job = plan.job
     cache = None
@@ -88,7 +89,8 @@ def block_cube(plan: RunPlan, outer: Grid, top: int, left: int) -> Any:
         cache = Path(job.output.dir) / CACHE / plan.cube_digest[:16] / name
         if cache.exists():
             try:
-                return open_cube(cache).load()
+                with netcdf_lock():  # suelo.locks: another block of this worker may be reading weather
+                    return open_cube(cache).load()
             except (OSError, ValueError):
                 pass  # an unreadable cache entry (e.g. a disk that filled up earlier) is simply rebuilt
     cube = build_cube(plan.scenes, outer, job.period, job.ingest, max(outer.height, outer.width), plan.auxiliary)

@@ -288,3 +288,35 @@ def test_source_pickles(tmp_path: Path) -> None:
     again = pickle.loads(pickle.dumps(source))
     assert isinstance(again, WeatherSource) and again == source
     np.testing.assert_array_equal(weather_on_grid(again, GRID, MONTHS), weather_on_grid(source, GRID, MONTHS))
+
+
+def test_threads_read_the_same_files_at_once(tmp_path: Path) -> None:
+    """The blocks of one cube read the weather on dask threads, and daily files (AgERA5) mean many opens. netCDF-C
+    and HDF5 are not thread-safe: without suelo.locks.netcdf_lock this crashed the test process (segmentation
+    fault). Eight threads on 31 daily files each, while the main thread writes computed cubes (suelo.composite,
+    under the same lock), get what one thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from suelo.composite import build_cube, write_cube
+    from suelo.locks import netcdf_lock
+    from suelo.settings import IngestSpec, PeriodSpec
+
+    days = [dt.datetime(2021, 1, 1) + dt.timedelta(days=d) for d in range(31)]
+    paths = [
+        netcdf(tmp_path / f"day_{i:02d}.nc", [day], {"t2m": (temperature_field, "K"), "tp": (constant(0.002), "m")})
+        for i, day in enumerate(days)
+    ]
+    source = discover_weather(spec(*paths, precipitation_unit="m/day"))
+    alone = weather_on_grid(source, GRID, MONTHS[:1])
+    with ThreadPoolExecutor(8) as pool:
+        runs = [pool.submit(weather_on_grid, source, GRID, MONTHS[:1]) for _ in range(8)]
+        period = PeriodSpec.model_validate({"start": "2021-01-01", "end": "2021-03-31"})
+        empty = build_cube((), GRID, period, IngestSpec(), block_size=64).compute(scheduler="synchronous")
+        for i in range(10):  # cubes written meanwhile on this thread
+            write_cube(empty, tmp_path / f"cube_{i}.nc")
+        results = [run.result() for run in runs]
+    for result in results:
+        np.testing.assert_array_equal(result, alone)
+    with netcdf_lock(xarray=True), netcdf_lock(), netcdf_lock(xarray=True):  # re-entrant within a thread
+        pass
+    assert np.isfinite(alone).all()
