@@ -150,13 +150,14 @@ def card_sections_only(model: Path, extractions: list[Path]) -> None:
     card = artifact.meta["model_card"]
     sections = add_benchmark_sections(card, contract_inputs(artifact.contract))
     folder = model.with_name(f"{model.stem}_report")
-    sections += "\n" + add_attribution_section(card, artifact, load_samples(extractions), folder)
+    sections += "\n" + add_attribution_section(card, artifact, worldcereal_samples(extractions), folder)
     save_artifact(artifact, model)
     write_card(card, sections, folder, model.name)
     print(f"updated the card sections of {model}")
 
 
-def load_samples(extractions: list[Path]) -> Samples:
+def worldcereal_samples(extractions: list[Path]) -> Samples:
+    """The WorldCereal extractions with the shipped legend, as the model was trained on them."""
     legend = load_legend()
     return Samples.concat([load_worldcereal(p, legend) for p in extractions])
 
@@ -223,7 +224,7 @@ def main() -> None:
         card_sections_only(args.output, args.extractions)
         return
     legend = load_legend()
-    samples = load_samples(args.extractions)
+    samples = worldcereal_samples(args.extractions)
     started = time.perf_counter()
     config = TrainConfig.legacy(inputs=inputs)
     card = seed_averaged_card(samples, legend, config, seeds=range(args.card_seeds), log=print)

@@ -316,7 +316,7 @@ def write_cube(cube: xr.Dataset, path: Path, packed: bool = True) -> None:
 
     # a cube in memory is written under suelo's netCDF lock (suelo.locks: another block of this worker may be
     # reading weather); a lazy one is not: its dask threads read weather under that lock while it is written
-    in_memory = all(not isinstance(v.data, da.Array) for v in out.variables.values())
+    in_memory = all(v.chunks is None for v in out.variables.values())
     with netcdf_lock() if in_memory else contextlib.nullcontext(), atomic_output(path, verify=read_back) as tmp:
         out.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
 

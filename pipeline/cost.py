@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: codecarbon's CPU modes that read a counter, and what the energy method calls them.
+_CPU_COUNTERS = {
+    "intel_rapl": "RAPL (CPU)",
+    "windows_emi": "Windows EMI/RAPL (CPU)",
+    "intel_power_gadget": "Intel Power Gadget (CPU)",
+}
+#: How ``energy_method`` begins when the meter gave no energy figures (they are then 0.0).
+NOT_MEASURED = "not measured"
+
 #: How many points each edge of a geographic grid's bounds gets, so its north and south edges follow their parallels
 #: (the geodesic between two corners does not) to well under a millionth of the area.
 _EDGE_POINTS = 256
@@ -86,7 +95,13 @@ class RunCost:
     @property
     def measured(self) -> bool:
         """Whether the energy figures are figures at all (codecarbon ran), measured or estimated."""
-        return not self.energy_method.startswith("not measured")
+        return energy_measured(self.energy_method)
+
+
+def energy_measured(energy_method: str) -> bool:
+    """Whether a cost's ``energy_method`` says its energy figures are figures at all (of :class:`RunCost`, or of
+    its :meth:`RunCost.to_dict` read back), measured or estimated."""
+    return not energy_method.startswith(NOT_MEASURED)
 
 
 def grid_area_km2(grid: Grid) -> float | None:
@@ -351,9 +366,9 @@ class CostMeter:
             self._cpu_last = max(self._cpu_last, cpu)
         data = self._capture.total if self._capture is not None and not self._problem else None
         if self._started is None:
-            method = "not measured: the meter was not started"
+            method = f"{NOT_MEASURED}: the meter was not started"
         elif data is None:
-            method = f"not measured: {self._problem or 'codecarbon gave no reading'}"
+            method = f"{NOT_MEASURED}: {self._problem or 'codecarbon gave no reading'}"
         else:
             method = ""
         cpu_kwh = gpu_kwh = ram_kwh = energy = emissions = gpu_s = 0.0
@@ -401,12 +416,8 @@ class CostMeter:
                 mode = str(getattr(hardware, "_mode", ""))
                 tdp = getattr(hardware, "_tdp", None)
                 tdp_text = f"TDP {float(tdp):g} W" if isinstance(tdp, (int, float)) else "its TDP"
-                if mode == "intel_rapl":
-                    measured.append("RAPL (CPU)")
-                elif mode == "windows_emi":
-                    measured.append("Windows EMI/RAPL (CPU)")
-                elif mode == "intel_power_gadget":
-                    measured.append("Intel Power Gadget (CPU)")
+                if mode in _CPU_COUNTERS:
+                    measured.append(_CPU_COUNTERS[mode])
                 elif mode == "cpu_load":
                     modelled.append(f"codecarbon cpu_load model ({tdp_text} x machine CPU load)")
                 elif mode == "constant":
@@ -504,7 +515,7 @@ def predicted_vs_actual(prediction: dict[str, Any] | None, actual: dict[str, Any
     if not prediction or not prediction.get("compared"):
         return prediction
     out = dict(prediction)
-    measured_energy = not str(actual.get("energy_method", "")).startswith("not measured")
+    measured_energy = energy_measured(str(actual.get("energy_method", "")))
     out["measured_seconds"] = actual.get("wall_s")
     out["measured_energy_kwh"] = actual.get("energy_kwh") if measured_energy else None
 

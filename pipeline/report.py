@@ -22,6 +22,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from suelo.atomic import atomic_output, write_text_atomic
+from suelo.cost import NOT_MEASURED, energy_measured
 from suelo.write import MapSet, hex_to_rgba
 
 QUICKLOOK_MAX = 512
@@ -202,17 +203,13 @@ def _attribution_html(
         files.append(svg)
         href = svg.relative_to(folder).as_posix()
         rows = class_highlights(summary)
-        head = "".join(f"<th>{html.escape(title)}</th>" for _key, title in HIGHLIGHT_COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(row[key]))}</td>" for key, _title in HIGHLIGHT_COLUMNS) + "</tr>"
-            for row in rows
-        )
+        table = _table([{title: row[key] for key, title in HIGHLIGHT_COLUMNS} for row in rows],
+                       [title for _key, title in HIGHLIGHT_COLUMNS])  # fmt: skip
         note = location_note(summary)
         parts.append(
             f"<h3>{html.escape(name)}</h3><p>{html.escape(attribution_intro(summary))}</p>"
             f'<img class="figure" src="{html.escape(href)}" alt="mean attribution of each class\'s logit by month '
-            f'and band group, {html.escape(name)}"><table class="attribution"><tr>{head}</tr>{body}</table>'
-            + (f"<p>{html.escape(note)}</p>" if note else "")
+            f'and band group, {html.escape(name)}">{table}' + (f"<p>{html.escape(note)}</p>" if note else "")
         )
         records[name] = {
             "heatmaps": href,
@@ -233,6 +230,11 @@ def _attribution_html(
     )
 
 
+def _number_row(name: str, cells: Sequence[str]) -> str:
+    """A table row: ``name`` as its header, then ``cells`` right-aligned (figures already formatted)."""
+    return f"<tr><th>{html.escape(name)}</th>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>"
+
+
 def _figure(value: Any) -> str:
     """A cost figure: 3 significant digits (energies are 1e-6 kWh on a small run, km2 figures smaller still)."""
     return "n/a" if not isinstance(value, (int, float)) else f"{value:.3g}"
@@ -241,8 +243,7 @@ def _figure(value: Any) -> str:
 def _cost_summary(cost: Mapping[str, Any]) -> str:
     """The header's one line: time, energy (estimated or measured) and CO2e."""
     parts = [f"{_figure(cost.get('wall_s'))} s wall, {_figure(cost.get('cpu_s'))} CPU s"]
-    method = str(cost.get("energy_method", ""))
-    if method.startswith("not measured"):
+    if not energy_measured(str(cost.get("energy_method", ""))):
         parts.append("energy not measured")
     else:
         kind = "estimated" if cost.get("energy_estimated", True) else "measured"
@@ -276,10 +277,7 @@ def _prediction_html(predicted: Mapping[str, Any] | None) -> str:
          _figure(predicted.get("measured_energy_kwh")) if predicted.get("measured_energy_kwh") is not None
          else "not measured", ratio(predicted.get("energy_ratio"))),
     ]  # fmt: skip
-    body = "".join(
-        f"<tr><th>{html.escape(name)}</th>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>"
-        for name, *cells in rows
-    )
+    body = "".join(_number_row(name, cells) for name, *cells in rows)
     notes = [str(predicted[k]) for k in ("caveat", "resumed") if predicted.get(k)]
     when = f" on {html.escape(str(predicted['estimated_at']))}" if predicted.get("estimated_at") else ""
     return (
@@ -295,7 +293,7 @@ def _cost_html(cost: Mapping[str, Any]) -> str:
     """The Cost section: what the run cost until the report was written, per run, per km2 and per million pixels,
     the energy marked as measured or estimated with codecarbon's method, and the carbon intensity it was priced at."""
     method = str(cost.get("energy_method", ""))
-    measured = not method.startswith("not measured")
+    measured = energy_measured(method)
     per_km2, per_mpx = cost.get("per_km2") or {}, cost.get("per_million_pixels") or {}
     rows = []
     for key, name in (("wall_s", "wall time (s)"), ("cpu_s", "CPU time (s)"), ("energy_kwh", "energy (kWh)"),
@@ -304,10 +302,10 @@ def _cost_html(cost: Mapping[str, Any]) -> str:
             cells = ["not measured"] * 3
         else:
             cells = [_figure(cost.get(key)), _figure(per_km2.get(key)), _figure(per_mpx.get(key))]
-        rows.append(f"<tr><th>{html.escape(name)}</th>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+        rows.append(_number_row(name, cells))
     head = "<tr><th></th><th>run</th><th>per km2</th><th>per million pixels</th></tr>"
     if not measured:
-        energy = f"<strong>not measured</strong>: {html.escape(method.removeprefix('not measured: '))}"
+        energy = f"<strong>not measured</strong>: {html.escape(method.removeprefix(NOT_MEASURED + ': '))}"
     else:
         kind = "<strong>estimated</strong>" if cost.get("energy_estimated", True) else "measured"
         energy = (
